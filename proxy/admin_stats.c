@@ -1,0 +1,137 @@
+/*
+ * admin_stats.c — the admin port's read-only routes over a px_stats:
+ *
+ *   GET /health   200 {"status":"ok"} while info->accepting(ctx) is true,
+ *                 503 {"status":"shutting_down"} after
+ *   GET /stats    one JSON object: version, uptime_seconds and every counter
+ *   GET /metrics  Prometheus text exposition format 0.0.4, names pgfold_*,
+ *                 counters with the _total suffix
+ *
+ * Both /stats and /metrics come from one table of the px_stats fields, so a
+ * counter added to px_stats needs one line here to appear in both.
+ */
+#include "admin.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "../common/log.h"
+
+typedef struct stat_field {
+	const char *name;  /* JSON key; the metric is pgfold_<name>[_total] */
+	size_t offset;     /* of a uint64_t in px_stats */
+	bool counter;      /* counter (else gauge) */
+	const char *help;
+} stat_field;
+
+#define STAT(field, counter, help) {#field, offsetof(px_stats, field), counter, help}
+
+/* In /stats order (after version and uptime_seconds). */
+static const stat_field stat_fields[] = {
+	STAT(clients_active, false, "Client connections open now."),
+	STAT(clients_total, true, "Client connections accepted."),
+	STAT(clients_rejected, true, "Client connections refused (max_client_conn or shutting down)."),
+	STAT(backends_active, false, "Backend connections open now."),
+	STAT(backends_total, true, "Backend connections opened."),
+	STAT(backend_connect_errors, true, "Backend connect or startup failures."),
+	STAT(bytes_from_clients, true, "Bytes read from clients."),
+	STAT(bytes_to_clients, true, "Bytes written to clients."),
+	STAT(bytes_from_backends, true, "Bytes read from backends."),
+	STAT(bytes_to_backends, true, "Bytes written to backends."),
+	STAT(queries, true, "Query and Execute messages from clients."),
+	STAT(backend_errors, true, "ErrorResponse messages relayed from backends."),
+	STAT(protocol_errors, true, "Clients closed for a protocol violation."),
+	STAT(cancel_requests, true, "CancelRequest messages received."),
+	STAT(config_reloads, true, "Successful configuration reloads."),
+};
+
+#undef STAT
+
+static uint64_t stat_value(const px_stats *stats, const stat_field *f)
+{
+	return *(const uint64_t *)((const char *)stats + f->offset);
+}
+
+static uint64_t uptime_seconds(const px_stats *stats)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (stats->start_time_ms == 0 || now_ms < stats->start_time_ms)
+		return 0;
+	return (now_ms - stats->start_time_ms) / 1000;
+}
+
+static void health_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	const px_admin_info *info = ctx;
+	if (!info->accepting || info->accepting(info->ctx)) {
+		pf_sb_append(&resp->body, "{\"status\":\"ok\"}");
+		return;
+	}
+	resp->status = 503;
+	pf_sb_append(&resp->body, "{\"status\":\"shutting_down\"}");
+}
+
+static void stats_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	const px_admin_info *info = ctx;
+	pf_sb *b = &resp->body;
+	pf_sb_append(b, "{\"version\":");
+	pf_sb_append_json_string(b, info->version ? info->version : "unknown");
+	pf_sb_appendf(b, ",\"uptime_seconds\":%" PRIu64, uptime_seconds(info->stats));
+	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++)
+		pf_sb_appendf(b, ",\"%s\":%" PRIu64, stat_fields[i].name, stat_value(info->stats, &stat_fields[i]));
+	pf_sb_append(b, "}");
+}
+
+static void metric_append(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value)
+{
+	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, value);
+}
+
+/* A label value with \, " and newline escaped, as the format requires. */
+static void label_value_append(pf_sb *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			pf_sb_appendf(b, "\\%c", *s);
+		else if (*s == '\n')
+			pf_sb_append(b, "\\n");
+		else
+			pf_sb_append_n(b, s, 1);
+	}
+}
+
+static void metrics_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	const px_admin_info *info = ctx;
+	pf_sb *b = &resp->body;
+	resp->content_type = "text/plain; version=0.0.4";
+	pf_sb_append(b, "# HELP pgfold_build_info The running pgfold version.\n"
+			"# TYPE pgfold_build_info gauge\npgfold_build_info{version=\"");
+	label_value_append(b, info->version ? info->version : "unknown");
+	pf_sb_append(b, "\"} 1\n");
+	metric_append(b, "pgfold_uptime_seconds", "gauge", "Seconds since pgfold started.",
+		      uptime_seconds(info->stats));
+	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++) {
+		const stat_field *f = &stat_fields[i];
+		char name[96];
+		snprintf(name, sizeof(name), "pgfold_%s%s", f->name, f->counter ? "_total" : "");
+		metric_append(b, name, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
+	}
+}
+
+void px_admin_add_stats_routes(px_admin *admin, const px_admin_info *info)
+{
+	/* The handlers only read *info; the route ctx is not const. */
+	void *ctx = (void *)info;
+	if (px_admin_route(admin, "GET", "/health", health_handler, ctx) != 0 ||
+	    px_admin_route(admin, "GET", "/stats", stats_handler, ctx) != 0 ||
+	    px_admin_route(admin, "GET", "/metrics", metrics_handler, ctx) != 0)
+		pf_warn("admin: could not register the /health, /stats and /metrics routes");
+}

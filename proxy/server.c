@@ -1,0 +1,298 @@
+/*
+ * server.c — the process-wide proxy: the client listener, the session
+ * registry, signals (SIGHUP reload, SIGTERM/SIGINT graceful shutdown) and the
+ * admin port.  The loop ends by itself once shutdown has closed every handle.
+ */
+#include "server.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "../common/alloc.h"
+#include "../common/log.h"
+#include "session.h"
+
+static uint64_t wall_clock_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+int px_config_build(const px_options *opts, cf_config **out, cf_error *err)
+{
+	cf_config *cfg = cf_config_new();
+	memset(err, 0, sizeof(*err));
+	if (opts->config_path && cf_config_load_file(cfg, opts->config_path, err) < 0)
+		goto fail;
+	for (size_t i = 0; i < opts->noverrides; i++)
+		if (cf_config_set(cfg, opts->overrides[i].key, opts->overrides[i].value, err) < 0)
+			goto fail;
+	if (cf_config_validate(cfg, err) < 0)
+		goto fail;
+	*out = cfg;
+	return 0;
+fail:
+	cf_config_free(cfg);
+	return -1;
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+void px_server_session_gone(px_server *server, px_session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		server->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	server->stats.clients_active--;
+	px_server_check_drained(server);
+}
+
+px_session *px_server_find_by_key(px_server *server, uint32_t pid, uint32_t key)
+{
+	for (px_session *s = server->sessions; s; s = s->next)
+		if (s->has_key && s->backend_pid == pid && s->backend_key == key && s->state != PX_SESSION_CLOSING)
+			return s;
+	return NULL;
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void close_listener(px_server *server)
+{
+	if (!server->listener_open)
+		return;
+	server->listener_open = false;
+	uv_close(&server->listener.handle, NULL);
+}
+
+static void close_signals(px_server *server)
+{
+	if (!server->signals_open)
+		return;
+	server->signals_open = false;
+	uv_close((uv_handle_t *)&server->sig_term, NULL);
+	uv_close((uv_handle_t *)&server->sig_int, NULL);
+	uv_close((uv_handle_t *)&server->sig_hup, NULL);
+	uv_close((uv_handle_t *)&server->shutdown_timer, NULL);
+}
+
+void px_server_check_drained(px_server *server)
+{
+	if (!server->shutting_down || server->sessions || !server->signals_open)
+		return;
+	pf_info("all clients gone, exiting");
+	close_signals(server);
+	if (server->admin) {
+		px_admin_close(server->admin);
+		server->admin = NULL;
+	}
+}
+
+static void close_all_sessions(px_server *server)
+{
+	for (px_session *s = server->sessions; s; s = s->next)
+		px_session_close(s, "shutdown_timeout expired", "57P01",
+				 "terminating connection due to administrator command");
+}
+
+static void on_shutdown_timeout(uv_timer_t *timer)
+{
+	px_server *server = timer->data;
+	pf_warn("shutdown_timeout expired, closing the remaining clients");
+	close_all_sessions(server);
+}
+
+static void begin_shutdown(px_server *server, int signum)
+{
+	if (server->shutting_down) {
+		pf_info("signal %d again: closing every client now", signum);
+		close_all_sessions(server);
+		return;
+	}
+	pf_info("signal %d: stopping; waiting up to %d ms for running queries", signum,
+		server->cfg->shutdown_timeout_ms);
+	server->shutting_down = true;
+	close_listener(server);
+	uv_timer_start(&server->shutdown_timer, on_shutdown_timeout, (uint64_t)server->cfg->shutdown_timeout_ms, 0);
+	for (px_session *s = server->sessions; s; s = s->next)
+		px_session_close_if_idle(s);
+	px_server_check_drained(server);
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static void report_fixed(const char *key, void *ctx)
+{
+	(void)ctx;
+	pf_warn("reload: %s changed; it takes effect only after a restart", key);
+}
+
+static void reload(px_server *server)
+{
+	cf_config *next;
+	cf_error err;
+	if (px_config_build(server->opts, &next, &err) < 0) {
+		char msg[900];
+		pf_error("reload failed, keeping the running configuration: %s", cf_error_format(&err, msg, sizeof(msg)));
+		return;
+	}
+	cf_config_carry_fixed(server->cfg, next, report_fixed, NULL);
+	cf_config_free(server->cfg);
+	server->cfg = next;
+	pf_log_set_level((pf_log_level)next->log_level);
+	server->stats.config_reloads++;
+	pf_info("configuration reloaded");
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+	px_server *server = handle->data;
+	if (signum == SIGHUP)
+		reload(server);
+	else
+		begin_shutdown(server, signum);
+}
+
+/* ---- listener ----------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	px_server *server = listener->data;
+	if (status < 0) {
+		pf_warn("accept: %s", uv_strerror(status));
+		return;
+	}
+	if (!server->shutting_down)
+		px_session_accept(server, listener);
+}
+
+static int bind_tcp(px_server *server, const cf_addr *addr)
+{
+	char port[16];
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(port, sizeof(port), "%d", addr->port);
+	if (getaddrinfo(addr->host, port, &hints, &res) != 0 || !res)
+		return UV_EADDRNOTAVAIL;
+	int rc = uv_tcp_init(server->loop, &server->listener.tcp);
+	if (rc == 0) {
+		server->listener_open = true;
+		rc = uv_tcp_bind(&server->listener.tcp, res->ai_addr, 0);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+static int bind_unix(px_server *server, const cf_addr *addr)
+{
+	int rc = uv_pipe_init(server->loop, &server->listener.pipe, 0);
+	if (rc < 0)
+		return rc;
+	server->listener_open = true;
+	unlink(addr->path); /* a stale socket file from an earlier run */
+	return uv_pipe_bind(&server->listener.pipe, addr->path);
+}
+
+static int start_listener(px_server *server)
+{
+	const cf_addr *addr = &server->cfg->listen;
+	char where[300];
+	server->listener.handle.data = server;
+	int rc = addr->kind == CF_ADDR_UNIX ? bind_unix(server, addr) : bind_tcp(server, addr);
+	if (rc == 0)
+		rc = uv_listen(&server->listener.stream, server->cfg->listen_backlog, on_connection);
+	if (rc < 0) {
+		pf_error("could not listen on %s: %s", cf_addr_format(addr, where, sizeof(where)), uv_strerror(rc));
+		return rc;
+	}
+	server->listener.handle.data = server;
+	pf_info("listening on %s", cf_addr_format(addr, where, sizeof(where)));
+	return 0;
+}
+
+/* ---- admin -------------------------------------------------------------- */
+
+static int accepting(void *ctx)
+{
+	const px_server *server = ctx;
+	return !server->shutting_down;
+}
+
+static int start_admin(px_server *server)
+{
+	const cf_addr *addr = &server->cfg->admin;
+	char where[300];
+	if (addr->kind == CF_ADDR_OFF)
+		return 0;
+	server->admin = px_admin_new(server->loop);
+	server->admin_info.stats = &server->stats;
+	server->admin_info.version = PX_VERSION;
+	server->admin_info.accepting = accepting;
+	server->admin_info.ctx = server;
+	px_admin_add_stats_routes(server->admin, &server->admin_info);
+	int rc = px_admin_listen(server->admin, addr);
+	if (rc < 0) {
+		pf_error("could not listen on admin %s: %s", cf_addr_format(addr, where, sizeof(where)),
+			 uv_strerror(rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg)
+{
+	px_server *server = pf_calloc(1, sizeof(*server));
+	server->loop = loop;
+	server->opts = opts;
+	server->cfg = cfg;
+	server->stats.start_time_ms = wall_clock_ms();
+	return server;
+}
+
+static void start_signals(px_server *server)
+{
+	uv_signal_t *sigs[] = {&server->sig_term, &server->sig_int, &server->sig_hup};
+	int nums[] = {SIGTERM, SIGINT, SIGHUP};
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(server->loop, sigs[i]);
+		sigs[i]->data = server;
+		uv_signal_start(sigs[i], on_signal, nums[i]);
+	}
+	uv_timer_init(server->loop, &server->shutdown_timer);
+	server->shutdown_timer.data = server;
+	server->signals_open = true;
+}
+
+int px_server_start(px_server *server)
+{
+	pf_log_set_level((pf_log_level)server->cfg->log_level);
+	int rc = start_listener(server);
+	if (rc == 0)
+		rc = start_admin(server);
+	start_signals(server);
+	if (rc < 0) {
+		/* Unwind through the normal shutdown path so every handle closes. */
+		server->shutting_down = true;
+		close_listener(server);
+		px_server_check_drained(server);
+	}
+	return rc;
+}
+
+void px_server_free(px_server *server)
+{
+	cf_config_free(server->cfg);
+	pf_free(server);
+}

@@ -1,0 +1,49 @@
+/*
+ * server.h — the px_server as the sessions see it (internal to proxy/): the
+ * current configuration snapshot, the counters, the session registry used
+ * to route CancelRequests, and the shutdown flag.
+ */
+#ifndef PGFOLD_PROXY_SERVER_H
+#define PGFOLD_PROXY_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../conf/conf.h"
+#include "admin.h"
+#include "proxy.h"
+#include "stats.h"
+
+typedef struct px_session px_session;
+
+struct px_server {
+	uv_loop_t *loop;
+	const px_options *opts;
+	cf_config *cfg; /* current snapshot; replaced whole on reload */
+	union {
+		uv_handle_t handle;
+		uv_stream_t stream;
+		uv_tcp_t tcp;
+		uv_pipe_t pipe;
+	} listener;
+	bool listener_open;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t shutdown_timer;
+	px_admin *admin;
+	px_admin_info admin_info;
+	px_stats stats;
+	px_session *sessions; /* doubly linked through session->next/prev */
+	uint64_t next_session_id;
+	bool shutting_down;
+	bool signals_open;
+};
+
+/* Called by a session once every one of its handles has closed. */
+void px_server_session_gone(px_server *server, px_session *session);
+/* The live session whose backend sent this BackendKeyData, or NULL. */
+px_session *px_server_find_by_key(px_server *server, uint32_t pid, uint32_t key);
+/* Called when a session became idle or closed during shutdown. */
+void px_server_check_drained(px_server *server);
+
+#endif /* PGFOLD_PROXY_SERVER_H */

@@ -1,0 +1,590 @@
+/*
+ * session.c — a client session: the startup phase (SSL/GSSENC refusal,
+ * CancelRequest routing, StartupMessage), the relay between client and
+ * backend with per-message checks, and the deferred close.
+ *
+ * The relay frames both directions with pgw_stream: most bytes pass through
+ * as they arrive; the few messages pgfold needs to read (ReadyForQuery,
+ * BackendKeyData, ErrorResponse, Terminate ...) are delivered whole.  Every
+ * run of consecutive bytes read is forwarded with one write.
+ */
+#include "session.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/alloc.h"
+#include "../common/log.h"
+
+#define PX_CLIENT_BUF_INITIAL (16 * 1024)
+#define PX_BACKEND_BUF_INITIAL (64 * 1024)
+/* Messages pgfold reads whole are at most this big; larger ones stream. */
+#define PX_WHOLE_LIMIT (1024 * 1024)
+#define PX_BUF_MAX (PX_WHOLE_LIMIT + 64 * 1024)
+/* How long a closing session waits for its last bytes to be written. */
+#define PX_CLOSE_DRAIN_MS 5000
+
+static const px_peer_ops client_ops;
+static const px_peer_ops backend_ops;
+
+static const char *const state_names[] = {"startup", "connecting", "login", "active", "closing"};
+
+const char *px_session_state_name(px_session_state state)
+{
+	return state_names[state];
+}
+
+static void on_timer(uv_timer_t *timer);
+
+static void start_timer(px_session *s, int ms)
+{
+	uv_timer_start(&s->timer, on_timer, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+void px_session_set_state(px_session *s, px_session_state state)
+{
+	const cf_config *cfg = s->server->cfg;
+	if (s->state != state)
+		px_session_log(PF_LOG_DEBUG, s, "state %s -> %s", state_names[s->state], state_names[state]);
+	s->state = state;
+	switch (state) {
+	case PX_SESSION_STARTUP:
+	case PX_SESSION_LOGIN:
+		start_timer(s, cfg->client_login_timeout_ms);
+		break;
+	case PX_SESSION_CONNECTING:
+		start_timer(s, cfg->connect_timeout_ms);
+		break;
+	case PX_SESSION_ACTIVE:
+		uv_timer_stop(&s->timer);
+		break;
+	case PX_SESSION_CLOSING:
+		start_timer(s, PX_CLOSE_DRAIN_MS);
+		break;
+	}
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+void px_session_ref(px_session *s)
+{
+	s->refs++;
+}
+
+void px_session_unref(px_session *s)
+{
+	if (--s->refs > 0)
+		return;
+	px_peer_release(&s->client);
+	px_peer_release(&s->backend);
+	pf_free(s->startup_packet);
+	px_server_session_gone(s->server, s);
+	pf_free(s);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	px_session_unref(h->data);
+}
+
+/* Close a peer once nothing is left to write to it. */
+static void close_peer_when_drained(px_peer *peer)
+{
+	if (peer->write_queued == 0)
+		px_peer_close(peer);
+}
+
+static void close_everything_now(px_session *s)
+{
+	px_peer_close(&s->client);
+	px_peer_close(&s->backend);
+	if (!uv_is_closing((uv_handle_t *)&s->timer))
+		uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+static void send_error(px_peer *peer, const char *severity, const char *sqlstate, const char *message)
+{
+	pgw_buf b;
+	pgw_buf_init(&b, 64 * 1024);
+	pgw_build_error(&b, severity, sqlstate, message);
+	if (pgw_buf_ok(&b))
+		(void)px_peer_write(peer, b.data, b.len);
+	pgw_buf_free(&b);
+}
+
+void px_session_close(px_session *s, const char *reason, const char *sqlstate, const char *message)
+{
+	if (s->state == PX_SESSION_CLOSING)
+		return;
+	px_session_log(sqlstate ? PF_LOG_WARN : PF_LOG_INFO, s, "closing: %s%s%s", reason, message ? ": " : "",
+		       message ? message : "");
+	if (s->resolving)
+		uv_cancel((uv_req_t *)&s->resolve_req);
+	px_session_set_state(s, PX_SESSION_CLOSING);
+	px_peer_set_want_read(&s->client, false);
+	px_peer_set_want_read(&s->backend, false);
+	if (sqlstate && px_peer_is_open(&s->client))
+		send_error(&s->client, "FATAL", sqlstate, message);
+	close_peer_when_drained(&s->client);
+	close_peer_when_drained(&s->backend);
+	if (!px_peer_is_open(&s->client) && !px_peer_is_open(&s->backend))
+		close_everything_now(s);
+	px_server_check_drained(s->server);
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+	px_session *s = timer->data;
+	switch (s->state) {
+	case PX_SESSION_STARTUP:
+	case PX_SESSION_LOGIN:
+		px_session_close(s, "login timeout", "08006", "pgfold: client_login_timeout expired");
+		break;
+	case PX_SESSION_CONNECTING:
+		s->server->stats.backend_connect_errors++;
+		px_session_close(s, "connect timeout", "08006",
+				 "pgfold: could not connect to the backend: connect_timeout expired");
+		break;
+	case PX_SESSION_ACTIVE:
+		break;
+	case PX_SESSION_CLOSING:
+		close_everything_now(s);
+		break;
+	}
+}
+
+static bool session_idle(const px_session *s)
+{
+	return s->state == PX_SESSION_ACTIVE && s->pending_ready == 0 && !s->extended_open && s->tx_status == 'I' &&
+	       s->client.in_len == 0;
+}
+
+void px_session_close_if_idle(px_session *s)
+{
+	if (s->state == PX_SESSION_STARTUP || s->state == PX_SESSION_CONNECTING || s->state == PX_SESSION_LOGIN ||
+	    session_idle(s))
+		px_session_close(s, "shutting down", "57P01", "terminating connection due to administrator command");
+}
+
+/* ---- relay -------------------------------------------------------------- */
+
+/* What the relay does after looking at a message. */
+typedef enum relay_verdict {
+	RELAY_FORWARD,     /* pass it on and carry on */
+	RELAY_FORWARD_END, /* pass it on, then close the session */
+} relay_verdict;
+
+static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch)
+{
+	switch (ch->frame.type) {
+	case PGW_FE_QUERY:
+		s->server->stats.queries++;
+		s->pending_ready++;
+		break;
+	case PGW_FE_EXECUTE:
+		s->server->stats.queries++;
+		s->extended_open = true;
+		break;
+	case PGW_FE_PARSE:
+	case PGW_FE_BIND:
+	case PGW_FE_DESCRIBE:
+	case PGW_FE_CLOSE:
+	case PGW_FE_FLUSH:
+		s->extended_open = true;
+		break;
+	case PGW_FE_SYNC:
+		s->pending_ready++;
+		s->extended_open = false;
+		break;
+	case PGW_FE_FUNCTION_CALL:
+		s->pending_ready++;
+		break;
+	case PGW_FE_TERMINATE:
+		return RELAY_FORWARD_END;
+	default:
+		break;
+	}
+	return RELAY_FORWARD;
+}
+
+static void on_ready_for_query(px_session *s, const uint8_t *body, size_t len)
+{
+	char status;
+	if (pgw_read_ready(body, len, &status) != PGW_OK)
+		return;
+	s->tx_status = status;
+	if (s->pending_ready > 0)
+		s->pending_ready--;
+	if (s->state == PX_SESSION_LOGIN) {
+		px_session_set_state(s, PX_SESSION_ACTIVE);
+		px_session_log(PF_LOG_DEBUG, s, "logged in, backend pid %u", s->backend_pid);
+	}
+}
+
+static void on_backend_error(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	s->server->stats.backend_errors++;
+	if (ch->kind != PGW_CHUNK_MESSAGE)
+		return;
+	pgw_error_fields f;
+	if (pgw_read_error(msg + PGW_HEADER_LEN, ch->frame.body_len, &f) != PGW_OK || !f.severity_nl)
+		return;
+	if (strcmp(f.severity_nl, "FATAL") == 0 || strcmp(f.severity_nl, "PANIC") == 0) {
+		s->backend_fatal = true;
+		px_session_log(PF_LOG_INFO, s, "backend: %s %s: %s", f.severity_nl, f.sqlstate ? f.sqlstate : "",
+			       f.message ? f.message : "");
+	}
+}
+
+static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	const uint8_t *body = msg + PGW_HEADER_LEN;
+	switch (ch->frame.type) {
+	case PGW_BE_READY:
+		on_ready_for_query(s, body, ch->frame.body_len);
+		break;
+	case PGW_BE_KEY_DATA:
+		s->has_key = pgw_read_key_data(body, ch->frame.body_len, &s->backend_pid, &s->backend_key) == PGW_OK;
+		break;
+	case PGW_BE_ERROR:
+		on_backend_error(s, ch, msg);
+		break;
+	default:
+		break;
+	}
+	return RELAY_FORWARD;
+}
+
+static void protocol_violation(px_session *s, px_peer *src, int rc, const pgw_chunk *ch, const uint8_t *at)
+{
+	char msg[256];
+	bool from_client = src == &s->client;
+	if (rc == PGW_ERR_TOO_LARGE) {
+		uint32_t n = ((uint32_t)at[1] << 24) | ((uint32_t)at[2] << 16) | ((uint32_t)at[3] << 8) | at[4];
+		snprintf(msg, sizeof(msg), "pgfold: %s message of %u bytes exceeds max_message_bytes (%zu)",
+			 from_client ? "client" : "backend", n, src->framer.max_frame);
+	} else {
+		snprintf(msg, sizeof(msg), "pgfold: invalid %s message (type 0x%02x): %s",
+			 from_client ? "frontend" : "backend", at[0], pgw_strerror(rc));
+	}
+	(void)ch;
+	if (from_client)
+		s->server->stats.protocol_errors++;
+	px_session_close(s, "protocol violation", "08P01", msg);
+}
+
+/* Frame and forward whatever src holds.  Returns false if the session closed. */
+static bool relay(px_session *s, px_peer *src, px_peer *dst)
+{
+	size_t off = 0, need = 0;
+	relay_verdict verdict = RELAY_FORWARD;
+	while (off < src->in_len && verdict == RELAY_FORWARD) {
+		pgw_chunk ch;
+		const uint8_t *at = src->in + off;
+		int rc = pgw_stream_next(&src->framer, at, src->in_len - off, &ch, &need);
+		if (rc == PGW_NEED_MORE)
+			break;
+		if (rc < 0) {
+			(void)px_peer_write(dst, src->in, off);
+			protocol_violation(s, src, rc, &ch, at);
+			return false;
+		}
+		if (ch.kind == PGW_CHUNK_MESSAGE || ch.first)
+			verdict = src == &s->client ? inspect_frontend(s, &ch) : inspect_backend(s, &ch, at);
+		off += ch.len;
+	}
+	if (off > 0 && px_peer_write(dst, src->in, off) < 0 && s->state != PX_SESSION_CLOSING) {
+		px_session_close(s, "write failed", NULL, NULL);
+		return false;
+	}
+	px_peer_consume(src, off);
+	if (verdict == RELAY_FORWARD_END) {
+		px_session_close(s, "client sent Terminate", NULL, NULL);
+		return false;
+	}
+	if (need > 0 && px_peer_reserve(src, need) < 0) {
+		protocol_violation(s, src, PGW_ERR_TOO_LARGE, NULL, src->in);
+		return false;
+	}
+	const cf_config *cfg = s->server->cfg;
+	px_peer_apply_backpressure(src, dst, cfg->buffer_high_bytes, cfg->buffer_low_bytes);
+	return true;
+}
+
+/* ---- startup phase ------------------------------------------------------ */
+
+static void copy_param(char *dst, size_t size, const char *value)
+{
+	snprintf(dst, size, "%s", value ? value : "");
+}
+
+static void begin_login(px_session *s, const pgw_startup *st, size_t packet_len)
+{
+	copy_param(s->user, sizeof(s->user), pgw_startup_get(st, "user"));
+	const char *db = pgw_startup_get(st, "database");
+	copy_param(s->database, sizeof(s->database), db ? db : s->user);
+	s->startup_packet = pf_malloc(packet_len);
+	memcpy(s->startup_packet, s->client.in, packet_len);
+	s->startup_len = packet_len;
+	px_peer_consume(&s->client, packet_len);
+	if (s->reject_too_many) {
+		px_session_close(s, "max_client_conn reached", "53300", "sorry, too many clients already");
+		return;
+	}
+	px_peer_set_want_read(&s->client, false);
+	px_session_set_state(s, PX_SESSION_CONNECTING);
+	px_backend_connect(s);
+}
+
+void px_session_backend_connected(px_session *s)
+{
+	px_server *server = s->server;
+	s->backend_connected = true;
+	server->stats.backends_total++;
+	server->stats.backends_active++;
+	if (px_peer_write(&s->backend, s->startup_packet, s->startup_len) < 0) {
+		px_session_close(s, "backend write failed", "08006", "pgfold: could not send the startup packet");
+		return;
+	}
+	pf_free(s->startup_packet);
+	s->startup_packet = NULL;
+	px_session_set_state(s, PX_SESSION_LOGIN);
+	px_peer_set_want_read(&s->backend, true);
+	px_peer_set_want_read(&s->client, true);
+	if (s->client.in_len > 0)
+		relay(s, &s->client, &s->backend);
+}
+
+static void startup_error(px_session *s, int rc, uint32_t protocol)
+{
+	char msg[160];
+	if (rc == PGW_ERR_BAD_PROTOCOL) {
+		snprintf(msg, sizeof(msg), "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+			 PGW_PROTOCOL_MAJOR(protocol), PGW_PROTOCOL_MINOR(protocol));
+		px_session_close(s, "bad startup packet", "0A000", msg);
+		return;
+	}
+	s->server->stats.protocol_errors++;
+	snprintf(msg, sizeof(msg), "pgfold: invalid startup packet: %s", pgw_strerror(rc));
+	px_session_close(s, "bad startup packet", "08P01", msg);
+}
+
+/* Handle one startup-phase packet if it is all here.  False: wait or closed. */
+static bool startup_step(px_session *s)
+{
+	uint32_t len, code;
+	int rc = pgw_startup_header(s->client.in, s->client.in_len, &len, &code);
+	if (rc == PGW_NEED_MORE)
+		return false;
+	if (rc < 0) {
+		startup_error(s, rc, 0);
+		return false;
+	}
+	if (s->client.in_len < len)
+		return false;
+	pgw_startup st;
+	rc = pgw_startup_parse(s->client.in, len, &st);
+	if (rc < 0) {
+		startup_error(s, rc, code);
+		return false;
+	}
+	switch (st.kind) {
+	case PGW_STARTUP_SSL:
+	case PGW_STARTUP_GSSENC:
+		px_peer_consume(&s->client, len);
+		(void)px_peer_write(&s->client, "N", 1);
+		return true;
+	case PGW_STARTUP_CANCEL:
+		s->server->stats.cancel_requests++;
+		px_session *target = px_server_find_by_key(s->server, st.cancel_pid, st.cancel_key);
+		if (target)
+			px_cancel_forward(s->server->loop, target, st.cancel_pid, st.cancel_key);
+		px_peer_consume(&s->client, len);
+		px_session_close(s, target ? "cancel request forwarded" : "cancel request for no session", NULL, NULL);
+		return false;
+	case PGW_STARTUP_MESSAGE:
+		begin_login(s, &st, len);
+		return false;
+	}
+	return false;
+}
+
+/* ---- peer callbacks ----------------------------------------------------- */
+
+static void client_data(px_peer *peer)
+{
+	px_session *s = peer->owner;
+	switch (s->state) {
+	case PX_SESSION_STARTUP:
+		while (s->state == PX_SESSION_STARTUP && startup_step(s))
+			;
+		break;
+	case PX_SESSION_LOGIN:
+	case PX_SESSION_ACTIVE:
+		relay(s, &s->client, &s->backend);
+		break;
+	case PX_SESSION_CONNECTING:
+		break;
+	case PX_SESSION_CLOSING:
+		px_peer_consume(peer, peer->in_len);
+		break;
+	}
+}
+
+static void backend_data(px_peer *peer)
+{
+	px_session *s = peer->owner;
+	if (s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) {
+		if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
+			px_session_close_if_idle(s);
+	} else {
+		px_peer_consume(peer, peer->in_len);
+	}
+}
+
+static void client_error(px_peer *peer, int status)
+{
+	px_session *s = peer->owner;
+	if (s->state == PX_SESSION_CLOSING) {
+		px_peer_close(peer);
+		return;
+	}
+	px_session_close(s, status == UV_EOF ? "client disconnected" : uv_strerror(status), NULL, NULL);
+}
+
+static void backend_error(px_peer *peer, int status)
+{
+	px_session *s = peer->owner;
+	if (s->state == PX_SESSION_CLOSING) {
+		px_peer_close(peer);
+		return;
+	}
+	if (s->backend_fatal) {
+		px_session_close(s, "backend closed after a FATAL error", NULL, NULL);
+		return;
+	}
+	char msg[200];
+	snprintf(msg, sizeof(msg), "pgfold: the backend connection was lost (%s)",
+		 status == UV_EOF ? "server closed the connection unexpectedly" : uv_strerror(status));
+	px_session_close(s, "backend connection lost", "08006", msg);
+}
+
+static void peer_drained(px_peer *peer)
+{
+	px_session *s = peer->owner;
+	if (s->state == PX_SESSION_CLOSING) {
+		close_peer_when_drained(peer);
+		return;
+	}
+	/* The peer that feeds this one may have been throttled by its queue. */
+	px_peer *src = peer == &s->client ? &s->backend : &s->client;
+	const cf_config *cfg = s->server->cfg;
+	px_peer_apply_backpressure(src, peer, cfg->buffer_high_bytes, cfg->buffer_low_bytes);
+}
+
+static void peer_closed(px_peer *peer)
+{
+	px_session *s = peer->owner;
+	if (peer == &s->backend && s->backend_connected) {
+		s->backend_connected = false;
+		s->server->stats.backends_active--;
+	}
+	if (s->state != PX_SESSION_CLOSING)
+		px_session_close(s, "connection closed", NULL, NULL);
+	px_peer *other = peer == &s->client ? &s->backend : &s->client;
+	if (!px_peer_is_open(other) && !uv_is_closing((uv_handle_t *)&s->timer))
+		uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+	px_session_unref(s);
+}
+
+static const px_peer_ops client_ops = {client_data, client_error, peer_drained, peer_closed};
+static const px_peer_ops backend_ops = {backend_data, backend_error, peer_drained, peer_closed};
+
+/* ---- accept ------------------------------------------------------------- */
+
+static void describe_peer(px_session *s, uv_stream_t *listener)
+{
+	struct sockaddr_storage sa;
+	int len = sizeof(sa);
+	snprintf(s->peer_name, sizeof(s->peer_name), "unix");
+	if (listener->type != UV_TCP || uv_tcp_getpeername(&s->client.h.tcp, (struct sockaddr *)&sa, &len) != 0)
+		return;
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (sa.ss_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+		uv_ip4_name(in, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else if (sa.ss_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+		uv_ip6_name(in6, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	snprintf(s->peer_name, sizeof(s->peer_name), "%s:%d", host, port);
+}
+
+static px_session *session_new(px_server *server)
+{
+	const cf_config *cfg = server->cfg;
+	px_session *s = pf_calloc(1, sizeof(*s));
+	s->server = server;
+	s->id = ++server->next_session_id;
+	s->tx_status = 'I';
+	px_peer_init(&s->client, &client_ops, s, "client", PX_CLIENT_BUF_INITIAL, PX_BUF_MAX);
+	px_peer_init(&s->backend, &backend_ops, s, "backend", PX_BACKEND_BUF_INITIAL, PX_BUF_MAX);
+	pgw_stream_init(&s->client.framer, PGW_FROM_FRONTEND, cfg->max_message_bytes, PX_WHOLE_LIMIT);
+	pgw_stream_want_whole(&s->client.framer, PGW_FE_TERMINATE);
+	pgw_stream_init(&s->backend.framer, PGW_FROM_BACKEND, (size_t)PGW_MAX_LENGTH + 1, PX_WHOLE_LIMIT);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_READY);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_KEY_DATA);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_ERROR);
+	uv_timer_init(server->loop, &s->timer);
+	s->timer.data = s;
+	s->refs = 1; /* the timer */
+	s->client.count_read = &server->stats.bytes_from_clients;
+	s->client.count_written = &server->stats.bytes_to_clients;
+	s->backend.count_read = &server->stats.bytes_from_backends;
+	s->backend.count_written = &server->stats.bytes_to_backends;
+	return s;
+}
+
+static int init_client_handle(px_session *s, uv_stream_t *listener)
+{
+	int rc = listener->type == UV_TCP ? uv_tcp_init(s->server->loop, &s->client.h.tcp)
+					  : uv_pipe_init(s->server->loop, &s->client.h.pipe, 0);
+	if (rc < 0)
+		return rc;
+	s->client.h.handle.data = &s->client;
+	s->client.initialized = true;
+	px_session_ref(s);
+	rc = uv_accept(listener, &s->client.h.stream);
+	if (rc == 0 && listener->type == UV_TCP)
+		uv_tcp_nodelay(&s->client.h.tcp, 1);
+	return rc;
+}
+
+px_session *px_session_accept(px_server *server, uv_stream_t *listener)
+{
+	px_session *s = session_new(server);
+	server->stats.clients_total++;
+	server->stats.clients_active++;
+	s->next = server->sessions;
+	if (server->sessions)
+		server->sessions->prev = s;
+	server->sessions = s;
+	int rc = init_client_handle(s, listener);
+	if (rc < 0) {
+		pf_warn("accept failed: %s", uv_strerror(rc));
+		px_session_close(s, "accept failed", NULL, NULL);
+		return NULL;
+	}
+	describe_peer(s, listener);
+	if (server->stats.clients_active > (uint64_t)server->cfg->max_client_conn) {
+		s->reject_too_many = true;
+		server->stats.clients_rejected++;
+	}
+	px_session_set_state(s, PX_SESSION_STARTUP);
+	px_peer_set_want_read(&s->client, true);
+	px_session_log(PF_LOG_DEBUG, s, "accepted");
+	return s;
+}

@@ -1,0 +1,737 @@
+/*
+ * test_conf.c — unit tests for conf/: defaults, the example conf/pgfold.ini,
+ * a file setting every key, every file error with its exact line, command-line
+ * style cf_config_set(), validation, address parse/format round trips,
+ * carrying restart-only keys over a reload, the --help reference, and the
+ * value parsers.  Table-driven; each failure prints the case and the values.
+ * Run from the repository root (it reads conf/pgfold.ini).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../conf/conf.h"
+#include "../../conf/conf_value.h"
+
+#define EXAMPLE_INI "conf/pgfold.ini"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Every value of a cf_config, addresses as cf_addr_format() prints them. */
+typedef struct want_config {
+	const char *listen, *backend, *admin, *redis;
+	long long listen_backlog, max_client_conn, max_message_bytes, buffer_high_bytes, buffer_low_bytes;
+	long long connect_timeout_ms, client_login_timeout_ms, shutdown_timeout_ms, log_level;
+} want_config;
+
+static const want_config defaults = {
+	.listen = "127.0.0.1:6432",
+	.backend = "127.0.0.1:5432",
+	.admin = "127.0.0.1:6433",
+	.redis = "127.0.0.1:6379",
+	.listen_backlog = 512,
+	.max_client_conn = 1000,
+	.max_message_bytes = 1073741824,
+	.buffer_high_bytes = 256 * 1024,
+	.buffer_low_bytes = 64 * 1024,
+	.connect_timeout_ms = 5000,
+	.client_login_timeout_ms = 60000,
+	.shutdown_timeout_ms = 30000,
+	.log_level = 2, /* PF_LOG_INFO */
+};
+
+static int expect_addr(const char *what, const cf_addr *got, const char *want)
+{
+	char buf[300];
+	cf_addr_format(got, buf, sizeof(buf));
+	if (strcmp(buf, want) == 0)
+		return 0;
+	print_error("%s: got \"%s\", want \"%s\"\n", what, buf, want);
+	return 1;
+}
+
+static int expect_num(const char *what, long long got, long long want)
+{
+	if (got == want)
+		return 0;
+	print_error("%s: got %lld, want %lld\n", what, got, want);
+	return 1;
+}
+
+static void expect_config(const cf_config *c, const want_config *w)
+{
+	int bad = expect_addr("listen", &c->listen, w->listen) + expect_addr("backend", &c->backend, w->backend) +
+		  expect_addr("admin", &c->admin, w->admin) + expect_addr("redis", &c->redis, w->redis);
+	const struct {
+		const char *name;
+		long long got, want;
+	} nums[] = {
+		{"listen_backlog", c->listen_backlog, w->listen_backlog},
+		{"max_client_conn", c->max_client_conn, w->max_client_conn},
+		{"max_message_bytes", (long long)c->max_message_bytes, w->max_message_bytes},
+		{"buffer_high_bytes", (long long)c->buffer_high_bytes, w->buffer_high_bytes},
+		{"buffer_low_bytes", (long long)c->buffer_low_bytes, w->buffer_low_bytes},
+		{"connect_timeout_ms", c->connect_timeout_ms, w->connect_timeout_ms},
+		{"client_login_timeout_ms", c->client_login_timeout_ms, w->client_login_timeout_ms},
+		{"shutdown_timeout_ms", c->shutdown_timeout_ms, w->shutdown_timeout_ms},
+		{"log_level", c->log_level, w->log_level},
+	};
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+		bad += expect_num(nums[i].name, nums[i].got, nums[i].want);
+	if (bad)
+		fail_msg("%d value(s) differ", bad);
+}
+
+/* Write text to a new temp file; the caller unlinks path. */
+static void write_temp(const char *text, char *path, size_t size)
+{
+	snprintf(path, size, "/tmp/pgfold_test_conf_XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *fp = fdopen(fd, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static char *read_all(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		fail_msg("cannot open %s (run the test from the repository root)", path);
+	char *buf = calloc(1, 1 << 16);
+	size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Every key as a user writes it: the label cf_keys_print() shows. */
+static const struct {
+	const char *label, *name, *def, *mode;
+} all_keys[] = {
+	{"listen", "listen", "127.0.0.1:6432", "restart"},
+	{"backend", "backend", "127.0.0.1:5432", "reload"},
+	{"admin", "admin", "127.0.0.1:6433", "restart"},
+	{"listen_backlog", "listen_backlog", "512", "restart"},
+	{"max_client_conn", "max_client_conn", "1000", "reload"},
+	{"max_message_bytes", "max_message_bytes", "1GB", "reload"},
+	{"buffer_high_bytes", "buffer_high_bytes", "256kB", "reload"},
+	{"buffer_low_bytes", "buffer_low_bytes", "64kB", "reload"},
+	{"connect_timeout", "connect_timeout", "5s", "reload"},
+	{"client_login_timeout", "client_login_timeout", "60s", "reload"},
+	{"shutdown_timeout", "shutdown_timeout", "30s", "reload"},
+	{"log_level", "log_level", "info", "reload"},
+	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
+};
+#define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
+
+/* ---- defaults and files ------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	cf_config *c = cf_config_new();
+	expect_config(c, &defaults);
+	cf_error err;
+	assert_int_equal(cf_config_validate(c, &err), 0);
+	cf_config *copy = cf_config_copy(c);
+	expect_config(copy, &defaults);
+	cf_config_free(copy);
+	cf_config_free(c);
+}
+
+static void test_example_ini_is_defaults(void **state)
+{
+	(void)state;
+	cf_config *c = cf_config_new();
+	cf_error err;
+	char msg[1024];
+	if (cf_config_load_file(c, EXAMPLE_INI, &err) != 0)
+		fail_msg("%s", cf_error_format(&err, msg, sizeof(msg)));
+	expect_config(c, &defaults);
+	assert_int_equal(cf_config_validate(c, &err), 0);
+	cf_config_free(c);
+}
+
+/* The example documents every key, set to its default. */
+static void test_example_ini_lists_every_key(void **state)
+{
+	(void)state;
+	char *text = read_all(EXAMPLE_INI);
+	for (size_t i = 0; i < N_ALL_KEYS; i++) {
+		char line[128];
+		snprintf(line, sizeof(line), "\n%s = %s\n", all_keys[i].name, all_keys[i].def);
+		if (!strstr(text, line))
+			fail_msg("%s does not contain the line \"%s = %s\"", EXAMPLE_INI, all_keys[i].name,
+				 all_keys[i].def);
+	}
+	free(text);
+}
+
+/* The indented backend line follows a key: it must stay a key, not become a
+ * continuation of listen's value (inih's multiline mode). */
+static const char every_key_ini[] = "; every key, none at its default\n"
+				    "[pgfold]\n"
+				    "listen = 0.0.0.0:7000\n"
+				    "  backend = /var/run/postgresql   ; an inline comment\n"
+				    "admin = off\n"
+				    "listen_backlog = 128\n"
+				    "max_client_conn = 50\n"
+				    "max_message_bytes = 16MB\n"
+				    "buffer_high_bytes = 1 MB\n"
+				    "buffer_low_bytes = 100000\n"
+				    "connect_timeout = 250ms\n"
+				    "client_login_timeout = 2min\n"
+				    "shutdown_timeout = 7\n"
+				    "log_level = debug\n"
+				    "\n"
+				    "[cache]\n"
+				    "redis = [::1]:6380\n";
+
+static const want_config every_key_want = {
+	.listen = "0.0.0.0:7000",
+	.backend = "/var/run/postgresql/.s.PGSQL.5432",
+	.admin = "off",
+	.redis = "[::1]:6380",
+	.listen_backlog = 128,
+	.max_client_conn = 50,
+	.max_message_bytes = 16 << 20,
+	.buffer_high_bytes = 1 << 20,
+	.buffer_low_bytes = 100000,
+	.connect_timeout_ms = 250,
+	.client_login_timeout_ms = 120000,
+	.shutdown_timeout_ms = 7000,
+	.log_level = 3,
+};
+
+static void load_expect(const char *text, const want_config *want)
+{
+	char path[64], msg[1024];
+	cf_error err;
+	write_temp(text, path, sizeof(path));
+	cf_config *c = cf_config_new();
+	int rc = cf_config_load_file(c, path, &err);
+	unlink(path);
+	if (rc != 0)
+		fail_msg("%s", cf_error_format(&err, msg, sizeof(msg)));
+	expect_config(c, want);
+	cf_config_free(c);
+}
+
+static void test_file_every_key(void **state)
+{
+	(void)state;
+	load_expect(every_key_ini, &every_key_want);
+}
+
+/* A BOM, CRLF line ends, '#' comments and "key: value" are all inih syntax. */
+static void test_file_syntax_variants(void **state)
+{
+	(void)state;
+	want_config want = defaults;
+	want.max_client_conn = 7;
+	want.log_level = 1;
+	want.redis = "off";
+	load_expect("\xEF\xBB\xBF# comment\r\n[pgfold]\r\nmax_client_conn: 7\r\nlog_level = warn ; inline\r\n"
+		    "\t[cache]\r\nredis = OFF\r\n",
+		    &want);
+}
+
+/* ---- file errors -------------------------------------------------------- */
+
+typedef struct err_case {
+	const char *text;
+	int line;
+	const char *want; /* a substring of err.message; names the key */
+} err_case;
+
+static char long_line_ini[400];
+
+static const err_case err_cases[] = {
+	{"[pgfold]\nlisten = 1.2.3.4:5\n[bogus]\nx = 1\n", 3, "unknown section [bogus]"},
+	{"[pgfold]\n[cache]\n\n[extra]\n", 4, "unknown section [extra]"},
+	{"[pgfold]\n\nno_such_key = 1\n", 3, "unknown key \"no_such_key\" in [pgfold]"},
+	{"[cache]\nlisten = 1.2.3.4:5\n", 2, "unknown key \"listen\" in [cache]"},
+	{"listen = 1.2.3.4:5\n", 1, "listen: key before any [section]"},
+	{"[pgfold]\nmax_client_conn = 12x\n", 2, "max_client_conn: \"12x\" is not an integer"},
+	{"[pgfold]\nmax_client_conn = 99999999999999999999\n", 2,
+	 "max_client_conn: \"99999999999999999999\" is too large"},
+	{"[pgfold]\n; a\n\n# b\nmax_client_conn = 0\n", 5, "max_client_conn: value 0 is below the minimum 1"},
+	{"[pgfold]\nmax_client_conn = 100001\n", 2, "max_client_conn: value 100001 is above the maximum 100000"},
+	{"[pgfold]\nlisten_backlog = 65536\n", 2, "listen_backlog: value 65536 is above the maximum 65535"},
+	{"[pgfold]\nmax_message_bytes = 2GB\n", 2, "max_message_bytes: value 2GB is above the maximum 1GB"},
+	{"[pgfold]\nmax_message_bytes = 1000\n", 2, "max_message_bytes: value 1000 is below the minimum 1kB"},
+	{"[pgfold]\nbuffer_high_bytes = 64XB\n", 2, "buffer_high_bytes: \"64XB\" is not a size"},
+	{"[pgfold]\nbuffer_high_bytes = 64 k B\n", 2, "buffer_high_bytes: \"64 k B\" is not a size"},
+	{"[pgfold]\nbuffer_low_bytes = -1kB\n", 2, "buffer_low_bytes: \"-1kB\" is not a size"},
+	{"[pgfold]\nconnect_timeout = 5 parsecs\n", 2, "connect_timeout: \"5 parsecs\" is not a duration"},
+	{"[pgfold]\nconnect_timeout = 1.5s\n", 2, "connect_timeout: \"1.5s\" is not a duration"},
+	{"[pgfold]\nconnect_timeout = 2h\n", 2, "connect_timeout: value 2h is above the maximum 1h"},
+	{"[pgfold]\nconnect_timeout = 0\n", 2, "connect_timeout: value 0 is below the minimum 1ms"},
+	{"[pgfold]\nbackend = 127.0.0.1:99999\n", 2, "backend: bad port \"99999\""},
+	{"[pgfold]\nlisten = [::1\n", 2, "listen: \"[::1\": missing ']'"},
+	{"[pgfold]\nlisten = /tmp\n", 2, "listen: \"/tmp\": a unix socket is not supported here"},
+	{"[pgfold]\nbackend = off\n", 2, "backend: cannot be off"},
+	{"[cache]\nredis = /tmp\n", 2, "cache.redis: \"/tmp\": a unix socket is not supported here"},
+	{"[cache]\nredis = nope:0\n", 2, "cache.redis: bad port \"0\""},
+	{"[pgfold]\nlog_level = verbose\n", 2, "log_level: \"verbose\" is not a log level"},
+	{"[pgfold]\nlog_level =\n", 2, "log_level: empty value"},
+	{"[pgfold]\nlisten 1.2.3.4\n", 2, "syntax error"},
+	{"[pgfold\n", 1, "syntax error"},
+	{"[pgfold]\nnonsense\nmax_client_conn = 0\n", 2, "syntax error"}, /* the first error wins */
+	{"[pgfold]\nlisten = 1.2.3.4:5\n   max_client_conn = 0\n", 3, "max_client_conn: value 0 is below"},
+	{long_line_ini, 2, "line is longer than"},
+};
+
+static void check_err_case(size_t i, const err_case *ec)
+{
+	char path[64], msg[1024];
+	cf_error err;
+	write_temp(ec->text, path, sizeof(path));
+	cf_config *c = cf_config_new();
+	int rc = cf_config_load_file(c, path, &err);
+	unlink(path);
+	cf_error_format(&err, msg, sizeof(msg));
+	if (rc != -1 || err.line != ec->line || strcmp(err.file, path) != 0 || !strstr(err.message, ec->want))
+		fail_msg("case %zu: rc %d, got \"%s\", want line %d and \"%s\"", i, rc, msg, ec->line, ec->want);
+	expect_config(c, &defaults); /* a failed load changes nothing */
+	cf_config_free(c);
+}
+
+static void test_file_errors(void **state)
+{
+	(void)state;
+	int n = snprintf(long_line_ini, sizeof(long_line_ini), "[pgfold]\n; ");
+	memset(long_line_ini + n, 'x', 250);
+	strcpy(long_line_ini + n + 250, "\nlisten = 1.2.3.4:5\n");
+	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++)
+		check_err_case(i, &err_cases[i]);
+}
+
+/* The whole message, as pgfold prints it. */
+static void test_file_error_format(void **state)
+{
+	(void)state;
+	char path[64], msg[1024], want[1024];
+	cf_error err;
+	write_temp("[pgfold]\nlisten = 127.0.0.1:6432\n\nmax_client_conn = 0\n", path, sizeof(path));
+	cf_config *c = cf_config_new();
+	assert_int_equal(cf_config_load_file(c, path, &err), -1);
+	unlink(path);
+	snprintf(want, sizeof(want), "%s:4: max_client_conn: value 0 is below the minimum 1", path);
+	assert_string_equal(cf_error_format(&err, msg, sizeof(msg)), want);
+	assert_int_equal(cf_config_load_file(c, "/nonexistent/pgfold.ini", &err), -1);
+	assert_string_equal(cf_error_format(&err, msg, sizeof(msg)),
+			    "/nonexistent/pgfold.ini: No such file or directory");
+	cf_config_free(c);
+}
+
+/* ---- cf_config_set and validate ----------------------------------------- */
+
+static const struct {
+	const char *key, *value;
+} set_ok[] = {
+	{"listen", "0.0.0.0:7000"},
+	{"pgfold.backend", "/var/run/postgresql/"},
+	{"pgfold.admin", "off"},
+	{"listen_backlog", "128"},
+	{"pgfold.max_client_conn", "50"},
+	{"max_message_bytes", "16MB"},
+	{"buffer_high_bytes", "1MB"},
+	{"buffer_low_bytes", "100000"},
+	{"connect_timeout", "250ms"},
+	{"pgfold.client_login_timeout", "2min"},
+	{"shutdown_timeout", "7"},
+	{"log_level", "debug"},
+	{"cache.redis", "[::1]:6380"},
+};
+
+static const struct {
+	const char *key, *value, *want;
+} set_bad[] = {
+	{"max_client_conn", "0", "max_client_conn: value 0 is below the minimum 1"},
+	{"redis", "off", "unknown key \"redis\"; did you mean cache.redis?"},
+	{"pgfold.redis", "off", "unknown key \"pgfold.redis\""},
+	{"cache.listen", "1.2.3.4:5", "unknown key \"cache.listen\""},
+	{"nosuch.listen", "1.2.3.4:5", "unknown key \"nosuch.listen\""},
+	{"", "1", "unknown key \"\""},
+	{"cache.redis", "x:0", "cache.redis: bad port \"0\": expected a number from 1 to 65535"},
+	{"log_level", "", "log_level: empty value"},
+	{"connect_timeout", "5 s x",
+	 "connect_timeout: \"5 s x\" is not a duration (a whole number with ms, s, min or h)"},
+};
+
+static void test_set(void **state)
+{
+	(void)state;
+	cf_config *c = cf_config_new();
+	cf_error err;
+	for (size_t i = 0; i < sizeof(set_ok) / sizeof(set_ok[0]); i++)
+		if (cf_config_set(c, set_ok[i].key, set_ok[i].value, &err) != 0)
+			fail_msg("%s=%s: %s", set_ok[i].key, set_ok[i].value, err.message);
+	expect_config(c, &every_key_want);
+	for (size_t i = 0; i < sizeof(set_bad) / sizeof(set_bad[0]); i++) {
+		int rc = cf_config_set(c, set_bad[i].key, set_bad[i].value, &err);
+		if (rc != -1 || strcmp(err.message, set_bad[i].want) != 0 || err.file[0] || err.line)
+			fail_msg("%s=%s: rc %d, got \"%s\", want \"%s\"", set_bad[i].key, set_bad[i].value, rc,
+				 err.message, set_bad[i].want);
+	}
+	expect_config(c, &every_key_want); /* failed sets change nothing */
+	cf_config_free(c);
+}
+
+static const struct {
+	const char *key, *value, *want; /* want NULL: valid */
+} validate_cases[] = {
+	{"buffer_low_bytes", "255kB", NULL},
+	{"buffer_low_bytes", "256kB", "buffer_low_bytes: 256kB must be below buffer_high_bytes (256kB)"},
+	{"buffer_low_bytes", "1MB", "buffer_low_bytes: 1MB must be below buffer_high_bytes (256kB)"},
+	{"admin", "127.0.0.1:6432", "admin: 127.0.0.1:6432 is also the listen address"},
+	{"admin", "127.0.0.1:6434", NULL},
+};
+
+static void test_validate(void **state)
+{
+	(void)state;
+	cf_error err;
+	for (size_t i = 0; i < sizeof(validate_cases) / sizeof(validate_cases[0]); i++) {
+		cf_config *c = cf_config_new();
+		assert_int_equal(cf_config_set(c, validate_cases[i].key, validate_cases[i].value, &err), 0);
+		int rc = cf_config_validate(c, &err);
+		const char *want = validate_cases[i].want;
+		if (want ? rc != -1 || strcmp(err.message, want) != 0 : rc != 0)
+			fail_msg("case %zu: rc %d \"%s\", want \"%s\"", i, rc, err.message, want ? want : "ok");
+		cf_config_free(c);
+	}
+}
+
+/* low >= high is legal per key, caught only by validate. */
+static void test_validate_after_file(void **state)
+{
+	(void)state;
+	char path[64];
+	cf_error err;
+	write_temp("[pgfold]\nbuffer_high_bytes = 64kB\nbuffer_low_bytes = 64kB\n", path, sizeof(path));
+	cf_config *c = cf_config_new();
+	assert_int_equal(cf_config_load_file(c, path, &err), 0);
+	unlink(path);
+	assert_int_equal(cf_config_validate(c, &err), -1);
+	assert_non_null(strstr(err.message, "buffer_low_bytes"));
+	cf_config_free(c);
+}
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static const struct {
+	const char *text;
+	int default_port;
+	cf_addr_kind kind;
+	const char *host;
+	int port;
+	const char *path, *formatted;
+} addr_ok[] = {
+	{"127.0.0.1:6432", 0, CF_ADDR_TCP, "127.0.0.1", 6432, "", "127.0.0.1:6432"},
+	{"10.1.2.3", 5432, CF_ADDR_TCP, "10.1.2.3", 5432, "", "10.1.2.3:5432"},
+	{"[::1]:5432", 0, CF_ADDR_TCP, "::1", 5432, "", "[::1]:5432"},
+	{"[2001:db8::7]", 6379, CF_ADDR_TCP, "2001:db8::7", 6379, "", "[2001:db8::7]:6379"},
+	{"[fe80::1%eth0]:5432", 0, CF_ADDR_TCP, "fe80::1%eth0", 5432, "", "[fe80::1%eth0]:5432"},
+	{"localhost:5432", 0, CF_ADDR_TCP, "localhost", 5432, "", "localhost:5432"},
+	{"db-1.example.com", 5432, CF_ADDR_TCP, "db-1.example.com", 5432, "", "db-1.example.com:5432"},
+	{"localhost:1", 0, CF_ADDR_TCP, "localhost", 1, "", "localhost:1"},
+	{"localhost:65535", 0, CF_ADDR_TCP, "localhost", 65535, "", "localhost:65535"},
+	{"/var/run/postgresql", 5432, CF_ADDR_UNIX, "/var/run/postgresql", 5432, "/var/run/postgresql/.s.PGSQL.5432",
+	 "/var/run/postgresql/.s.PGSQL.5432"},
+	{"/tmp:5433", 5432, CF_ADDR_UNIX, "/tmp", 5433, "/tmp/.s.PGSQL.5433", "/tmp/.s.PGSQL.5433"},
+	{"/tmp//", 5432, CF_ADDR_UNIX, "/tmp", 5432, "/tmp/.s.PGSQL.5432", "/tmp/.s.PGSQL.5432"},
+	{"/tmp/.s.PGSQL.5433", 0, CF_ADDR_UNIX, "/tmp", 5433, "/tmp/.s.PGSQL.5433", "/tmp/.s.PGSQL.5433"},
+	{"/", 5432, CF_ADDR_UNIX, "/", 5432, "/.s.PGSQL.5432", "/.s.PGSQL.5432"},
+	{"/a:b/run", 5432, CF_ADDR_UNIX, "/a:b/run", 5432, "/a:b/run/.s.PGSQL.5432", "/a:b/run/.s.PGSQL.5432"},
+	{"off", 0, CF_ADDR_OFF, "", 0, "", "off"},
+	{"Off", 5432, CF_ADDR_OFF, "", 0, "", "off"},
+};
+
+static const struct {
+	const char *text;
+	int default_port;
+	const char *want;
+} addr_bad[] = {
+	{"127.0.0.1:0", 0, "bad port \"0\""},
+	{"127.0.0.1:65536", 0, "bad port \"65536\""},
+	{"127.0.0.1:", 5432, "bad port \"\""},
+	{"127.0.0.1:54x", 0, "bad port \"54x\""},
+	{"127.0.0.1:+543", 0, "bad port \"+543\""},
+	{"127.0.0.1:000005432", 0, "bad port \"000005432\""},
+	{"localhost:-1", 0, "bad port \"-1\""},
+	{":5432", 0, "missing host"},
+	{"", 5432, "missing host"},
+	{"::1:5432", 0, "put an IPv6 address in brackets"},
+	{"::1", 5432, "put an IPv6 address in brackets"},
+	{"[::1", 0, "missing ']'"},
+	{"[::1]5432", 0, "expected ':port' after ']'"},
+	{"[]:5432", 0, "missing host"},
+	{"[zz::q]:1", 0, "bad IPv6 address \"zz::q\""},
+	{"[127.0.0.1]:5", 0, "bad IPv6 address"},
+	{"300.1.1.1:5", 0, "bad IPv4 address \"300.1.1.1\""},
+	{"1.2.3:5", 0, "bad IPv4 address"},
+	{"ho st:1", 0, "unexpected character ' '"},
+	{"localhost", 0, "missing port"},
+	{"/tmp", 0, "missing port"},
+	{"/tmp:0", 5432, "bad port \"0\""},
+	{"/tmp:", 5432, "bad port \"\""},
+	{"/tmp/.s.PGSQL.x", 0, "bad port \"x\""},
+};
+
+static void check_addr_ok(size_t i)
+{
+	cf_addr a, b;
+	cf_error err;
+	char buf[300];
+	if (cf_addr_parse(addr_ok[i].text, addr_ok[i].default_port, &a, &err) != 0)
+		fail_msg("\"%s\": %s", addr_ok[i].text, err.message);
+	cf_addr_format(&a, buf, sizeof(buf));
+	if (a.kind != addr_ok[i].kind || strcmp(a.host, addr_ok[i].host) != 0 || a.port != addr_ok[i].port ||
+	    strcmp(a.path, addr_ok[i].path) != 0 || strcmp(buf, addr_ok[i].formatted) != 0)
+		fail_msg("\"%s\": got kind %d host \"%s\" port %d path \"%s\" -> \"%s\"", addr_ok[i].text, a.kind,
+			 a.host, a.port, a.path, buf);
+	/* format -> parse gives the same address, whatever the default port */
+	if (cf_addr_parse(buf, 0, &b, &err) != 0 || memcmp(&a, &b, sizeof(a)) != 0)
+		fail_msg("\"%s\" -> \"%s\" does not parse back to the same address (%s)", addr_ok[i].text, buf,
+			 err.message);
+}
+
+static void test_addr_parse_format(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(addr_ok) / sizeof(addr_ok[0]); i++)
+		check_addr_ok(i);
+	for (size_t i = 0; i < sizeof(addr_bad) / sizeof(addr_bad[0]); i++) {
+		cf_addr a;
+		cf_error err;
+		memset(&a, 0x5a, sizeof(a));
+		cf_addr before = a;
+		int rc = cf_addr_parse(addr_bad[i].text, addr_bad[i].default_port, &a, &err);
+		if (rc != -1 || !strstr(err.message, addr_bad[i].want) || memcmp(&a, &before, sizeof(a)) != 0)
+			fail_msg("\"%s\": rc %d, got \"%s\", want \"%s\"", addr_bad[i].text, rc, err.message,
+				 addr_bad[i].want);
+	}
+}
+
+/* sun_path holds 107 bytes and a NUL; host holds 255 bytes. */
+static void test_addr_limits(void **state)
+{
+	(void)state;
+	char text[400];
+	cf_addr a;
+	cf_error err;
+	size_t dir_len = 107 - strlen("/.s.PGSQL.5432");
+	memset(text, 'd', sizeof(text));
+	text[0] = '/';
+	text[dir_len] = '\0';
+	assert_int_equal(cf_addr_parse(text, 5432, &a, &err), 0);
+	assert_int_equal(strlen(a.path), 107);
+	text[dir_len] = 'd';
+	text[dir_len + 1] = '\0';
+	assert_int_equal(cf_addr_parse(text, 5432, &a, &err), -1);
+	assert_non_null(strstr(err.message, "is longer than 107 bytes"));
+	memset(text, 'h', 255);
+	strcpy(text + 255, ":5432");
+	assert_int_equal(cf_addr_parse(text, 0, &a, &err), 0);
+	memset(text, 'h', 256);
+	strcpy(text + 256, ":5432");
+	assert_int_equal(cf_addr_parse(text, 0, &a, &err), -1);
+	assert_non_null(strstr(err.message, "host is longer than 255 bytes"));
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+static void collect(const char *key, void *ctx)
+{
+	char *out = ctx;
+	if (out[0])
+		strcat(out, ",");
+	strcat(out, key);
+}
+
+static void test_carry_fixed(void **state)
+{
+	(void)state;
+	cf_config *running = cf_config_new();
+	cf_config *next = cf_config_new();
+	cf_error err;
+	char reported[256] = "";
+	for (size_t i = 0; i < sizeof(set_ok) / sizeof(set_ok[0]); i++)
+		assert_int_equal(cf_config_set(next, set_ok[i].key, set_ok[i].value, &err), 0);
+	cf_config_carry_fixed(running, next, collect, reported);
+	assert_string_equal(reported, "listen,admin,listen_backlog,cache.redis");
+	want_config want = every_key_want; /* reloadable keys take the new value ... */
+	want.listen = defaults.listen;      /* ... restart-only keys keep the running one */
+	want.admin = defaults.admin;
+	want.listen_backlog = defaults.listen_backlog;
+	want.redis = defaults.redis;
+	expect_config(next, &want);
+	reported[0] = '\0';
+	cf_config_carry_fixed(running, next, collect, reported);
+	assert_string_equal(reported, "");
+	cf_config_carry_fixed(running, next, NULL, NULL);
+	cf_config_free(next);
+	cf_config_free(running);
+}
+
+/* ---- --help reference --------------------------------------------------- */
+
+static void test_keys_print(void **state)
+{
+	(void)state;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	cf_keys_print(out);
+	fclose(out);
+	int rows = 0;
+	for (const char *p = text; (p = strstr(p, "\n  ")) != NULL; p++)
+		rows++;
+	assert_int_equal(rows, N_ALL_KEYS + 1); /* + the column header */
+	for (size_t i = 0; i < N_ALL_KEYS; i++) {
+		char start[64];
+		snprintf(start, sizeof(start), "\n  %s ", all_keys[i].label);
+		const char *row = strstr(text, start);
+		const char *end = row ? strchr(row + 1, '\n') : NULL;
+		size_t n = end ? (size_t)(end - row) : 0;
+		char line[512];
+		snprintf(line, sizeof(line), "%.*s", (int)n, row ? row : "");
+		char def[64];
+		snprintf(def, sizeof(def), " %s ", all_keys[i].def);
+		if (!row || !strstr(line, def) || !strstr(line, all_keys[i].mode))
+			fail_msg("no row for %s with default %s and %s in:\n%s", all_keys[i].label, all_keys[i].def,
+				 all_keys[i].mode, text);
+	}
+	free(text);
+}
+
+static void test_error_format(void **state)
+{
+	(void)state;
+	char buf[1024];
+	cf_error e = {.file = "a.ini", .line = 3, .message = "x: bad"};
+	assert_string_equal(cf_error_format(&e, buf, sizeof(buf)), "a.ini:3: x: bad");
+	e.line = 0;
+	assert_string_equal(cf_error_format(&e, buf, sizeof(buf)), "a.ini: x: bad");
+	e.file[0] = '\0';
+	assert_string_equal(cf_error_format(&e, buf, sizeof(buf)), "x: bad");
+}
+
+/* ---- value parsers ------------------------------------------------------ */
+
+static const struct {
+	const char *text;
+	long long want; /* -1: refused */
+	const char *formatted;
+} size_cases[] = {
+	{"0", 0, "0B"},
+	{"1024", 1024, "1kB"},
+	{"1000", 1000, "1000B"},
+	{"64kB", 65536, "64kB"},
+	{"64kb", 65536, "64kB"},
+	{"64 KB", 65536, "64kB"},
+	{"3MB", 3 << 20, "3MB"},
+	{"1GB", 1 << 30, "1GB"},
+	{"2TB", 2LL << 40, "2TB"},
+	{"1536kB", 1536 * 1024, "1536kB"},
+	{"12B", 12, "12B"},
+	{"", -1, NULL},
+	{"kB", -1, NULL},
+	{"1.5MB", -1, NULL},
+	{"-1", -1, NULL},
+	{"+1", -1, NULL},
+	{" 1", -1, NULL},
+	{"1 MB x", -1, NULL},
+	{"9000000000GB", -1, NULL},
+	{"1PB", -1, NULL},
+};
+
+static const struct {
+	const char *text;
+	long long want; /* -1: refused */
+	const char *formatted;
+} duration_cases[] = {
+	{"0", 0, "0ms"},      {"30", 30000, "30s"},      {"30s", 30000, "30s"}, {"500ms", 500, "500ms"},
+	{"2min", 120000, "2min"}, {"1h", 3600000, "1h"},  {"90 s", 90000, "90s"}, {"1500ms", 1500, "1500ms"},
+	{"5S", 5000, "5s"},   {"", -1, NULL},            {"s", -1, NULL},       {"1.5s", -1, NULL},
+	{"-1s", -1, NULL},    {"5d", -1, NULL},          {"5m", -1, NULL},      {"99999999999999999h", -1, NULL},
+};
+
+static void test_value_parsers(void **state)
+{
+	(void)state;
+	cf_error err;
+	char buf[64];
+	for (size_t i = 0; i < sizeof(size_cases) / sizeof(size_cases[0]); i++) {
+		int64_t v = -1;
+		int rc = cf__parse_size(size_cases[i].text, &v, &err);
+		if (size_cases[i].want >= 0)
+			cf__format_size(v, buf, sizeof(buf));
+		if (size_cases[i].want < 0 ? rc != -1 : rc != 0 || v != size_cases[i].want ||
+							strcmp(buf, size_cases[i].formatted) != 0)
+			fail_msg("size \"%s\": rc %d value %lld \"%s\"", size_cases[i].text, rc, (long long)v,
+				 err.message);
+	}
+	for (size_t i = 0; i < sizeof(duration_cases) / sizeof(duration_cases[0]); i++) {
+		int64_t v = -1;
+		int rc = cf__parse_duration(duration_cases[i].text, 1000, &v, &err);
+		if (duration_cases[i].want >= 0)
+			cf__format_duration(v, buf, sizeof(buf));
+		if (duration_cases[i].want < 0 ? rc != -1 : rc != 0 || v != duration_cases[i].want ||
+							    strcmp(buf, duration_cases[i].formatted) != 0)
+			fail_msg("duration \"%s\": rc %d value %lld \"%s\"", duration_cases[i].text, rc,
+				 (long long)v, err.message);
+	}
+}
+
+static void test_bool_parser(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		int want; /* -1: refused */
+	} cases[] = {{"on", 1},  {"TRUE", 1}, {"yes", 1}, {"1", 1}, {"off", 0},
+		     {"False", 0}, {"no", 0},  {"0", 0},   {"", -1}, {"2", -1}, {"onn", -1}};
+	cf_error err;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool b = false;
+		int rc = cf__parse_bool(cases[i].text, &b, &err);
+		if (cases[i].want < 0 ? rc != -1 : rc != 0 || b != (cases[i].want == 1))
+			fail_msg("bool \"%s\": rc %d value %d", cases[i].text, rc, b);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_example_ini_is_defaults),
+		cmocka_unit_test(test_example_ini_lists_every_key),
+		cmocka_unit_test(test_file_every_key),
+		cmocka_unit_test(test_file_syntax_variants),
+		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_file_error_format),
+		cmocka_unit_test(test_set),
+		cmocka_unit_test(test_validate),
+		cmocka_unit_test(test_validate_after_file),
+		cmocka_unit_test(test_addr_parse_format),
+		cmocka_unit_test(test_addr_limits),
+		cmocka_unit_test(test_carry_fixed),
+		cmocka_unit_test(test_keys_print),
+		cmocka_unit_test(test_error_format),
+		cmocka_unit_test(test_value_parsers),
+		cmocka_unit_test(test_bool_parser),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
