@@ -33,7 +33,10 @@
  *
  * Lifetime: admin->live counts listeners, connections and refused handles
  * whose close_cb has not run.  px_admin_close marks the admin closing and
- * closes all of them; the close_cb that brings live to 0 frees the admin.
+ * closes all of them; the close_cb that brings live to 0 frees the admin (or
+ * px_admin_close itself when nothing was open).  A write buffer is freed in
+ * its write_cb, which libuv runs (with UV_ECANCELED) before the stream's
+ * close_cb, so a connection always outlives its writes.
  */
 #include "admin.h"
 
@@ -544,7 +547,10 @@ static void conn_parse(admin_conn *c)
 			continue;
 		}
 		if (err != HPE_OK) {
-			conn_fail(c, c->reject_status ? c->reject_status : 400, http_errno_description(err));
+			if (c->reject_status)
+				conn_fail(c, c->reject_status, "request body too large");
+			else
+				conn_fail(c, 400, http_errno_description(err));
 			return;
 		}
 		if (in_head && !c->headers_done) {

@@ -16,40 +16,42 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <time.h>
 
 #include "../common/log.h"
 
 typedef struct stat_field {
-	const char *name;  /* JSON key; the metric is pgfold_<name>[_total] */
-	size_t offset;     /* of a uint64_t in px_stats */
-	bool counter;      /* counter (else gauge) */
+	const char *name;   /* JSON key in /stats */
+	const char *metric; /* Prometheus name: counters end in _total */
+	size_t offset;      /* of a uint64_t in px_stats */
+	bool counter;       /* counter (else gauge) */
 	const char *help;
 } stat_field;
 
-#define STAT(field, counter, help) {#field, offsetof(px_stats, field), counter, help}
+#define GAUGE(field, help) {#field, "pgfold_" #field, offsetof(px_stats, field), false, help}
+#define COUNTER(field, metric, help) {#field, metric, offsetof(px_stats, field), true, help}
 
 /* In /stats order (after version and uptime_seconds). */
 static const stat_field stat_fields[] = {
-	STAT(clients_active, false, "Client connections open now."),
-	STAT(clients_total, true, "Client connections accepted."),
-	STAT(clients_rejected, true, "Client connections refused (max_client_conn or shutting down)."),
-	STAT(backends_active, false, "Backend connections open now."),
-	STAT(backends_total, true, "Backend connections opened."),
-	STAT(backend_connect_errors, true, "Backend connect or startup failures."),
-	STAT(bytes_from_clients, true, "Bytes read from clients."),
-	STAT(bytes_to_clients, true, "Bytes written to clients."),
-	STAT(bytes_from_backends, true, "Bytes read from backends."),
-	STAT(bytes_to_backends, true, "Bytes written to backends."),
-	STAT(queries, true, "Query and Execute messages from clients."),
-	STAT(backend_errors, true, "ErrorResponse messages relayed from backends."),
-	STAT(protocol_errors, true, "Clients closed for a protocol violation."),
-	STAT(cancel_requests, true, "CancelRequest messages received."),
-	STAT(config_reloads, true, "Successful configuration reloads."),
+	GAUGE(clients_active, "Client connections open now."),
+	COUNTER(clients_total, "pgfold_clients_total", "Client connections accepted."),
+	COUNTER(clients_rejected, "pgfold_clients_rejected_total", "Client connections refused (max_client_conn or shutting down)."),
+	GAUGE(backends_active, "Backend connections open now."),
+	COUNTER(backends_total, "pgfold_backends_total", "Backend connections opened."),
+	COUNTER(backend_connect_errors, "pgfold_backend_connect_errors_total", "Backend connect or startup failures."),
+	COUNTER(bytes_from_clients, "pgfold_bytes_from_clients_total", "Bytes read from clients."),
+	COUNTER(bytes_to_clients, "pgfold_bytes_to_clients_total", "Bytes written to clients."),
+	COUNTER(bytes_from_backends, "pgfold_bytes_from_backends_total", "Bytes read from backends."),
+	COUNTER(bytes_to_backends, "pgfold_bytes_to_backends_total", "Bytes written to backends."),
+	COUNTER(queries, "pgfold_queries_total", "Query and Execute messages from clients."),
+	COUNTER(backend_errors, "pgfold_backend_errors_total", "ErrorResponse messages relayed from backends."),
+	COUNTER(protocol_errors, "pgfold_protocol_errors_total", "Clients closed for a protocol violation."),
+	COUNTER(cancel_requests, "pgfold_cancel_requests_total", "CancelRequest messages received."),
+	COUNTER(config_reloads, "pgfold_config_reloads_total", "Successful configuration reloads."),
 };
 
-#undef STAT
+#undef GAUGE
+#undef COUNTER
 
 static uint64_t stat_value(const px_stats *stats, const stat_field *f)
 {
@@ -120,9 +122,7 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 		      uptime_seconds(info->stats));
 	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++) {
 		const stat_field *f = &stat_fields[i];
-		char name[96];
-		snprintf(name, sizeof(name), "pgfold_%s%s", f->name, f->counter ? "_total" : "");
-		metric_append(b, name, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
+		metric_append(b, f->metric, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
 	}
 }
 

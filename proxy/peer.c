@@ -137,16 +137,35 @@ static void on_write(uv_write_t *req, int status)
 		peer->ops->on_drained(peer);
 }
 
+/* Write what the socket takes now, without a copy; returns bytes written or
+ * a negative libuv error other than UV_EAGAIN. */
+static ssize_t write_now(px_peer *peer, const void *data, size_t len)
+{
+	if (peer->write_queued > 0)
+		return 0; /* keep order: earlier bytes are still queued */
+	uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
+	int n = uv_try_write(&peer->h.stream, &buf, 1);
+	if (n == UV_EAGAIN || n == UV_ENOSYS)
+		return 0;
+	if (n > 0 && peer->count_written)
+		*peer->count_written += (uint64_t)n;
+	return n;
+}
+
 int px_peer_write(px_peer *peer, const void *data, size_t len)
 {
 	if (!px_peer_is_open(peer))
 		return UV_EPIPE;
+	ssize_t done = len ? write_now(peer, data, len) : 0;
+	if (done < 0)
+		return (int)done;
+	len -= (size_t)done;
 	if (len == 0)
 		return 0;
 	px_write *w = pf_malloc(sizeof(*w) + len);
 	w->peer = peer;
 	w->len = len;
-	memcpy(w->data, data, len);
+	memcpy(w->data, (const uint8_t *)data + done, len);
 	uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned int)len);
 	int rc = uv_write(&w->req, &peer->h.stream, &buf, 1, on_write);
 	if (rc < 0) {

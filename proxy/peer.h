@@ -4,8 +4,9 @@
  * of bytes queued for writing to it.  A session owns two peers.
  *
  * Ownership: the input buffer is the peer's; alloc_cb hands out its free
- * tail.  Each write copies its bytes into a px_write request that lives until
- * write_cb.  The peer never frees the session; it reports to it through the
+ * tail.  A write first goes straight to the socket (uv_try_write, no copy);
+ * whatever the socket does not take now is copied into a px_write request
+ * that lives until write_cb.  The peer never frees the session; it reports to it through the
  * callbacks in px_peer_ops.
  *
  * Backpressure: when the bytes queued for writing to a peer pass the high

@@ -153,10 +153,12 @@ static void on_timer(uv_timer_t *timer)
 	}
 }
 
+/* No statement in flight: the client has every answer it asked for.  An open
+ * transaction does not count as running (closing rolls it back, as
+ * PostgreSQL's own fast shutdown does). */
 static bool session_idle(const px_session *s)
 {
-	return s->state == PX_SESSION_ACTIVE && s->pending_ready == 0 && !s->extended_open && s->tx_status == 'I' &&
-	       s->client.in_len == 0;
+	return s->state == PX_SESSION_ACTIVE && s->pending_ready == 0 && !s->extended_open && s->client.in_len == 0;
 }
 
 void px_session_close_if_idle(px_session *s)

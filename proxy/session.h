@@ -68,8 +68,8 @@ px_session *px_session_accept(px_server *server, uv_stream_t *listener);
  * sqlstate is not NULL.  Idempotent; safe from any callback of the session. */
 void px_session_close(px_session *session, const char *reason, const char *sqlstate, const char *message);
 
-/* During shutdown: close the session now if it is idle (no query running,
- * no transaction open); otherwise it closes itself when it becomes idle. */
+/* During shutdown: close the session now if no statement is running;
+ * otherwise it closes itself once the answer has been relayed. */
 void px_session_close_if_idle(px_session *session);
 
 /* Send a CancelRequest for (pid, key) to target's backend; fire-and-forget. */

@@ -35,8 +35,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pgharness  # noqa: E402
-from pgharness import PgfoldServer, PostgresServer, RedisServer  # noqa: E402
-from wire import WireConn  # noqa: E402
+from pgharness import PgfoldServer, PostgresServer, RedisServer, Target  # noqa: E402
 
 DEFAULT_TIMEOUT = float(os.environ.get("PGFOLD_TEST_TIMEOUT", "120"))
 
@@ -213,60 +212,6 @@ def module_pgfold_factory(postgres, redis):
 # targets
 
 
-class Target:
-    """Where a client connects: PostgreSQL itself ("direct") or pgfold."""
-
-    host = "127.0.0.1"
-
-    def __init__(self, name, port, postgres, proxy=None):
-        self.name = name
-        self.port = port
-        self.postgres = postgres
-        self.proxy = proxy
-
-    def __repr__(self):
-        return f"<Target {self.name} {self.host}:{self.port}>"
-
-    @property
-    def via_pgfold(self):
-        return self.proxy is not None
-
-    def dsn(self, user="app", dbname="shop", password=None, **extra):
-        parts = {"host": self.host, "port": self.port, "user": user, "dbname": dbname,
-                 "connect_timeout": 10, "application_name": f"pgfold-tests-{self.name}"}
-        if password is not None:
-            parts["password"] = password
-        parts.update(extra)
-        return " ".join(f"{k}='{v}'" for k, v in parts.items())
-
-    def url(self, user="app", dbname="shop"):
-        return f"postgresql+psycopg2://{user}@{self.host}:{self.port}/{dbname}"
-
-    def env(self, user="app", dbname="shop"):
-        env = dict(os.environ)
-        for k in list(env):
-            if k.startswith("PG") and k not in ("PGFOLD_BIN", "PGFOLD_LOG_DIR"):
-                del env[k]
-        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=user, PGDATABASE=dbname,
-                   PGCONNECT_TIMEOUT="10", PGAPPNAME=f"pgfold-tests-{self.name}")
-        return env
-
-    def connect(self, autocommit=False, **kw):
-        """psycopg2 connection."""
-        import psycopg2
-        conn = psycopg2.connect(self.dsn(**kw))
-        conn.autocommit = autocommit
-        return conn
-
-    def connect3(self, autocommit=False, **kw):
-        """psycopg 3 connection."""
-        import psycopg
-        return psycopg.connect(self.dsn(**kw), autocommit=autocommit)
-
-    def wire(self, timeout=10.0):
-        return WireConn(self.host, self.port, timeout=timeout)
-
-
 @pytest.fixture(params=["direct", "pgfold"])
 def target(request, postgres):
     if request.param == "direct":
@@ -295,8 +240,9 @@ def same_both_ways(request):
     the same key, assert both are equal."""
     callspec = getattr(request.node, "callspec", None)
     params = dict(callspec.params) if callspec else {}
-    name = params.pop("target", None)
-    assert name in ("direct", "pgfold"), "same_both_ways needs the target fixture"
+    names = [k for k, v in params.items() if v in ("direct", "pgfold")]
+    assert len(names) == 1, "same_both_ways needs a fixture parametrized over direct/pgfold"
+    name = params.pop(names[0])
     base = (request.node.module.__name__, request.node.originalname, repr(sorted(params.items())))
 
     def check(value, key=""):

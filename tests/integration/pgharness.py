@@ -551,3 +551,62 @@ def write_pgfold_config(path, pgfold_port, admin_port, backend_port, redis_port=
     lines += [f"{k} = {v}" for k, v in keys.items()]
     lines += ["", "[cache]", f"redis = {'127.0.0.1:%d' % redis_port if redis_port else 'off'}", ""]
     Path(path).write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------
+# targets
+
+
+class Target:
+    """Where a client connects: PostgreSQL itself ("direct") or pgfold."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, name, port, postgres, proxy=None):
+        self.name = name
+        self.port = port
+        self.postgres = postgres
+        self.proxy = proxy
+
+    def __repr__(self):
+        return f"<Target {self.name} {self.host}:{self.port}>"
+
+    @property
+    def via_pgfold(self):
+        return self.proxy is not None
+
+    def dsn(self, user="app", dbname="shop", password=None, **extra):
+        parts = {"host": self.host, "port": self.port, "user": user, "dbname": dbname,
+                 "connect_timeout": 10, "application_name": f"pgfold-tests-{self.name}"}
+        if password is not None:
+            parts["password"] = password
+        parts.update(extra)
+        return " ".join(f"{k}='{v}'" for k, v in parts.items())
+
+    def url(self, user="app", dbname="shop"):
+        return f"postgresql+psycopg2://{user}@{self.host}:{self.port}/{dbname}"
+
+    def env(self, user="app", dbname="shop"):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("PG") and k not in ("PGFOLD_BIN", "PGFOLD_LOG_DIR"):
+                del env[k]
+        env.update(PGHOST=self.host, PGPORT=str(self.port), PGUSER=user, PGDATABASE=dbname,
+                   PGCONNECT_TIMEOUT="10", PGAPPNAME=f"pgfold-tests-{self.name}")
+        return env
+
+    def connect(self, autocommit=False, **kw):
+        """psycopg2 connection."""
+        import psycopg2
+        conn = psycopg2.connect(self.dsn(**kw))
+        conn.autocommit = autocommit
+        return conn
+
+    def connect3(self, autocommit=False, **kw):
+        """psycopg 3 connection."""
+        import psycopg
+        return psycopg.connect(self.dsn(**kw), autocommit=autocommit)
+
+    def wire(self, timeout=10.0):
+        from wire import WireConn
+        return WireConn(self.host, self.port, timeout=timeout)
