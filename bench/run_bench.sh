@@ -64,8 +64,8 @@ declare -A PORT
 # ---------------------------------------------------------------- servers
 
 PORT[direct]="$(free_port)"
-pg_start "$W/pg" "${PORT[direct]}" "shared_buffers = 512MB" "max_wal_size = 4GB" "autovacuum = off"
 srv_on_exit pg_stop "$W/pg"
+pg_start "$W/pg" "${PORT[direct]}" "shared_buffers = 512MB" "max_wal_size = 4GB" "autovacuum = off"
 
 pgbouncer_start() {
 	local dir=$1 port=$2 backend_port=$3
@@ -141,7 +141,6 @@ say "pgbench -i -s $BENCH_SCALE"
 		cat "$W/init.log" >&2
 		exit 1
 	}
-"$BIN/psql" -X -q -h 127.0.0.1 -p "${PORT[direct]}" -U app -d shop -c 'VACUUM ANALYZE' >/dev/null
 
 # run_pgbench TARGET MODE CLIENTS THREADS SECONDS -> "tps latency_ms"
 run_pgbench() {
@@ -211,7 +210,7 @@ pg_version="$("$BIN/postgres" --version)"
 pgbouncer_version="$(pgbouncer --version 2>/dev/null | head -n 1 || true)"
 pgfold_version=
 if has_target pgfold; then
-	pgfold_version="$("$PGFOLD_BIN" --version 2>/dev/null | head -n 1 || true)"
+	pgfold_version="$(timeout 5 "$PGFOLD_BIN" --version 2>/dev/null | head -n 1 || true)"
 	commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true)"
 	[[ -n "$commit" ]] && pgfold_version="$pgfold_version (commit $commit$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ', uncommitted changes'))"
 fi

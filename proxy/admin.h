@@ -14,12 +14,14 @@
  *   px_admin_port(admin)          the port a TCP listener got (listen on port 0)
  *   px_admin_set_idle_timeout()   change the 10 s idle timeout (tests)
  *   px_admin_add_stats_routes()   /health, /stats and /metrics over a px_stats
+ *                                 and the Redis client's health
  */
 #ifndef PGFOLD_PROXY_ADMIN_H
 #define PGFOLD_PROXY_ADMIN_H
 
 #include <uv.h>
 
+#include "../cache/redis.h"
 #include "../common/strbuf.h"
 #include "../conf/conf.h"
 #include "stats.h"
@@ -64,6 +66,9 @@ typedef struct px_admin_info {
 	/* Returns true while the proxy accepts clients (false once shutting down). */
 	int (*accepting)(void *ctx);
 	void *ctx;
+	/* Redis health for /health, /stats and /metrics; NULL when cache.redis
+	 * is off (then /stats says "off" and the others leave Redis out). */
+	const qc_redis *redis;
 } px_admin_info;
 
 /* Registers GET /health, /stats (JSON) and /metrics (Prometheus, pgfold_ prefix).

@@ -1,11 +1,17 @@
 /*
- * admin_stats.c — the admin port's read-only routes over a px_stats:
+ * admin_stats.c — the admin port's read-only routes over a px_stats and the
+ * Redis client (info->redis, NULL when cache.redis is off):
  *
  *   GET /health   200 {"status":"ok"} while info->accepting(ctx) is true,
- *                 503 {"status":"shutting_down"} after
- *   GET /stats    one JSON object: version, uptime_seconds and every counter
+ *                 503 {"status":"shutting_down"} after; with Redis
+ *                 configured, its state is added ({"status":"ok","redis":
+ *                 "down"}) but never changes the status: the cache fails open
+ *   GET /stats    one JSON object: version, uptime_seconds, every counter and
+ *                 "redis":{"state","address","commands","errors","timeouts",
+ *                 "reconnects","ping_us"} (state "off" without Redis)
  *   GET /metrics  Prometheus text exposition format 0.0.4, names pgfold_*,
- *                 counters with the _total suffix
+ *                 counters with the _total suffix; pgfold_redis_* only when
+ *                 Redis is configured
  *
  * Both /stats and /metrics come from one table of the px_stats fields, so a
  * counter added to px_stats needs one line here to appear in both.
@@ -68,15 +74,40 @@ static uint64_t uptime_seconds(const px_stats *stats)
 	return (now_ms - stats->start_time_ms) / 1000;
 }
 
+/* ---- redis -------------------------------------------------------------- */
+
+static const char *redis_state(const px_admin_info *info)
+{
+	return qc_redis_state_name(qc_redis_state(info->redis));
+}
+
+static void redis_json(pf_sb *b, const px_admin_info *info)
+{
+	const qc_redis_counters *c = qc_redis_counters_get(info->redis);
+	pf_sb_append(b, ",\"redis\":{\"state\":");
+	pf_sb_append_json_string(b, redis_state(info));
+	pf_sb_append(b, ",\"address\":");
+	pf_sb_append_json_string(b, qc_redis_address(info->redis));
+	pf_sb_appendf(b,
+		      ",\"commands\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
+		      ",\"reconnects\":%" PRIu64 ",\"ping_us\":%" PRIu64 "}",
+		      c->commands, c->errors, c->timeouts, c->reconnects, c->ping_us);
+}
+
+/* ---- routes ------------------------------------------------------------- */
+
 static void health_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
 {
 	const px_admin_info *info = ctx;
-	if (!info->accepting || info->accepting(info->ctx)) {
-		pf_sb_append(&resp->body, "{\"status\":\"ok\"}");
-		return;
+	bool ok = !info->accepting || info->accepting(info->ctx);
+	if (!ok)
+		resp->status = 503;
+	pf_sb_append(&resp->body, ok ? "{\"status\":\"ok\"" : "{\"status\":\"shutting_down\"");
+	if (info->redis) {
+		pf_sb_append(&resp->body, ",\"redis\":");
+		pf_sb_append_json_string(&resp->body, redis_state(info));
 	}
-	resp->status = 503;
-	pf_sb_append(&resp->body, "{\"status\":\"shutting_down\"}");
+	pf_sb_append(&resp->body, "}");
 }
 
 static void stats_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
@@ -88,6 +119,7 @@ static void stats_handler(const px_admin_request *req, px_admin_response *resp, 
 	pf_sb_appendf(b, ",\"uptime_seconds\":%" PRIu64, uptime_seconds(info->stats));
 	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++)
 		pf_sb_appendf(b, ",\"%s\":%" PRIu64, stat_fields[i].name, stat_value(info->stats, &stat_fields[i]));
+	redis_json(b, info);
 	pf_sb_append(b, "}");
 }
 
@@ -109,6 +141,24 @@ static void label_value_append(pf_sb *b, const char *s)
 	}
 }
 
+static void redis_metrics(pf_sb *b, const px_admin_info *info)
+{
+	const qc_redis_counters *c = qc_redis_counters_get(info->redis);
+	metric_append(b, "pgfold_redis_up", "gauge", "1 while Redis is up, else 0 (the cache fails open).",
+		      qc_redis_state(info->redis) == QC_STATE_UP);
+	metric_append(b, "pgfold_redis_commands_total", "counter", "Redis commands sent or refused.", c->commands);
+	metric_append(b, "pgfold_redis_errors_total", "counter",
+		      "Redis commands refused (down, disconnected) or lost with their connection.", c->errors);
+	metric_append(b, "pgfold_redis_timeouts_total", "counter", "Redis commands not answered in time.",
+		      c->timeouts);
+	metric_append(b, "pgfold_redis_reconnects_total", "counter", "Redis connection attempts after the first.",
+		      c->reconnects);
+	pf_sb_appendf(b,
+		      "# HELP pgfold_redis_ping_seconds Round trip of the last answered Redis PING.\n"
+		      "# TYPE pgfold_redis_ping_seconds gauge\npgfold_redis_ping_seconds %.6f\n",
+		      (double)c->ping_us / 1e6);
+}
+
 static void metrics_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
 {
 	const px_admin_info *info = ctx;
@@ -124,6 +174,8 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 		const stat_field *f = &stat_fields[i];
 		metric_append(b, f->metric, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
 	}
+	if (info->redis)
+		redis_metrics(b, info);
 }
 
 void px_admin_add_stats_routes(px_admin *admin, const px_admin_info *info)

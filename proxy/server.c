@@ -1,7 +1,9 @@
 /*
  * server.c — the process-wide proxy: the client listener, the session
- * registry, signals (SIGHUP reload, SIGTERM/SIGINT graceful shutdown) and the
- * admin port.  The loop ends by itself once shutdown has closed every handle.
+ * registry, signals (SIGHUP reload, SIGTERM/SIGINT graceful shutdown), the
+ * admin port and the Redis client (health only so far; pgfold works the same
+ * with Redis down).  The loop ends by itself once shutdown has closed every
+ * handle.
  */
 #include "server.h"
 
@@ -14,6 +16,8 @@
 #include "../common/alloc.h"
 #include "../common/log.h"
 #include "session.h"
+
+#define PX_REDIS_TIMEOUT_MS 1000u /* per Redis command, PING and connect */
 
 static uint64_t wall_clock_ms(void)
 {
@@ -92,6 +96,11 @@ void px_server_check_drained(px_server *server)
 	if (server->admin) {
 		px_admin_close(server->admin);
 		server->admin = NULL;
+	}
+	if (server->redis) {
+		server->admin_info.redis = NULL;
+		qc_redis_close(server->redis);
+		server->redis = NULL;
 	}
 }
 
@@ -249,6 +258,18 @@ static int start_admin(px_server *server)
 	return 0;
 }
 
+/* ---- redis -------------------------------------------------------------- */
+
+/* Connects in the background: a Redis that is down or slow never delays or
+ * fails the start. */
+static void start_redis(px_server *server)
+{
+	if (server->cfg->redis.kind == CF_ADDR_OFF)
+		return;
+	server->redis = qc_redis_new(server->loop, &server->cfg->redis, PX_REDIS_TIMEOUT_MS);
+	server->admin_info.redis = server->redis;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg)
@@ -281,6 +302,8 @@ int px_server_start(px_server *server)
 	int rc = start_listener(server);
 	if (rc == 0)
 		rc = start_admin(server);
+	if (rc == 0)
+		start_redis(server);
 	start_signals(server);
 	if (rc < 0) {
 		/* Unwind through the normal shutdown path so every handle closes. */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../cache/redis.h"
 #include "../conf/conf.h"
 #include "admin.h"
 #include "proxy.h"
@@ -32,6 +33,7 @@ struct px_server {
 	uv_timer_t shutdown_timer;
 	px_admin *admin;
 	px_admin_info admin_info;
+	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
 	px_stats stats;
 	px_session *sessions; /* doubly linked through session->next/prev */
 	uint64_t next_session_id;

@@ -18,6 +18,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# A relative PGFOLD_CONFIG is relative to where run.sh was started.
+if [[ -n "${PGFOLD_CONFIG:-}" && "$PGFOLD_CONFIG" != /* ]]; then
+	PGFOLD_CONFIG="$PWD/$PGFOLD_CONFIG"
+fi
 cd "$ROOT"
 # shellcheck source=scripts/servers.sh
 source "$ROOT/scripts/servers.sh"
@@ -51,7 +55,7 @@ fi
 # The embedded default.
 srv_install_traps
 srv_on_exit say "stopped pgfold, PostgreSQL and Redis; removed the temp dir"
-srv_workdir pgfold-run
+srv_workdir pgfold-make-run
 
 # prefer_port PORT [AVOID]: PORT if it is free on 127.0.0.1 (and not AVOID), else a free one.
 prefer_port() {
@@ -66,8 +70,8 @@ prefer_port() {
 }
 
 pg_port="$(free_port)"
-pg_start "$SRV_WORKDIR/pg" "$pg_port"
 srv_on_exit pg_stop "$SRV_WORKDIR/pg"
+pg_start "$SRV_WORKDIR/pg" "$pg_port"
 
 redis_port="$(free_port)"
 srv_on_exit redis_stop "$SRV_WORKDIR/redis"

@@ -8,10 +8,12 @@
 #   srv_install_traps                     # EXIT/INT/TERM/HUP run the cleanups
 #   srv_workdir pgfold-test               # SRV_WORKDIR=/tmp/pgfold-test.XXXXXX, removed on exit
 #   pg_port=$(free_port)
-#   pg_start "$SRV_WORKDIR/pg" "$pg_port" && srv_on_exit pg_stop "$SRV_WORKDIR/pg"
-#   redis_start "$SRV_WORKDIR/redis" "$(free_port)" && srv_on_exit redis_stop "$SRV_WORKDIR/redis"
-#   PGFOLD_LOG=$SRV_WORKDIR/pgfold.log pgfold_start --listen 127.0.0.1:$p --backend 127.0.0.1:$pg_port ...
+#   srv_on_exit pg_stop "$SRV_WORKDIR/pg"        # stops are idempotent:
+#   pg_start "$SRV_WORKDIR/pg" "$pg_port"        # register them first
+#   srv_on_exit redis_stop "$SRV_WORKDIR/redis"
+#   redis_start "$SRV_WORKDIR/redis" "$(free_port)"
 #   srv_on_exit pgfold_stop
+#   PGFOLD_LOG=$SRV_WORKDIR/pgfold.log pgfold_start --listen 127.0.0.1:$p --backend 127.0.0.1:$pg_port ...
 #
 # pg_start gives: role app (password 'app'; host auth trust unless
 # PG_AUTH_HOST=md5|scram-sha-256|...), database shop owned by app, extension
@@ -92,8 +94,11 @@ srv_stop_pid() {
 		fi
 	fi
 	wait "$pid" 2>/dev/null || rc=$?
-	# 127: not a child of this shell (status unknown).
-	((rc == 127)) && rc=0
+	# 127: not a child of this shell; -1: bash lost the status (seen when an
+	# earlier `wait` for it was interrupted by a trapped signal).  Unknown.
+	if ((rc == 127 || rc == -1)); then
+		rc=0
+	fi
 	return "$rc"
 }
 
@@ -259,6 +264,7 @@ pg_start() {
 		start >/dev/null 2>&1); then
 		srv_log "PostgreSQL failed to start on port $port:"
 		tail -n 20 "$dir/postgres.log" >&2 || true
+		pg_stop "$dir" || true
 		return 1
 	fi
 	deadline=$((SECONDS + SRV_TIMEOUT))
@@ -266,19 +272,28 @@ pg_start() {
 		if ((SECONDS >= deadline)); then
 			srv_log "PostgreSQL on port $port not ready after ${SRV_TIMEOUT}s"
 			tail -n 20 "$dir/postgres.log" >&2 || true
+			pg_stop "$dir" || true
 			return 1
 		fi
 		sleep 0.1
 	done
-	"$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres >/dev/null <<-'SQL' || return 1
+	"$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres >/dev/null <<-'SQL' || {
 		CREATE ROLE app LOGIN PASSWORD 'app';
 		CREATE DATABASE shop OWNER app;
 	SQL
-	"$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d shop >/dev/null <<-'SQL' || return 1
+		srv_log "setting up role app / database shop failed"
+		pg_stop "$dir" || true
+		return 1
+	}
+	"$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d shop >/dev/null <<-'SQL' || {
 		CREATE EXTENSION pg_stat_statements;
 		GRANT pg_read_all_stats TO app;
 		GRANT EXECUTE ON FUNCTION pg_stat_statements_reset(oid, oid, bigint) TO app;
 	SQL
+		srv_log "setting up role app / database shop failed"
+		pg_stop "$dir" || true
+		return 1
+	}
 	PG_DIR="$dir"
 	PG_PORT="$port"
 	srv_log "PostgreSQL ready on 127.0.0.1:$port (socket dir $dir)"

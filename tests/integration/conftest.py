@@ -170,9 +170,10 @@ class _Factory:
         self.servers = []
 
     def __call__(self, sets=None, config_path=None, ports=None, name="pgfold", start=True,
-                 backend_port=None, extra_args=()):
+                 backend_port=None, extra_args=(), backend=None):
         server = PgfoldServer(backend_port or self.postgres.port, self.redis.port, sets=sets,
-                              config_path=config_path, ports=ports, name=name, extra_args=extra_args)
+                              config_path=config_path, ports=ports, name=name, extra_args=extra_args,
+                              backend=backend)
         self.servers.append(server)
         if start:
             server.start()

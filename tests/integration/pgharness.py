@@ -55,10 +55,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+class GiveUp(Exception):
+    """Raised by a wait_until predicate when waiting longer cannot help."""
+
+
 def wait_until(predicate, timeout, what, interval=0.05):
     """Poll predicate() until it returns a truthy value or the deadline passes.
 
-    Exceptions from predicate count as "not yet"; the last one is reported."""
+    Exceptions from predicate count as "not yet" (the last one is reported),
+    except GiveUp, which ends the wait at once."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -66,6 +71,8 @@ def wait_until(predicate, timeout, what, interval=0.05):
             value = predicate()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported below
             last = exc
         if time.monotonic() >= deadline:
@@ -348,7 +355,7 @@ class RedisServer(Server):
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited {self.proc.returncode}:\n{self.log_tail()}")
+                raise GiveUp(f"redis-server exited {self.proc.returncode}:\n{self.log_tail()}")
             return self.ping()
         wait_until(ready, 20, "redis-server PING")
         return self
@@ -379,9 +386,10 @@ class PgfoldServer(Server):
     then holds every address; `ports` tells which ports that file uses."""
 
     def __init__(self, backend_port, redis_port=None, sets=None, config_path=None, ports=None,
-                 name="pgfold", extra_args=()):
+                 name="pgfold", extra_args=(), backend=None):
         super().__init__(name)
         self.backend_port = backend_port
+        self.backend = backend or f"127.0.0.1:{backend_port}"  # the --backend value
         self.redis_port = redis_port
         self.sets = dict(sets or {})
         self.config_path = config_path
@@ -401,7 +409,7 @@ class PgfoldServer(Server):
             argv += ["-c", str(self.config_path)]
         else:
             argv += ["--listen", f"127.0.0.1:{self.port}",
-                     "--backend", f"127.0.0.1:{self.backend_port}",
+                     "--backend", self.backend,
                      "--admin", f"127.0.0.1:{self.admin_port}",
                      "--redis", f"127.0.0.1:{self.redis_port}" if self.redis_port else "off"]
         for k, v in self.sets.items():
@@ -423,11 +431,13 @@ class PgfoldServer(Server):
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pgfold exited with {self.proc.returncode} during startup:\n"
-                                   f"{self.log_tail()}")
+                raise GiveUp(f"pgfold exited with {self.proc.returncode} during startup:\n"
+                             f"{self.log_tail()}")
             return self.admin_get("/health")[0] == 200 and tcp_connectable(self.port)
         try:
             wait_until(ready, timeout, f"pgfold /health on 127.0.0.1:{self.admin_port}")
+        except GiveUp as exc:
+            raise RuntimeError(str(exc)) from None
         except TimeoutError as exc:
             self.kill()
             raise RuntimeError(f"{exc}\n--- pgfold log ---\n{self.log_tail()}") from None
@@ -473,17 +483,21 @@ class PgfoldServer(Server):
         return 0
 
     # -- logs
+    def _flush(self):
+        if getattr(self, "log", None) and not self.log.closed:
+            self.log.flush()
+
     def log_text(self):
-        self.log.flush()
+        self._flush()
         return Path(self.log_path).read_text(errors="replace")
 
     def mark_log(self):
         """Remember the current end of the log (see new_log_text)."""
-        self.log.flush()
+        self._flush()
         self._log_offset = Path(self.log_path).stat().st_size
 
     def new_log_text(self):
-        self.log.flush()
+        self._flush()
         with open(self.log_path, "rb") as f:
             f.seek(self._log_offset)
             return f.read().decode(errors="replace")
@@ -525,7 +539,7 @@ class PgfoldServer(Server):
         if code is None:
             self.kill()
             self.log.write(b"### pgfold did not exit after SIGTERM; killed\n")
-        self.log.flush()
+        self._flush()
         return code
 
     def cleanup(self):
@@ -543,10 +557,12 @@ def kill_all_pgfold():
 
 
 def write_pgfold_config(path, pgfold_port, admin_port, backend_port, redis_port=None, **keys):
-    """Write a pgfold INI file holding every address plus keys of [pgfold]."""
+    """Write a pgfold INI file holding every address plus keys of [pgfold].
+    backend_port: a port on 127.0.0.1, or a whole backend address string."""
+    backend = backend_port if isinstance(backend_port, str) else f"127.0.0.1:{backend_port}"
     lines = ["[pgfold]",
              f"listen = 127.0.0.1:{pgfold_port}",
-             f"backend = 127.0.0.1:{backend_port}",
+             f"backend = {backend}",
              f"admin = 127.0.0.1:{admin_port}"]
     lines += [f"{k} = {v}" for k, v in keys.items()]
     lines += ["", "[cache]", f"redis = {'127.0.0.1:%d' % redis_port if redis_port else 'off'}", ""]

@@ -18,9 +18,8 @@ import time
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import pytest
 
-from pgharness import wait_for_backend_activity, wait_until
+from pgharness import wait_for_backend_activity
 from wire import cancel_request
 
 
@@ -67,6 +66,33 @@ def test_cancel_long_query(target, postgres):
             assert target.proxy.stats()["cancel_requests"] >= before + 1
     finally:
         conn.close()
+
+
+def test_cancel_hits_only_the_right_session(target, postgres):
+    conns = [target.connect(autocommit=True) for _ in range(3)]
+    try:
+        pids, threads = [], []
+        for c in conns:
+            cur = c.cursor()
+            cur.execute("SELECT pg_backend_pid()")
+            pids.append(cur.fetchone()[0])
+            threads.append(run_in_thread(lambda cur=cur: cur.execute("SELECT pg_sleep(30)")))
+        for pid in pids:
+            wait_for_backend_activity(postgres, pid, "pg_sleep(30)")
+        conns[1].cancel()
+        threads[1][0].join(15)
+        assert isinstance(threads[1][1].get("error"), psycopg2.errors.QueryCanceled)
+        for i in (0, 2):  # the others still run
+            assert threads[i][0].is_alive(), f"session {i} was disturbed: {threads[i][1]!r}"
+            rows = postgres.query("SELECT state FROM pg_stat_activity WHERE pid = %s", (pids[i],))
+            assert rows == [("active",)]
+        for i in (0, 2):
+            conns[i].cancel()
+            threads[i][0].join(15)
+            assert isinstance(threads[i][1].get("error"), psycopg2.errors.QueryCanceled)
+    finally:
+        for c in conns:
+            c.close()
 
 
 def test_cancel_request_with_unknown_key_is_harmless(target, postgres):

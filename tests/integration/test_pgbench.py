@@ -61,6 +61,16 @@ def test_pgbench_tpcb(initialized, postgres, mode):
 
 
 @pytest.mark.timeout(240)
+def test_pgbench_new_connection_per_transaction(initialized):
+    """-C: a fresh connection (startup, login, Terminate) for every transaction."""
+    proc = pgbench(initialized, ["-n", "-C", "-S", "-M", "extended", "-c", "4", "-j", "2", "-t", "100"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert processed(out) == (400, 400)
+    assert failed_count(out) == 0
+
+
+@pytest.mark.timeout(240)
 def test_pgbench_pipeline_script(initialized, postgres, tmp_path):
     script = tmp_path / "pipeline.sql"
     script.write_text(

@@ -213,6 +213,17 @@ def test_parameter_status_relayed(target, same_both_ways):
         same_both_ways(status)
 
 
+def test_startup_options_reach_server(target, same_both_ways):
+    with target.connect(options="-c work_mem=12MB -c search_path=pg_catalog,public") as conn:
+        cur = conn.cursor()
+        cur.execute("SHOW work_mem")
+        work_mem = cur.fetchone()[0]
+        cur.execute("SHOW search_path")
+        path = cur.fetchone()[0]
+    assert (work_mem, path) == ("12MB", "pg_catalog,public")
+    same_both_ways((work_mem, path))
+
+
 def test_multi_statement_query_string(target, same_both_ways):
     with target.connect() as conn, conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE ms (v int); INSERT INTO ms VALUES (1), (2); "
@@ -238,3 +249,23 @@ def test_pg_stat_statements_counts_calls(target, postgres):
         assert rows == [(7, 7)]
     finally:
         postgres.query(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_large_object_function_calls(target, same_both_ways):
+    """libpq's lo_* calls use the FunctionCall ('F') protocol message."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    with target.connect() as conn:
+        lob = conn.lobject(0, "wb")
+        oid = lob.oid
+        assert lob.write(data) == len(data)
+        lob.close()
+        lob = conn.lobject(oid, "rb")
+        lob.seek(1000)
+        assert lob.read(10) == data[1000:1010]
+        lob.seek(0)
+        back = lob.read()
+        lob.close()
+        assert back == data
+        conn.lobject(oid).unlink()
+        conn.commit()
+    same_both_ways(len(back))

@@ -3,7 +3,8 @@
 the same, directly.
 
 - SSLRequest / GSSENCRequest get exactly b'N', then a normal startup works on
-  the same connection.
+  the same connection (GSSENC through pgfold only: Debian's PostgreSQL is
+  built with GSSAPI and answers 'G').
 - Malformed frames after login (length < 4, length 0xFFFFFFF0, unknown type
   byte, Sync with length 8, a Query over max_message_bytes) get an
   ErrorResponse with SQLSTATE 08P01, severity FATAL, and the socket is closed,
@@ -172,6 +173,37 @@ def test_startup_without_user_rejected(wtarget):
     assert errors and errors[0]["C"] in ("28000", "08P01"), msgs
 
 
+def test_startup_with_many_parameters(wtarget):
+    """PostgreSQL takes any number of startup parameters within its 10,000
+    byte packet limit; a transparent proxy must too."""
+    params = {"user": "app", "database": "shop"}
+    params.update({f"pgfold_test.p{i}": f"v{i}" for i in range(80)})
+    with wtarget.wire() as w:
+        w.send(startup_packet(params))
+        w.login("app")
+        assert w.simple_query('SHOW "pgfold_test.p79"')["rows"] == [["v79"]]
+
+
+def test_startup_packet_near_size_limit(wtarget):
+    params = {"user": "app", "database": "shop", "pgfold_test.long": "L" * 9000}
+    packet = startup_packet(params)
+    assert 9000 < len(packet) < 10000
+    with wtarget.wire() as w:
+        w.send(packet)
+        w.login("app")
+        result = w.simple_query("SELECT length(current_setting('pgfold_test.long'))")
+        assert result["rows"] == [["9000"]]
+
+
+def test_many_small_messages_in_one_write(wtarget):
+    with logged_in(wtarget) as w:
+        n = 20000
+        w.send(sync() * n + query("SELECT 'after syncs'"))
+        for i in range(n):
+            assert w.read_message() == (b"Z", b"I"), f"message {i}"
+        assert w.collect()["rows"] == [["after syncs"]]
+
+
 def test_protocol_3_1_negotiated_down(wtarget):
     """A minor version PostgreSQL does not know: it answers
     NegotiateProtocolVersion and the session goes on with 3.0."""
@@ -227,13 +259,38 @@ def test_error_inside_extended_batch_skips_to_sync(wtarget, same_both_ways):
     same_both_ways(first["types"])
 
 
-def test_terminate_closes_connection(wtarget):
-    before = wtarget.proxy.stats()["clients_active"] if wtarget.via_pgfold else None
+def test_flush_delivers_results_before_sync(wtarget, same_both_ways):
+    """Flush ('H') must reach the backend and its answers the client at once,
+    with no Sync sent yet."""
     with logged_in(wtarget) as w:
-        if wtarget.via_pgfold:
-            assert wtarget.proxy.stats()["clients_active"] == before + 1
+        w.send(parse("SELECT $1::int + 1") + bind(["41"]) + execute() + message(b"H"))
+        got = [w.read_message() for _ in range(3)]
+        assert [t for t, _ in got] == [b"1", b"2", b"D"]
+        assert w.read_message()[0] == b"C"
+        w.send(sync())
+        assert w.read_message() == (b"Z", b"I")
+    same_both_ways([t for t, _ in got])
+
+
+def test_empty_query_and_describe(wtarget, same_both_ways):
+    with logged_in(wtarget) as w:
+        empty = w.simple_query("")
+        assert empty["types"] == [b"I", b"Z"]
+        w.send(parse("SELECT 1 AS a, 'x'::text AS b", "named") + message(b"D", b"Snamed\0") + sync())
+        described = w.collect()
+        assert described["types"] == [b"1", b"t", b"T", b"Z"]
+        w.send(message(b"C", b"Snamed\0") + sync())
+        assert w.collect()["types"] == [b"3", b"Z"]
+    same_both_ways((empty["types"], described["types"]))
+
+
+def test_terminate_closes_connection(wtarget):
+    proxy = wtarget.proxy
+    with logged_in(wtarget) as w:
+        if proxy:
+            during = wait_until(lambda: proxy.stats()["clients_active"], 5, "clients_active >= 1")
         w.send(terminate())
         assert w.expect_eof(5) == []
-    if wtarget.via_pgfold:
-        wait_until(lambda: wtarget.proxy.stats()["clients_active"] == before, 5,
+    if proxy:
+        wait_until(lambda: proxy.stats()["clients_active"] <= during - 1, 5,
                    "clients_active to drop after Terminate")

@@ -1,0 +1,135 @@
+/*
+ * redis.h — pgfold's one connection to Redis: the channel the result cache
+ * sends its commands through, and the source of the Redis health the admin
+ * port reports.  hiredis 0.14 async API on the libuv loop through hiredis's
+ * own libuv adapter; nothing else in pgfold talks to Redis.
+ *
+ * pgfold never depends on Redis being up (fail-open): a command either gets
+ * its answer within the command timeout or an error, and while Redis is down
+ * commands are refused at once without touching the network.
+ *
+ * Interface
+ *   qc_redis_new(loop, addr, timeout)   start connecting (and keep reconnecting)
+ *   qc_redis_command(r, cb, ctx, fmt, ...)
+ *   qc_redis_command_argv(r, cb, ctx, argc, argv, argvlen)
+ *                                       send one command (binary-safe in argv form)
+ *   qc_redis_close(r)                   idempotent; fails every pending command
+ *                                       once; frees itself once every handle closed
+ *   qc_redis_state(r), qc_redis_state_name(s) OFF / CONNECTING / UP / DOWN
+ *   qc_redis_counters(r)                commands, errors, timeouts, reconnects, ping
+ *   qc_redis_address(r)                 "127.0.0.1:6379", for logs and the admin
+ *   qc_strerror(status)                 text of a QC_* status
+ *
+ * States
+ *   CONNECTING  no usable connection yet, or reconnecting after one was lost
+ *               while fewer than QC_FAILURE_THRESHOLD failures happened in a
+ *               row; commands are refused with QC_DISCONNECTED
+ *   UP          connected and the last PING (connect handshake, then one a
+ *               second) answered; commands are sent
+ *   DOWN        QC_FAILURE_THRESHOLD failures in a row (failed connects, lost
+ *               connections, timed-out commands or PINGs): the connection is
+ *               dropped and commands are refused with QC_DOWN.  Reconnects
+ *               with capped exponential backoff (100 ms doubling to 5 s) are
+ *               the probe: a new connection whose PING answers makes it UP.
+ *   OFF         after qc_redis_close (and for a NULL qc_redis)
+ * Each change is logged once: "redis ADDR is down: why" (warning), "redis
+ * ADDR is up" (info), "redis ADDR: connection lost (...)" (warning).
+ *
+ * Single-threaded: every function runs on the loop's thread.  hiredis writes
+ * with write(2), so the process must ignore SIGPIPE (pgfold's main does).
+ */
+#ifndef PGFOLD_CACHE_REDIS_H
+#define PGFOLD_CACHE_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../conf/conf.h"
+
+struct redisReply; /* <hiredis/hiredis.h>: include it to read a reply's fields */
+
+typedef struct qc_redis qc_redis;
+
+/* Consecutive failures that make the state DOWN. */
+#define QC_FAILURE_THRESHOLD 3
+/* Reconnect backoff: the first retry after QC_BACKOFF_MIN_MS, doubling to QC_BACKOFF_MAX_MS. */
+#define QC_BACKOFF_MIN_MS 100
+#define QC_BACKOFF_MAX_MS 5000
+/* A health PING is sent this often while UP. */
+#define QC_PING_INTERVAL_MS 1000
+
+/* Status of a command: 0 or negative. */
+typedef enum qc_status {
+	QC_OK = 0,
+	QC_TIMEOUT = -1,      /* no answer within the command timeout; a late answer is dropped */
+	QC_DISCONNECTED = -2, /* no connection (not yet, or reconnecting), or it was lost */
+	QC_DOWN = -3,         /* refused without trying: the circuit breaker is open */
+	QC_CLOSED = -4,       /* qc_redis_close() ran */
+	QC_EINVAL = -5,       /* the command could not be formatted */
+} qc_status;
+
+typedef enum qc_state {
+	QC_STATE_OFF = 0,
+	QC_STATE_CONNECTING,
+	QC_STATE_UP,
+	QC_STATE_DOWN,
+} qc_state;
+
+typedef struct qc_redis_counters {
+	uint64_t commands;     /* qc_redis_command* calls; each ends as a reply, an error or a timeout */
+	uint64_t errors;       /* commands refused (down, disconnected, closed, bad format) or lost with
+				  their connection; an error *reply* from Redis is a reply, not counted */
+	uint64_t timeouts;     /* commands not answered within the command timeout */
+	uint64_t reconnects;   /* connection attempts after the first one */
+	uint64_t late_replies; /* answers that arrived after their command timed out (dropped) */
+	uint64_t ping_us;      /* round trip of the last answered PING, microseconds; 0 before one */
+} qc_redis_counters;
+
+/*
+ * The answer to one command.  status is QC_OK with reply set (valid only
+ * during the call; hiredis frees it afterwards; a Redis error answer is a
+ * reply of type REDIS_REPLY_ERROR), or a negative QC_* status with reply
+ * NULL.  Runs exactly once per accepted command, always from the loop and
+ * never from inside qc_redis_command().  It may send commands and may call
+ * qc_redis_close(r) (r stays valid until the callback returns).
+ */
+typedef void (*qc_reply_fn)(qc_redis *r, int status, const struct redisReply *reply, void *ctx);
+
+/* Starts connecting to addr (must be CF_ADDR_TCP; a host name is resolved
+ * before every connect attempt) and keeps a connection for the object's
+ * lifetime.  command_timeout_ms bounds each command, each PING and each
+ * connect attempt (0: 1000 ms).  Returns NULL, after logging, only when addr
+ * is not TCP. */
+qc_redis *qc_redis_new(uv_loop_t *loop, const cf_addr *addr, unsigned command_timeout_ms);
+
+/*
+ * Send one command (hiredis format: "SET %s %b", key, val, len).  Returns 0
+ * when it was sent: cb will run exactly once, later.  Otherwise returns the
+ * negative QC_* status why it was not (QC_DOWN, QC_DISCONNECTED, QC_CLOSED,
+ * QC_EINVAL; QC_CLOSED for a NULL r), nothing went to Redis and cb will never
+ * run: fail-open callers simply carry on without the cache.  cb may be NULL
+ * (fire and forget).  Not for SUBSCRIBE or MONITOR.
+ */
+int qc_redis_command(qc_redis *r, qc_reply_fn cb, void *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5), warn_unused_result));
+/* The same with arguments as byte strings (argvlen NULL: NUL-terminated). */
+int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, const char **argv,
+			  const size_t *argvlen) __attribute__((warn_unused_result));
+
+/* Idempotent.  Every command still waiting gets its callback once, with
+ * QC_CLOSED, before this returns; the state becomes OFF; the connection is
+ * dropped.  r frees itself once hiredis has let go of the connection and
+ * every uv handle's close callback ran: do not use r after this call (except
+ * inside a callback that is running). */
+void qc_redis_close(qc_redis *r);
+
+qc_state qc_redis_state(const qc_redis *r); /* QC_STATE_OFF for NULL */
+const char *qc_redis_state_name(qc_state state); /* "off", "connecting", "up", "down" */
+const qc_redis_counters *qc_redis_counters_get(const qc_redis *r);
+const char *qc_redis_address(const qc_redis *r); /* "127.0.0.1:6379" */
+/* The reason of the last failure ("" when none), e.g. "connect: Connection refused". */
+const char *qc_redis_last_error(const qc_redis *r);
+const char *qc_strerror(int status);
+
+#endif /* PGFOLD_CACHE_REDIS_H */

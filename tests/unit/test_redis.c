@@ -1,0 +1,623 @@
+/*
+ * test_redis.c — the Redis connection manager (cache/redis.c) against a real
+ * redis-server that each test starts itself on a free port (Debian's
+ * /usr/bin/redis-server, no persistence), then stops, freezes (SIGSTOP),
+ * thaws (SIGCONT), kills and restarts to drive the connection through its
+ * states.  Every test ends by closing the qc_redis and checking that the
+ * loop ran out of handles and uv_loop_close() returned 0; run under ASan
+ * (build-asan/) that also covers leaks.
+ *
+ * Timing assertions use generous bounds only.  Tests are skipped when
+ * redis-server is not installed.  PGFOLD_TEST_DEBUG=1 shows debug logs.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "../../cache/redis.h"
+#include "../../common/log.h"
+
+#define REDIS_SERVER "/usr/bin/redis-server"
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	close(fd);
+	return ntohs(sin.sin_port);
+}
+
+static cf_addr tcp_addr(const char *host, int port)
+{
+	cf_addr a;
+	memset(&a, 0, sizeof(a));
+	a.kind = CF_ADDR_TCP;
+	snprintf(a.host, sizeof(a.host), "%s", host);
+	a.port = port;
+	return a;
+}
+
+/* One blocking PING; true on +PONG. */
+static bool redis_pings(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin;
+	struct timeval tv = {1, 0};
+	char buf[16] = "";
+	bool ok = false;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
+	    read(fd, buf, sizeof(buf) - 1) > 0)
+		ok = strncmp(buf, "+PONG", 5) == 0;
+	close(fd);
+	return ok;
+}
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct fixture {
+	uv_loop_t loop;
+	uv_timer_t tick; /* wakes uv_run(ONCE) every few ms while a test waits */
+	bool loop_open;
+	pid_t server;    /* redis-server, 0 when not running */
+	bool stopped;    /* SIGSTOPped */
+	int port;
+	char dir[64];    /* redis-server's --dir and log */
+	qc_redis *r;
+} fixture;
+
+static void on_tick(uv_timer_t *t)
+{
+}
+
+static void server_start(fixture *f)
+{
+	char port[16], log[128];
+	snprintf(port, sizeof(port), "%d", f->port);
+	snprintf(log, sizeof(log), "%s/redis.log", f->dir);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(REDIS_SERVER, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+		      "--appendonly", "no", "--dir", f->dir, "--daemonize", "no", (char *)NULL);
+		_exit(127);
+	}
+	f->server = pid;
+	f->stopped = false;
+	uint64_t deadline = mono_ms() + 10000;
+	while (!redis_pings(f->port)) {
+		int status;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			f->server = 0;
+			fail_msg("redis-server exited at start (see %s)", log);
+		}
+		if (mono_ms() > deadline)
+			fail_msg("redis-server did not answer PING within 10 s (see %s)", log);
+		usleep(20 * 1000);
+	}
+}
+
+static void server_signal(fixture *f, int sig)
+{
+	assert_true(f->server > 0);
+	assert_int_equal(kill(f->server, sig), 0);
+	if (sig == SIGSTOP)
+		f->stopped = true;
+	else if (sig == SIGCONT)
+		f->stopped = false;
+}
+
+static void server_kill(fixture *f)
+{
+	if (f->server <= 0)
+		return;
+	kill(f->server, SIGKILL);
+	waitpid(f->server, NULL, 0);
+	f->server = 0;
+	f->stopped = false;
+}
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	assert_int_equal(uv_timer_init(&f->loop, &f->tick), 0);
+	uv_timer_start(&f->tick, on_tick, 5, 5);
+	f->loop_open = true;
+	f->port = free_port();
+	snprintf(f->dir, sizeof(f->dir), "/tmp/pgfold-test-redis-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	*state = f;
+	return 0;
+}
+
+/* Close the client and the tick, run the loop until it has no handles left
+ * (bounded), and close it: 0 means every handle was closed and freed. */
+static int finish_loop(fixture *f)
+{
+	if (!f->loop_open)
+		return 0;
+	if (f->r) {
+		qc_redis_close(f->r);
+		f->r = NULL;
+	}
+	if (!uv_is_closing((uv_handle_t *)&f->tick))
+		uv_close((uv_handle_t *)&f->tick, NULL);
+	uint64_t deadline = mono_ms() + 10000;
+	while (uv_loop_alive(&f->loop) && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	f->loop_open = false;
+	return uv_loop_close(&f->loop);
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	int rc = finish_loop(f);
+	server_kill(f);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", f->dir);
+	free(f);
+	if (rc != 0)
+		fprintf(stderr, "teardown: uv_loop_close() = %d (%s)\n", rc, uv_strerror(rc));
+	return rc == 0 ? 0 : -1;
+}
+
+static void require_redis(void)
+{
+	if (access(REDIS_SERVER, X_OK) != 0) {
+		print_message("%s not installed: skipping\n", REDIS_SERVER);
+		skip();
+	}
+}
+
+/* Run the loop until pred(f) or timeout_ms passed; returns pred(f). */
+static bool run_until(fixture *f, bool (*pred)(fixture *), unsigned timeout_ms)
+{
+	uint64_t deadline = mono_ms() + timeout_ms;
+	while (!pred(f)) {
+		if (mono_ms() > deadline)
+			return false;
+		uv_run(&f->loop, UV_RUN_ONCE);
+	}
+	return true;
+}
+
+static void run_for(fixture *f, unsigned ms)
+{
+	uint64_t deadline = mono_ms() + ms;
+	while (mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+static bool is_up(fixture *f) { return qc_redis_state(f->r) == QC_STATE_UP; }
+static bool is_down(fixture *f) { return qc_redis_state(f->r) == QC_STATE_DOWN; }
+static bool not_up(fixture *f) { return qc_redis_state(f->r) != QC_STATE_UP; }
+static bool has_late_reply(fixture *f) { return qc_redis_counters_get(f->r)->late_replies >= 1; }
+
+static void expect_state(fixture *f, qc_state want, unsigned timeout_ms)
+{
+	bool (*pred)(fixture *) = want == QC_STATE_UP ? is_up : is_down;
+	if (!run_until(f, pred, timeout_ms))
+		fail_msg("state %s after %u ms, want %s (last error: %s)", qc_redis_state_name(qc_redis_state(f->r)),
+			 timeout_ms, qc_redis_state_name(want), qc_redis_last_error(f->r));
+}
+
+/* ------------------------------------------------------------- callbacks */
+
+typedef struct result {
+	int calls;
+	int status;
+	int type; /* redisReply type, -1 without a reply */
+	char str[64];
+	size_t len;
+	uint64_t at_ms;
+	/* what to do inside the callback */
+	bool close_in_cb;
+	bool send_in_cb;
+	int send_rc;       /* what qc_redis_command returned inside the callback */
+	struct result *next_result;
+} result;
+
+static void record(qc_redis *r, int status, const struct redisReply *reply, void *ctx)
+{
+	result *res = ctx;
+	res->calls++;
+	res->status = status;
+	res->type = reply ? reply->type : -1;
+	res->len = 0;
+	res->str[0] = '\0';
+	if (reply && reply->str) {
+		res->len = reply->len;
+		memcpy(res->str, reply->str, reply->len < sizeof(res->str) - 1 ? reply->len : sizeof(res->str) - 1);
+	}
+	res->at_ms = mono_ms();
+	if (res->send_in_cb)
+		res->send_rc = qc_redis_command(r, record, res->next_result, "GET chained");
+	if (res->close_in_cb) {
+		qc_redis_close(r);
+		qc_redis_close(r); /* idempotent */
+	}
+}
+
+static bool called_flag(const result *res) { return res->calls > 0; }
+
+static void wait_called(fixture *f, result *res, unsigned timeout_ms)
+{
+	uint64_t deadline = mono_ms() + timeout_ms;
+	while (!called_flag(res) && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	if (!called_flag(res))
+		fail_msg("no callback within %u ms (state %s)", timeout_ms, qc_redis_state_name(qc_redis_state(f->r)));
+}
+
+/* SET then GET a fresh value: Redis answers through the client. */
+static void roundtrip(fixture *f, const char *key)
+{
+	result set = {0}, get = {0};
+	char value[32];
+	snprintf(value, sizeof(value), "v%llu", (unsigned long long)mono_ms());
+	assert_int_equal(qc_redis_command(f->r, record, &set, "SET %s %s", key, value), 0);
+	assert_int_equal(qc_redis_command(f->r, record, &get, "GET %s", key), 0);
+	wait_called(f, &get, 5000);
+	assert_int_equal(set.calls, 1);
+	assert_int_equal(set.status, QC_OK);
+	assert_int_equal(set.type, REDIS_REPLY_STATUS);
+	assert_string_equal(set.str, "OK");
+	assert_int_equal(get.calls, 1);
+	assert_int_equal(get.status, QC_OK);
+	assert_int_equal(get.type, REDIS_REPLY_STRING);
+	assert_string_equal(get.str, value);
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void test_roundtrip(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 1000);
+	assert_non_null(f->r);
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_CONNECTING);
+	result early = {0};
+	assert_int_equal(qc_redis_command(f->r, record, &early, "PING"), QC_DISCONNECTED);
+	expect_state(f, QC_STATE_UP, 5000);
+	char want_addr[32];
+	snprintf(want_addr, sizeof(want_addr), "127.0.0.1:%d", f->port);
+	assert_string_equal(qc_redis_address(f->r), want_addr);
+	assert_true(qc_redis_counters_get(f->r)->ping_us > 0);
+
+	roundtrip(f, "k1");
+
+	/* argv form, binary-safe */
+	result set = {0}, get = {0}, chained = {0};
+	const char *sargv[] = {"SET", "bin", "a\0b"};
+	const size_t slen[] = {3, 3, 3};
+	assert_int_equal(qc_redis_command_argv(f->r, record, &set, 3, sargv, slen), 0);
+	const char *gargv[] = {"GET", "bin"};
+	get.send_in_cb = true; /* a command sent from inside a callback */
+	get.next_result = &chained;
+	assert_int_equal(qc_redis_command_argv(f->r, record, &get, 2, gargv, NULL), 0);
+	wait_called(f, &chained, 5000);
+	assert_int_equal(set.status, QC_OK);
+	assert_int_equal(get.status, QC_OK);
+	assert_int_equal(get.len, 3);
+	assert_memory_equal(get.str, "a\0b", 3);
+	assert_int_equal(get.send_rc, 0);
+	assert_int_equal(chained.calls, 1);
+	assert_int_equal(chained.status, QC_OK);
+	assert_int_equal(chained.type, REDIS_REPLY_NIL);
+
+	/* an error answer is an answer: QC_OK with an error reply, still up */
+	result incr = {0};
+	assert_int_equal(qc_redis_command(f->r, record, &incr, "INCR %s", "bin"), 0);
+	wait_called(f, &incr, 5000);
+	assert_int_equal(incr.status, QC_OK);
+	assert_int_equal(incr.type, REDIS_REPLY_ERROR);
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_UP);
+
+	/* refused arguments: no callback */
+	result bad = {0};
+	assert_int_equal(qc_redis_command_argv(f->r, record, &bad, 0, gargv, NULL), QC_EINVAL);
+
+	/* fire and forget */
+	assert_int_equal(qc_redis_command(f->r, NULL, NULL, "SET %s %s", "nocb", "1"), 0);
+
+	/* health PINGs keep it up without traffic */
+	run_for(f, 2500);
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_UP);
+
+	const qc_redis_counters *c = qc_redis_counters_get(f->r);
+	print_message("counters: commands %llu errors %llu timeouts %llu reconnects %llu ping_us %llu\n",
+		      (unsigned long long)c->commands, (unsigned long long)c->errors,
+		      (unsigned long long)c->timeouts, (unsigned long long)c->reconnects,
+		      (unsigned long long)c->ping_us);
+	assert_int_equal(c->commands, 9);
+	assert_int_equal(c->errors, 2); /* the early PING and the argc 0 */
+	assert_int_equal(c->timeouts, 0);
+	assert_int_equal(c->reconnects, 0);
+	assert_int_equal(bad.calls + early.calls, 0);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+/* A host name is resolved (uv_getaddrinfo) before connecting. */
+static void test_host_name(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("localhost", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 1000);
+	expect_state(f, QC_STATE_UP, 5000);
+	roundtrip(f, "k2");
+	assert_int_equal(finish_loop(f), 0);
+}
+
+static void test_stop_timeout_cont(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 300);
+	expect_state(f, QC_STATE_UP, 5000);
+	const qc_redis_counters *c = qc_redis_counters_get(f->r);
+
+	/* frozen: the command times out after ~300 ms, once; thawed before
+	 * the breaker opens, its late answer is dropped */
+	server_signal(f, SIGSTOP);
+	result slow = {0};
+	uint64_t t0 = mono_ms();
+	assert_int_equal(qc_redis_command(f->r, record, &slow, "SET %s %s", "slow", "1"), 0);
+	wait_called(f, &slow, 5000);
+	uint64_t took = slow.at_ms - t0;
+	print_message("timeout after %llu ms\n", (unsigned long long)took);
+	assert_int_equal(slow.status, QC_TIMEOUT);
+	assert_true(took >= 250 && took <= 3000);
+	assert_int_equal(c->timeouts, 1);
+	server_signal(f, SIGCONT);
+	if (qc_redis_state(f->r) == QC_STATE_UP) /* same connection: the answer comes, late */
+		assert_true(run_until(f, has_late_reply, 5000));
+	expect_state(f, QC_STATE_UP, 10000);
+	roundtrip(f, "k3");
+	assert_int_equal(slow.calls, 1);
+
+	/* frozen again: timeouts until the breaker opens; every command gets
+	 * exactly one outcome; then commands are refused without a callback */
+	server_signal(f, SIGSTOP);
+	enum { MAXCMDS = 64 };
+	static result cmds[MAXCMDS];
+	memset(cmds, 0, sizeof(cmds));
+	int sent = 0;
+	uint64_t deadline = mono_ms() + 15000;
+	while (qc_redis_state(f->r) != QC_STATE_DOWN && mono_ms() < deadline && sent < MAXCMDS) {
+		if (qc_redis_state(f->r) == QC_STATE_UP && (sent == 0 || cmds[sent - 1].calls > 0)) {
+			int rc = qc_redis_command(f->r, record, &cmds[sent], "GET %s", "k3");
+			assert_int_equal(rc, 0);
+			sent++;
+		}
+		uv_run(&f->loop, UV_RUN_ONCE);
+	}
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_DOWN);
+	print_message("down after %d command(s); last error: %s\n", sent, qc_redis_last_error(f->r));
+	assert_true(sent >= 1);
+	run_for(f, 100);
+	for (int i = 0; i < sent; i++) {
+		assert_int_equal(cmds[i].calls, 1);
+		assert_true(cmds[i].status == QC_TIMEOUT || cmds[i].status == QC_DISCONNECTED);
+	}
+	result refused = {0};
+	uint64_t t1 = mono_ms();
+	assert_int_equal(qc_redis_command(f->r, record, &refused, "GET %s", "k3"), QC_DOWN);
+	assert_true(mono_ms() - t1 < 50);
+	run_for(f, 200);
+	assert_int_equal(refused.calls, 0);
+
+	/* thawed: the reconnect probe finds it and it is up again */
+	server_signal(f, SIGCONT);
+	expect_state(f, QC_STATE_UP, 15000);
+	roundtrip(f, "k4");
+	assert_true(c->reconnects >= 1);
+	print_message("late replies %llu\n", (unsigned long long)c->late_replies);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+static void test_kill_restart(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 300);
+	expect_state(f, QC_STATE_UP, 5000);
+	roundtrip(f, "k5");
+
+	server_kill(f);
+	assert_true(run_until(f, not_up, 5000));
+	result refused = {0};
+	int rc = qc_redis_command(f->r, record, &refused, "GET %s", "k5");
+	assert_true(rc == QC_DISCONNECTED || rc == QC_DOWN);
+	expect_state(f, QC_STATE_DOWN, 10000);
+	print_message("down: %s\n", qc_redis_last_error(f->r));
+	assert_int_equal(qc_redis_command(f->r, record, &refused, "GET %s", "k5"), QC_DOWN);
+	run_for(f, 300);
+	assert_int_equal(refused.calls, 0);
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_DOWN);
+
+	server_start(f); /* same port */
+	expect_state(f, QC_STATE_UP, 15000);
+	roundtrip(f, "k6");
+	assert_true(qc_redis_counters_get(f->r)->reconnects >= 3);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+/* close with commands waiting on a frozen server: each callback once, with
+ * QC_CLOSED, before qc_redis_close returns; none afterwards */
+static void test_close_pending(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 5000);
+	expect_state(f, QC_STATE_UP, 5000);
+	server_signal(f, SIGSTOP);
+	result res[5], chained = {0};
+	memset(res, 0, sizeof(res));
+	res[2].send_in_cb = true; /* sending while closing is refused */
+	res[2].next_result = &chained;
+	res[3].close_in_cb = true; /* closing again from a callback is harmless */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(qc_redis_command(f->r, record, &res[i], "SET k%d %d", i, i), 0);
+	run_for(f, 50); /* written to the socket */
+	qc_redis_close(f->r);
+	qc_redis_close(f->r);
+	f->r = NULL;
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(res[i].calls, 1);
+		assert_int_equal(res[i].status, QC_CLOSED);
+	}
+	assert_int_equal(res[2].send_rc, QC_CLOSED);
+	assert_int_equal(chained.calls, 0);
+	server_signal(f, SIGCONT);
+	assert_int_equal(finish_loop(f), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(res[i].calls, 1);
+}
+
+/* close from inside a reply callback (hiredis defers the free): the other
+ * waiting commands get QC_CLOSED once */
+static void test_close_in_callback(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 1000);
+	expect_state(f, QC_STATE_UP, 5000);
+	result res[3];
+	memset(res, 0, sizeof(res));
+	res[0].close_in_cb = true;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(qc_redis_command(f->r, record, &res[i], "INCR n"), 0);
+	wait_called(f, &res[0], 5000);
+	f->r = NULL; /* closed by the callback */
+	assert_int_equal(res[0].status, QC_OK);
+	for (int i = 1; i < 3; i++) {
+		assert_int_equal(res[i].calls, 1);
+		assert_int_equal(res[i].status, QC_CLOSED);
+	}
+	assert_int_equal(finish_loop(f), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(res[i].calls, 1);
+}
+
+/* Nothing listens: CONNECTING, then DOWN after the threshold; commands are
+ * refused at once.  Closing while a retry or a connect is pending is clean. */
+static void test_nothing_listening(void **state)
+{
+	fixture *f = *state;
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, 1000);
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_CONNECTING);
+	result res = {0};
+	assert_int_equal(qc_redis_command(f->r, record, &res, "PING"), QC_DISCONNECTED);
+	uint64_t t0 = mono_ms();
+	expect_state(f, QC_STATE_DOWN, 10000);
+	print_message("down after %llu ms: %s\n", (unsigned long long)(mono_ms() - t0), qc_redis_last_error(f->r));
+	assert_non_null(strstr(qc_redis_last_error(f->r), "refused"));
+	assert_int_equal(qc_redis_command(f->r, record, &res, "PING"), QC_DOWN);
+	run_for(f, 700);
+	assert_int_equal(res.calls, 0);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+/* Closing right after creating: while connecting, and while resolving. */
+static void test_close_at_once(void **state)
+{
+	fixture *f = *state;
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	qc_redis *a = qc_redis_new(&f->loop, &addr, 1000);
+	cf_addr named = tcp_addr("localhost", f->port);
+	qc_redis *b = qc_redis_new(&f->loop, &named, 1000);
+	assert_non_null(a);
+	assert_non_null(b);
+	qc_redis_close(a);
+	qc_redis_close(b);
+	cf_addr off;
+	memset(&off, 0, sizeof(off));
+	assert_null(qc_redis_new(&f->loop, &off, 1000));
+	assert_int_equal(qc_redis_state(NULL), QC_STATE_OFF);
+	assert_string_equal(qc_redis_state_name(QC_STATE_DOWN), "down");
+	assert_string_equal(qc_redis_address(NULL), "off");
+	assert_int_equal(qc_redis_counters_get(NULL)->commands, 0);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* as pgfold's main does: hiredis writes with write(2) */
+	pf_log_set_level(getenv("PGFOLD_TEST_DEBUG") ? PF_LOG_DEBUG : PF_LOG_WARN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_timeout_cont, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kill_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_in_callback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_at_once, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
