@@ -1,7 +1,7 @@
 # pgfold — build, test and run.  Plain make + pkg-config.
 #
 #   make            build/pgfold
-#   make asan       build-asan/pgfold and unit tests with ASan+UBSan
+#   make asan       build-asan/ with ASan+UBSan and run the whole test suite against it
 #   make unit       build the C unit tests (tests/unit/test_*.c)
 #   make test       install what is missing, build, run every test; ends "N passed, N failed"
 #   make run        install what is missing, build, start throwaway PostgreSQL+Redis and pgfold
@@ -32,7 +32,7 @@ MAIN_OBJ     = $(BUILD)/obj/proxy/main.o
 UNIT_SRC     = $(wildcard tests/unit/test_*.c)
 UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all asan unit test run bench format clean check-deps
+.PHONY: all asan asan-build unit test run bench format clean check-deps
 all: $(BUILD)/pgfold
 
 $(BUILD)/pgfold: $(LIB_OBJ) $(MAIN_OBJ)
@@ -48,9 +48,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 
 unit: $(UNIT_BIN)
 
-asan:
+asan-build:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
+
+asan:
+	PGFOLD_BUILD=build-asan tests/run_all.sh
 
 test:
 	tests/run_all.sh

@@ -35,7 +35,6 @@
 
 /* PostgreSQL's own limit for a startup packet (MAX_STARTUP_PACKET_LENGTH). */
 #define PGW_MAX_STARTUP_PACKET 10000u
-#define PGW_MAX_STARTUP_PARAMS 64
 /* Largest value a length field may take at all (PostgreSQL's MaxAllocSize). */
 #define PGW_MAX_LENGTH 0x3fffffffu
 
@@ -176,16 +175,12 @@ typedef enum pgw_startup_kind {
 	PGW_STARTUP_CANCEL,
 } pgw_startup_kind;
 
-typedef struct pgw_param {
-	const char *name; /* NUL-terminated, points into the packet */
-	const char *value;
-} pgw_param;
-
 typedef struct pgw_startup {
 	pgw_startup_kind kind;
 	uint32_t protocol; /* for PGW_STARTUP_MESSAGE */
-	size_t nparams;
-	pgw_param params[PGW_MAX_STARTUP_PARAMS];
+	size_t nparams;      /* name/value pairs (PostgreSQL bounds only the packet size) */
+	const char *params;  /* the validated pairs: name\0value\0...; points into the packet */
+	size_t params_len;   /* bytes of params, the final terminator excluded */
 	uint32_t cancel_pid; /* for PGW_STARTUP_CANCEL */
 	uint32_t cancel_key;
 } pgw_startup;
@@ -206,8 +201,11 @@ int pgw_startup_header(const uint8_t *buf, size_t len, uint32_t *packet_len, uin
  */
 int pgw_startup_parse(const uint8_t *packet, size_t packet_len, pgw_startup *out);
 
-/* The value of startup parameter `name`, or NULL. */
+/* The value of startup parameter `name` (the last one if repeated), or NULL. */
 const char *pgw_startup_get(const pgw_startup *s, const char *name);
+/* Iterate the parameters in packet order: start with *pos = 0; returns false
+ * after the last one. */
+bool pgw_startup_next_param(const pgw_startup *s, size_t *pos, const char **name, const char **value);
 
 /* ---- readers ------------------------------------------------------------ */
 

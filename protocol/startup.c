@@ -35,24 +35,23 @@ int pgw_startup_header(const uint8_t *buf, size_t len, uint32_t *packet_len, uin
 /*
  * name\0value\0 pairs ending with a single \0 that must be the last byte.
  * A missing terminator, a name without a value, bytes after the terminator,
- * more than PGW_MAX_STARTUP_PARAMS pairs, or no (or an empty) "user" is
- * PGW_ERR_MALFORMED, as PostgreSQL rejects the same packets.
+ * or no (or an empty) "user" is PGW_ERR_MALFORMED, as PostgreSQL rejects the
+ * same packets.  The count of pairs is bounded by the packet size only.
  */
 static int parse_params(pgw_reader *r, pgw_startup *out)
 {
+	out->params = (const char *)r->data + r->pos;
 	for (;;) {
 		const char *name = pgw_read_cstr(r, NULL);
 		if (!name)
 			return PGW_ERR_MALFORMED;
 		if (name[0] == '\0')
 			break;
-		const char *value = pgw_read_cstr(r, NULL);
-		if (!value || out->nparams == PGW_MAX_STARTUP_PARAMS)
+		if (!pgw_read_cstr(r, NULL))
 			return PGW_ERR_MALFORMED;
-		out->params[out->nparams].name = name;
-		out->params[out->nparams].value = value;
 		out->nparams++;
 	}
+	out->params_len = r->pos - 1 - (size_t)(out->params - (const char *)r->data);
 	if (pgw_reader_finish(r) != PGW_OK)
 		return PGW_ERR_MALFORMED;
 	const char *user = pgw_startup_get(out, "user");
@@ -97,12 +96,25 @@ int pgw_startup_parse(const uint8_t *packet, size_t packet_len, pgw_startup *out
 	return parse_params(&r, out);
 }
 
+/* The pairs were validated by parse_params(): every string is terminated
+ * inside params_len. */
+bool pgw_startup_next_param(const pgw_startup *s, size_t *pos, const char **name, const char **value)
+{
+	if (!s->params || *pos >= s->params_len)
+		return false;
+	*name = s->params + *pos;
+	*value = *name + strlen(*name) + 1;
+	*pos = (size_t)(*value - s->params) + strlen(*value) + 1;
+	return true;
+}
+
 /* The last occurrence wins, as in PostgreSQL. */
 const char *pgw_startup_get(const pgw_startup *s, const char *name)
 {
-	for (size_t i = s->nparams; i > 0; i--) {
-		if (strcmp(s->params[i - 1].name, name) == 0)
-			return s->params[i - 1].value;
-	}
-	return NULL;
+	const char *found = NULL, *n, *v;
+	size_t pos = 0;
+	while (pgw_startup_next_param(s, &pos, &n, &v))
+		if (strcmp(n, name) == 0)
+			found = v;
+	return found;
 }

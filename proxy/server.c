@@ -106,9 +106,11 @@ void px_server_check_drained(px_server *server)
 
 static void close_all_sessions(px_server *server)
 {
-	for (px_session *s = server->sessions; s; s = s->next)
+	for (px_session *s = server->sessions; s; s = s->next) {
+		px_session_cancel_running(s);
 		px_session_close(s, "shutdown_timeout expired", "57P01",
 				 "terminating connection due to administrator command");
+	}
 }
 
 static void on_shutdown_timeout(uv_timer_t *timer)

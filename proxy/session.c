@@ -49,10 +49,10 @@ void px_session_set_state(px_session *s, px_session_state state)
 	s->state = state;
 	switch (state) {
 	case PX_SESSION_STARTUP:
-	case PX_SESSION_LOGIN:
 		start_timer(s, cfg->client_login_timeout_ms);
 		break;
 	case PX_SESSION_CONNECTING:
+	case PX_SESSION_LOGIN: /* until the backend answers the StartupMessage */
 		start_timer(s, cfg->connect_timeout_ms);
 		break;
 	case PX_SESSION_ACTIVE:
@@ -137,8 +137,16 @@ static void on_timer(uv_timer_t *timer)
 	px_session *s = timer->data;
 	switch (s->state) {
 	case PX_SESSION_STARTUP:
-	case PX_SESSION_LOGIN:
 		px_session_close(s, "login timeout", "08006", "pgfold: client_login_timeout expired");
+		break;
+	case PX_SESSION_LOGIN:
+		if (s->backend_answered) {
+			px_session_close(s, "login timeout", "08006", "pgfold: client_login_timeout expired");
+			break;
+		}
+		s->server->stats.backend_connect_errors++;
+		px_session_close(s, "backend startup timeout", "08006",
+				 "pgfold: the backend did not answer the startup packet within connect_timeout");
 		break;
 	case PX_SESSION_CONNECTING:
 		s->server->stats.backend_connect_errors++;
@@ -159,6 +167,12 @@ static void on_timer(uv_timer_t *timer)
 static bool session_idle(const px_session *s)
 {
 	return s->state == PX_SESSION_ACTIVE && s->pending_ready == 0 && !s->extended_open && s->client.in_len == 0;
+}
+
+void px_session_cancel_running(px_session *s)
+{
+	if (s->state == PX_SESSION_ACTIVE && s->has_key && (s->pending_ready > 0 || s->extended_open))
+		px_cancel_forward(s->server->loop, s, s->backend_pid, s->backend_key);
 }
 
 void px_session_close_if_idle(px_session *s)
@@ -436,6 +450,10 @@ static void client_data(px_peer *peer)
 static void backend_data(px_peer *peer)
 {
 	px_session *s = peer->owner;
+	if (s->state == PX_SESSION_LOGIN && !s->backend_answered) {
+		s->backend_answered = true;
+		start_timer(s, s->server->cfg->client_login_timeout_ms);
+	}
 	if (s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) {
 		if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
 			px_session_close_if_idle(s);

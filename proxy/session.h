@@ -56,6 +56,7 @@ struct px_session {
 	uint32_t pending_ready; /* Query/Sync/FunctionCall sent, ReadyForQuery not yet back */
 	bool extended_open;     /* extended-protocol messages sent since the last Sync */
 	bool backend_fatal;     /* the backend sent a FATAL error: its close is expected */
+	bool backend_answered;  /* the backend sent its first byte (login under way) */
 	bool reject_too_many;   /* accepted over max_client_conn: refuse after startup */
 	px_session *prev, *next;
 };
@@ -71,6 +72,10 @@ void px_session_close(px_session *session, const char *reason, const char *sqlst
 /* During shutdown: close the session now if no statement is running;
  * otherwise it closes itself once the answer has been relayed. */
 void px_session_close_if_idle(px_session *session);
+
+/* If a statement is running, ask PostgreSQL to cancel it (before a forced
+ * close, so the backend does not go on working for nobody). */
+void px_session_cancel_running(px_session *session);
 
 /* Send a CancelRequest for (pid, key) to target's backend; fire-and-forget. */
 void px_cancel_forward(uv_loop_t *loop, const px_session *target, uint32_t pid, uint32_t key);

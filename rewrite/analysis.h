@@ -11,22 +11,34 @@
  *   rw_stmt      one statement of one concrete text: its shape plus where
  *                each constant / parameter sits in this text.
  *
- * rw_analyzer keeps a bounded cache keyed by exact text (hit: no work), and a
- * shape table keyed by the scanner's token stream with literals masked (shape
- * hit: one pg_query_scan, no parse); only a new shape pays a full parse.
- * Statements libpg_query cannot parse get kind RW_KIND_UNPARSED and are
- * never cached or rewritten.
+ * rw_analyzer keeps a bounded cache keyed by exact text (hit: a hash lookup
+ * and a reference count, no other work), and a shape table keyed by the
+ * scanner's token stream with only the literal tokens (ICONST FCONST SCONST
+ * BCONST XCONST USCONST) masked — keywords, identifiers, operators and $n stay,
+ * comments and white space are dropped (shape hit: one pg_query_scan, no
+ * parse); only a new shape pays a full parse.  Two texts share a shape only
+ * when their token streams are equal but for literal values, so the grammar
+ * gives them the same tree; a shape whose facts depend on a literal's
+ * contents (set_config('name', ...), EXPLAIN (ANALYZE 'off')) is never put in
+ * the shape table.  Statements libpg_query cannot parse get kind
+ * RW_KIND_UNPARSED and are never cached or rewritten.
  *
  * Interface
  *   rw_analyzer_new / rw_analyzer_free
  *   rw_analyze()            a query string (one or more statements) -> rw_analysis
  *   rw_analysis_free()
- *   rw_analyzer_stats()     cache hits / shape hits / full parses / failures
- *   rw_kind_name()
+ *   rw_analyzer_stats_get() cache hits / shape hits / full parses / failures
+ *   rw_kind_name(), rw_tx_op_name(), rw_isolation_name()
  *
- * Pure computation: no I/O, no libuv, no logging.  Function volatility is not
- * known here (it lives in the database): rw_shape lists the functions called
- * and the caller decides with its own pg_proc knowledge.
+ * Pure computation: no I/O, no libuv, no logging.  Not thread-safe: one
+ * analyzer (and the analyses it returned) belongs to one thread, the event
+ * loop's.  Function volatility is not known here (it lives in the database):
+ * rw_shape lists the functions called and the caller decides with its own
+ * pg_proc knowledge.
+ *
+ * The scanner and parser assume standard_conforming_strings = on (the
+ * default since PostgreSQL 9.1); a session that turns it off may be analysed
+ * wrongly when a string literal contains a backslash.
  */
 #ifndef PGFOLD_REWRITE_ANALYSIS_H
 #define PGFOLD_REWRITE_ANALYSIS_H
@@ -62,6 +74,7 @@ typedef enum rw_tx_op {
 	RW_TX_PREPARE,
 	RW_TX_COMMIT_PREPARED,
 	RW_TX_ROLLBACK_PREPARED,
+	RW_TX_SET, /* SET TRANSACTION ...: characteristics of the current transaction */
 } rw_tx_op;
 
 typedef enum rw_isolation {
@@ -88,43 +101,61 @@ enum rw_flag {
 	RW_FOR_UPDATE = 1u << 11, /* FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE */
 	RW_SELECT_INTO = 1u << 12,
 	RW_WRITABLE_CTE = 1u << 13,
-	RW_TOUCHES_TEMP = 1u << 14,    /* a relation is pg_temp-qualified or created TEMP here */
-	RW_TOUCHES_CATALOG = 1u << 15, /* pg_catalog.* / information_schema.* / pg_* relation */
+	RW_TOUCHES_TEMP = 1u << 14,    /* a relation is pg_temp-qualified or created TEMP here (an
+	                                  unqualified name of an existing temp table is not known here) */
+	RW_TOUCHES_CATALOG = 1u << 15, /* pg_catalog.* / pg_toast.* / information_schema.* / pg_* relation */
 };
 
+/* One relation named in the statement (CTE references are not relations).
+ * One entry per distinct (schema, name, alias): a table joined to itself under
+ * two aliases appears twice; a table read and written once, written. */
 typedef struct rw_relation {
 	const char *schema; /* NULL when not written in the statement */
-	const char *name;
+	const char *name;   /* as the parser folds it: unquoted lower case, quoted as written */
 	const char *alias;  /* NULL when none */
-	bool written;       /* target of INSERT/UPDATE/DELETE/MERGE/TRUNCATE/DDL */
+	bool written;       /* target of INSERT/UPDATE/DELETE/MERGE/TRUNCATE/COPY FROM/SELECT INTO/DDL
+	                       (never under EXPLAIN without ANALYZE) */
 } rw_relation;
 
 /* One constant slot of the shape (in text order).  A slot is either a
- * literal the scanner masked or a $n parameter. */
+ * literal the scanner masked or a $n parameter.  A literal the grammar does
+ * not turn into a constant (the 10 of varchar(10), a NOTIFY payload, ...)
+ * is still a slot, never with a column. */
 typedef struct rw_slot {
 	int param;              /* n for $n, 0 for a literal */
-	int rel_index;          /* when the slot is one side of a top-level `column = value`
-	                           equality in WHERE (through AND): index into relations, else -1 */
-	const char *column;     /* that column's name, else NULL */
+	int rel_index;          /* when the slot (bare or under a cast) is one side of a `column = value`
+	                           equality in the WHERE of a top-level SELECT (no set operation),
+	                           UPDATE or DELETE, combined by AND only: the index into relations
+	                           of the column's table (alias resolved; an unqualified column
+	                           resolves only when FROM holds exactly one table), else -1 */
+	const char *column;     /* that column's name (also when rel_index is -1), else NULL */
 } rw_slot;
 
 typedef struct rw_shape {
 	rw_kind kind;
-	uint64_t fingerprint;   /* pg_query_fingerprint */
-	const char *normalized; /* pg_query_normalize: literals replaced by $n */
+	uint64_t fingerprint;   /* pg_query_fingerprint of the statement; 0 when UNPARSED */
+	const char *normalized; /* pg_query_normalize of the first text seen with this shape
+	                           (literals replaced by $n, its comments kept); NULL when UNPARSED */
 	uint32_t flags;         /* enum rw_flag */
 	size_t nrelations;
 	const rw_relation *relations;
 	size_t nfunctions;
-	const char *const *functions; /* as written, schema-qualified when written so, lower case */
+	const char *const *functions; /* distinct, in order of appearance, as the parser folds them
+	                                 (lower case unless quoted), schema-qualified when written so;
+	                                 SQL-syntax forms by their SQL name: "extract", "current_timestamp",
+	                                 "current_user", ... (unknown to pg_proc: treat as volatile) */
 	size_t nslots;
 	const rw_slot *slots;
-	/* RW_KIND_TRANSACTION */
+	/* RW_KIND_TRANSACTION (BEGIN/START and SET TRANSACTION fill isolation and read_only);
+	 * SET SESSION CHARACTERISTICS AS TRANSACTION fills them too, with kind SESSION */
 	rw_tx_op tx_op;
 	rw_isolation isolation;
 	int read_only;          /* -1 not given, 0 READ WRITE, 1 READ ONLY */
-	/* RW_KIND_SESSION: the setting name for SET/RESET/set_config ("role",
-	 * "session_authorization", "search_path", "all" for RESET ALL/DISCARD ALL) */
+	bool chain;             /* COMMIT/ROLLBACK AND CHAIN */
+	/* The setting name (lower case) for SET/RESET/set_config ("role", "session_authorization",
+	 * "search_path", "timezone", "all" for RESET ALL/DISCARD ALL, "plans"/"sequences"/"temp" for
+	 * the other DISCARDs, "session_characteristics"); also set when a statement of another
+	 * kind calls set_config.  NULL otherwise, or when set_config's name is not a constant. */
 	const char *setting;
 	bool set_local;         /* SET LOCAL / set_config(..., true) */
 } rw_shape;
@@ -132,48 +163,66 @@ typedef struct rw_shape {
 /* Where slot i of the shape sits in this statement's text. */
 typedef struct rw_value {
 	int location; /* byte offset in the whole query string */
-	int length;   /* bytes of the literal as written (quotes included) / of "$n" */
+	int length;   /* bytes of the literal as written (quotes, E/B/X prefix and a folded
+	                 unary minus included: "-5", "- 1.5") / of "$n" */
 } rw_value;
 
 typedef struct rw_stmt {
 	const rw_shape *shape;
-	int location; /* byte range of this statement in the query string */
-	int length;
+	int location; /* byte range of this statement in the query string: first token (a leading */
+	int length;   /* comment included) to last token, without the terminating ';' */
 	const rw_value *values; /* shape->nslots entries */
 } rw_stmt;
 
+/* An empty string (or only comments / semicolons) gives nstmts == 0.  When the
+ * string does not parse, nstmts == 1: one UNPARSED statement covering it all
+ * (PostgreSQL runs none of a simple-query string that fails to parse). */
 typedef struct rw_analysis {
 	size_t nstmts;
 	const rw_stmt *stmts;
-	const char *error; /* parse error message when a statement is UNPARSED, else NULL */
+	const char *error; /* parse error message when UNPARSED, else NULL */
 } rw_analysis;
 
 typedef struct rw_analyzer rw_analyzer;
 
+/* Each rw_analyze() call counts exactly one of text_hits, shape_hits,
+ * full_parses, failures. */
 typedef struct rw_analyzer_stats {
 	uint64_t text_hits;   /* exact text found in the cache */
-	uint64_t shape_hits;  /* new text, known shape: scanned only */
-	uint64_t full_parses; /* new shape: parsed */
-	uint64_t failures;    /* unparseable */
-	uint64_t evictions;
+	uint64_t shape_hits;  /* new text, every statement's shape known: scanned only */
+	uint64_t full_parses; /* some statement's shape new: parsed */
+	uint64_t failures;    /* unparseable (never cached) */
+	uint64_t evictions;   /* texts and shapes evicted */
 	size_t entries;       /* texts cached now */
-	size_t shapes;        /* shapes known now */
+	size_t shapes;        /* shapes in the shape table now */
+	size_t bytes;         /* memory the two caches account for now */
 } rw_analyzer_stats;
 
-/* max_entries bounds both the text cache and the shape table (LRU). */
-rw_analyzer *rw_analyzer_new(size_t max_entries);
-void rw_analyzer_free(rw_analyzer *a);
+/*
+ * max_entries bounds the text cache and, separately, the shape table (LRU);
+ * max_bytes bounds the memory each of them accounts for (texts, keys, values,
+ * slots, names) to max_bytes / 2, so a stream of huge distinct statements
+ * cannot grow it; an entry larger than that is not cached at all.  Shapes
+ * evicted from the table live on while an analysis (cached or held by the
+ * caller) refers to them.  max_entries == 0 disables both caches.
+ */
+rw_analyzer *rw_analyzer_new(size_t max_entries, size_t max_bytes);
+void rw_analyzer_free(rw_analyzer *a); /* analyses still held stay valid until freed */
 
 /*
- * Analyse sql (len bytes, need not be NUL-terminated).  Always returns an
- * analysis (unparseable text gives one RW_KIND_UNPARSED statement covering
- * it); the caller owns it and frees it with rw_analysis_free().  Shapes it
- * points to stay valid until then even if evicted from the cache.
+ * Analyse sql (len bytes, need not be NUL-terminated; a NUL byte inside makes
+ * it UNPARSED).  Always returns an analysis; the caller owns one reference
+ * and drops it with rw_analysis_free().  It is immutable and may be the very
+ * object returned for an earlier identical text (it is reference counted).
+ * The shapes it points to stay valid until it is freed, even if evicted from
+ * the cache or the analyzer is freed.
  */
-rw_analysis *rw_analyze(rw_analyzer *a, const char *sql, size_t len);
+rw_analysis *rw_analyze(rw_analyzer *a, const char *sql, size_t len) __attribute__((warn_unused_result));
 void rw_analysis_free(rw_analysis *an);
 
 void rw_analyzer_stats_get(const rw_analyzer *a, rw_analyzer_stats *out);
-const char *rw_kind_name(rw_kind kind);
+const char *rw_kind_name(rw_kind kind);         /* "read", "write", ..., "unparsed" */
+const char *rw_tx_op_name(rw_tx_op op);         /* "none", "begin", ... */
+const char *rw_isolation_name(rw_isolation iso); /* "default", "read committed", ... */
 
 #endif /* PGFOLD_REWRITE_ANALYSIS_H */

@@ -64,7 +64,7 @@ fi
 
 say "build ($BUILD)"
 if [[ "$BUILD" == build-asan ]]; then
-	build_cmd=(make -j"$JOBS" asan)
+	build_cmd=(make -j"$JOBS" asan-build)
 	export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}"
 	export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 	# ASan's shadow memory and quarantine raise the RSS floor

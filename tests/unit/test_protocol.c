@@ -699,8 +699,19 @@ static void test_startup_message(void **state)
 	assert_string_equal(pgw_startup_get(&st, "application_name"), "psql");
 	assert_string_equal(pgw_startup_get(&st, "options"), "-c geqo=off");
 	assert_null(pgw_startup_get(&st, "replication"));
-	assert_string_equal(st.params[2].name, "application_name");
-	assert_ptr_equal(st.params[0].name, (const char *)d + 8);
+	const char *want[][2] = {{"user", "alice"}, {"database", "db1"}, {"application_name", "psql"},
+				 {"options", "-c geqo=off"}};
+	size_t pos = 0, i = 0;
+	const char *name, *value;
+	while (pgw_startup_next_param(&st, &pos, &name, &value)) {
+		assert_true(i < 4);
+		assert_string_equal(name, want[i][0]);
+		assert_string_equal(value, want[i][1]);
+		if (i == 0)
+			assert_ptr_equal(name, (const char *)d + 8);
+		i++;
+	}
+	assert_int_equal(i, 4);
 	free(d);
 
 	uint32_t plen = 0, code = 0;
@@ -781,32 +792,36 @@ static void test_startup_bad(void **state)
 	}
 }
 
-static void test_startup_param_limit(void **state)
+/* PostgreSQL bounds only the packet (10,000 bytes), not the number of
+ * parameters: 1,000 short pairs parse; a packet over the size limit does not. */
+static void test_startup_many_params(void **state)
 {
 	(void)state;
 	static tw params, t;
 	params.len = 0;
 	tw_raw(&params, LIT("user\0bob\0"));
-	for (int i = 1; i < PGW_MAX_STARTUP_PARAMS; i++) {
+	for (int i = 1; i < 1000; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "p%d", i);
 		tw_raw(&params, name, strlen(name) + 1);
 		tw_raw(&params, LIT("v\0"));
 	}
-	size_t without_term = params.len;
 	tw_u8(&params, 0);
 	pgw_startup st;
 	uint8_t *d;
 	startup_pkt(&t, PGW_PROTOCOL_V3, params.d, params.len);
-	CHECK_RC(parse_exact(&t, &st, &d), PGW_OK, "%d params", PGW_MAX_STARTUP_PARAMS);
-	assert_int_equal(st.nparams, PGW_MAX_STARTUP_PARAMS);
-	assert_string_equal(pgw_startup_get(&st, "p63"), "v");
+	CHECK_RC(parse_exact(&t, &st, &d), PGW_OK, "1000 params in %zu bytes", t.len);
+	assert_int_equal(st.nparams, 1000);
+	assert_string_equal(pgw_startup_get(&st, "p999"), "v");
+	assert_string_equal(pgw_startup_get(&st, "user"), "bob");
 	free(d);
-	params.len = without_term;
-	tw_raw(&params, LIT("one\0more\0\0"));
+	uint32_t plen, code;
+	params.len--;
+	while (params.len + 9 <= PGW_MAX_STARTUP_PACKET)
+		tw_raw(&params, LIT("x\0y\0"));
+	tw_u8(&params, 0);
 	startup_pkt(&t, PGW_PROTOCOL_V3, params.d, params.len);
-	CHECK_RC(parse_exact(&t, &st, &d), PGW_ERR_MALFORMED, "%d params", PGW_MAX_STARTUP_PARAMS + 1);
-	free(d);
+	CHECK_RC(pgw_startup_header(t.d, t.len, &plen, &code), PGW_ERR_BAD_LENGTH, "%zu-byte packet", t.len);
 }
 
 static void test_startup_header_lengths(void **state)
@@ -1474,7 +1489,7 @@ int main(void)
 		cmocka_unit_test(test_startup_message),
 		cmocka_unit_test(test_startup_requests),
 		cmocka_unit_test(test_startup_bad),
-		cmocka_unit_test(test_startup_param_limit),
+		cmocka_unit_test(test_startup_many_params),
 		cmocka_unit_test(test_startup_header_lengths),
 		cmocka_unit_test(test_startup_parse_size_mismatch),
 		cmocka_unit_test(test_reader_primitives),

@@ -1,0 +1,486 @@
+/*
+ * test_analysis.c — unit tests for rewrite/analysis.h, corpus-driven
+ * (test_analysis_cache.c has the cache and bound tests).
+ *
+ *   corpus         every case of tests/corpus/analysis.txt (real ORM and
+ *                  pgbench statements, PostgreSQL edge cases): the analysis,
+ *                  printed one fact a line, equals the expected lines; plus
+ *                  invariants (ranges inside the text, $n slots, ...)
+ *   shape path     each case again with every literal changed (other values,
+ *                  other lengths): must take the shape path (stats), and give
+ *                  exactly what a full parse of that text gives, value
+ *                  locations included
+ *   text cache     the same text again is the same analysis object
+ *
+ * Inputs are copied into exact-size heap buffers (no NUL) so that ASan
+ * catches any read past len.  Run from the repository root, or set
+ * PGFOLD_CORPUS to the corpus file.  The corpus format is described at the
+ * top of the corpus file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pg_query.h>
+#include <pg_query/pg_query.pb-c.h>
+
+#include "../../common/strbuf.h"
+#include "../../rewrite/analysis.h"
+
+#define CORPUS_DEFAULT "tests/corpus/analysis.txt"
+#define BIG 4096
+#define BIG_BYTES (64u << 20)
+
+#define CHECK(cond, ...)                                                                                       \
+	do {                                                                                                   \
+		if (!(cond)) {                                                                                 \
+			print_error(__VA_ARGS__);                                                              \
+			print_error(": check failed: %s\n", #cond);                                            \
+			fail();                                                                                \
+		}                                                                                              \
+	} while (0)
+
+#define CHECK_U64(got, want, ...)                                                                              \
+	do {                                                                                                   \
+		unsigned long long got_ = (got), want_ = (want);                                               \
+		if (got_ != want_) {                                                                           \
+			print_error(__VA_ARGS__);                                                              \
+			print_error(": %s: got %llu, want %llu\n", #got, got_, want_);                         \
+			fail();                                                                                \
+		}                                                                                              \
+	} while (0)
+
+/* Analyse from an exact-size heap copy of s (not NUL-terminated). */
+static rw_analysis *analyze_n(rw_analyzer *a, const char *s, size_t n)
+{
+	char *copy = malloc(n ? n : 1);
+	assert_non_null(copy);
+	memcpy(copy, s, n);
+	rw_analysis *an = rw_analyze(a, copy, n);
+	free(copy);
+	return an;
+}
+
+static rw_analysis *analyze(rw_analyzer *a, const char *s)
+{
+	return analyze_n(a, s, strlen(s));
+}
+
+static rw_analyzer_stats stats(const rw_analyzer *a)
+{
+	rw_analyzer_stats st;
+	rw_analyzer_stats_get(a, &st);
+	return st;
+}
+
+/* ---- printing an analysis, one fact a line ------------------------------- */
+
+static const char *const flag_names[] = {"LIMIT",    "OFFSET",	 "ORDER_BY",    "GROUP_BY",  "AGGREGATE",
+					 "DISTINCT", "WINDOW",	 "SET_OP",	"SUBQUERY",  "EXISTS",
+					 "CTE",	     "FOR_UPDATE", "SELECT_INTO", "WRITABLE_CTE", "TEMP",
+					 "CATALOG"};
+
+static void put_relname(pf_sb *sb, const rw_relation *r, bool with_alias)
+{
+	if (with_alias && r->alias) {
+		pf_sb_append(sb, r->alias);
+		return;
+	}
+	if (r->schema)
+		pf_sb_appendf(sb, "%s.", r->schema);
+	pf_sb_append(sb, r->name);
+}
+
+static void dump_slot(pf_sb *sb, const char *sql, const rw_shape *sh, const rw_value *v, size_t i)
+{
+	const rw_slot *sl = &sh->slots[i];
+	pf_sb_append(sb, "slot ");
+	if (sl->rel_index >= 0) {
+		put_relname(sb, &sh->relations[sl->rel_index], true);
+		pf_sb_appendf(sb, ".%s ", sl->column);
+	} else if (sl->column) {
+		pf_sb_appendf(sb, "?.%s ", sl->column);
+	} else {
+		pf_sb_append(sb, "- ");
+	}
+	pf_sb_append_n(sb, sql + v[i].location, (size_t)v[i].length);
+	pf_sb_append(sb, "\n");
+}
+
+static void dump_tx(pf_sb *sb, const rw_shape *sh)
+{
+	if (sh->tx_op != RW_TX_NONE || sh->isolation != RW_ISO_DEFAULT || sh->read_only != -1 || sh->chain) {
+		pf_sb_appendf(sb, "tx %s", rw_tx_op_name(sh->tx_op));
+		if (sh->isolation != RW_ISO_DEFAULT)
+			pf_sb_appendf(sb, " iso %s", rw_isolation_name(sh->isolation));
+		if (sh->read_only != -1)
+			pf_sb_append(sb, sh->read_only ? " read only" : " read write");
+		if (sh->chain)
+			pf_sb_append(sb, " chain");
+		pf_sb_append(sb, "\n");
+	}
+	if (sh->setting || sh->set_local)
+		pf_sb_appendf(sb, "setting %s%s\n", sh->setting ? sh->setting : "(unknown)", sh->set_local ? " local" : "");
+}
+
+static void dump_stmt(pf_sb *sb, const char *sql, const rw_stmt *st, bool with_norm)
+{
+	const rw_shape *sh = st->shape;
+	pf_sb_appendf(sb, "kind %s\n", rw_kind_name(sh->kind));
+	if (with_norm)
+		pf_sb_appendf(sb, "norm %s\n", sh->normalized ? sh->normalized : "(null)");
+	for (size_t i = 0; i < sh->nrelations; i++) {
+		const rw_relation *r = &sh->relations[i];
+		pf_sb_append(sb, "rel ");
+		put_relname(sb, r, false);
+		if (r->alias)
+			pf_sb_appendf(sb, " AS %s", r->alias);
+		pf_sb_append(sb, r->written ? " written\n" : "\n");
+	}
+	for (size_t i = 0; i < sh->nfunctions; i++)
+		pf_sb_appendf(sb, "func %s\n", sh->functions[i]);
+	if (sh->flags) {
+		pf_sb_append(sb, "flags");
+		for (size_t i = 0; i < sizeof flag_names / sizeof *flag_names; i++)
+			if (sh->flags & (1u << i))
+				pf_sb_appendf(sb, " %s", flag_names[i]);
+		pf_sb_append(sb, "\n");
+	}
+	for (size_t i = 0; i < sh->nslots; i++)
+		dump_slot(sb, sql, sh, st->values, i);
+	dump_tx(sb, sh);
+}
+
+static void dump(pf_sb *sb, const char *sql, const rw_analysis *an, bool with_norm)
+{
+	pf_sb_reset(sb);
+	for (size_t i = 0; i < an->nstmts; i++) {
+		if (an->nstmts > 1)
+			pf_sb_appendf(sb, "stmt %zu\n", i + 1);
+		dump_stmt(sb, sql, &an->stmts[i], with_norm);
+	}
+	if (an->error)
+		pf_sb_appendf(sb, "error %s\n", an->error);
+}
+
+/* ---- invariants every analysis must satisfy ------------------------------ */
+
+static void check_values(const char *name, const char *sql, const rw_stmt *st)
+{
+	const rw_shape *sh = st->shape;
+	int prev_end = st->location;
+	for (size_t i = 0; i < sh->nslots; i++) {
+		const rw_value *v = &st->values[i];
+		const char *text = sql + v->location;
+		CHECK(v->location >= prev_end && v->length > 0, "%s: slot %zu at %d+%d", name, i, v->location, v->length);
+		CHECK(v->location + v->length <= st->location + st->length, "%s: slot %zu past its statement", name, i);
+		prev_end = v->location + v->length;
+		if (sh->slots[i].param) {
+			char want[24];
+			snprintf(want, sizeof want, "$%d", sh->slots[i].param);
+			CHECK((size_t)v->length == strlen(want) && memcmp(text, want, strlen(want)) == 0,
+			      "%s: slot %zu is %s", name, i, want);
+		} else {
+			CHECK(text[0] != '$' || (v->length > 1 && !isdigit((unsigned char)text[1])),
+			      "%s: slot %zu: a $n slot without its number", name, i);
+		}
+		CHECK(sh->slots[i].rel_index < (int)sh->nrelations, "%s: slot %zu rel_index", name, i);
+		CHECK(sh->slots[i].rel_index < 0 || sh->slots[i].column, "%s: slot %zu: relation without column", name,
+		      i);
+	}
+}
+
+static void check_invariants(const char *name, const char *sql, size_t len, const rw_analysis *an)
+{
+	int prev_end = 0;
+	for (size_t i = 0; i < an->nstmts; i++) {
+		const rw_stmt *st = &an->stmts[i];
+		CHECK(st->location >= prev_end && st->length >= 0 && (size_t)(st->location + st->length) <= len,
+		      "%s: stmt %zu range %d+%d", name, i, st->location, st->length);
+		prev_end = st->location + st->length;
+		if (st->shape->kind == RW_KIND_UNPARSED) {
+			CHECK(an->error && an->nstmts == 1 && st->shape->nslots == 0, "%s: unparsed", name);
+			continue;
+		}
+		CHECK(!an->error, "%s: error on a parsed statement", name);
+		CHECK(st->shape->fingerprint != 0 && st->shape->normalized, "%s: stmt %zu fingerprint", name, i);
+		check_values(name, sql, st);
+	}
+}
+
+/* ---- the corpus ----------------------------------------------------------- */
+
+typedef struct corpus_case {
+	char *name;
+	int line;
+	pf_sb sql;
+	pf_sb expect;
+	bool noshape;   /* its facts depend on a literal: a changed text is parsed again */
+	bool with_norm; /* the expectation lists normalized texts */
+} corpus_case;
+
+static void chomp(char *s)
+{
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+		s[--n] = '\0';
+}
+
+static size_t load_corpus(corpus_case **out)
+{
+	const char *path = getenv("PGFOLD_CORPUS") ? getenv("PGFOLD_CORPUS") : CORPUS_DEFAULT;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		print_error("cannot open %s (run from the repository root or set PGFOLD_CORPUS)\n", path);
+		fail();
+	}
+	corpus_case *v = NULL;
+	size_t n = 0, cap = 0;
+	char line[8192];
+	int lineno = 0;
+	while (fgets(line, sizeof line, f)) {
+		lineno++;
+		chomp(line);
+		if (line[0] == '#' || line[0] == '\0')
+			continue;
+		if (strncmp(line, "== ", 3) == 0) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				v = realloc(v, cap * sizeof *v);
+				assert_non_null(v);
+			}
+			memset(&v[n], 0, sizeof v[n]);
+			v[n].name = strdup(line + 3);
+			v[n].line = lineno;
+			n++;
+			continue;
+		}
+		if (n == 0) {
+			print_error("%s:%d: a line before the first case\n", path, lineno);
+			fail();
+		}
+		corpus_case *c = &v[n - 1];
+		if (strcmp(line, "sql") == 0 || strncmp(line, "sql ", 4) == 0) {
+			if (c->sql.data)
+				pf_sb_append(&c->sql, "\n");
+			pf_sb_append(&c->sql, line[3] ? line + 4 : "");
+		} else if (strcmp(line, "option noshape") == 0) {
+			c->noshape = true;
+		} else {
+			if (strncmp(line, "norm ", 5) == 0)
+				c->with_norm = true;
+			pf_sb_appendf(&c->expect, "%s\n", line);
+		}
+	}
+	fclose(f);
+	*out = v;
+	return n;
+}
+
+static void free_corpus(corpus_case *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].name);
+		pf_sb_free(&v[i].sql);
+		pf_sb_free(&v[i].expect);
+	}
+	free(v);
+}
+
+static void print_case_diff(const corpus_case *c, const char *got)
+{
+	print_error("case \"%s\" (corpus line %d)\n  sql: %s\n--- want\n%s--- got\n%s---\n", c->name, c->line,
+		    pf_sb_str(&c->sql), pf_sb_str(&c->expect), got);
+}
+
+static void test_corpus_expected(void **state)
+{
+	(void)state;
+	corpus_case *cases;
+	size_t n = load_corpus(&cases), failed = 0;
+	pf_sb got;
+	pf_sb_init(&got);
+	for (size_t i = 0; i < n; i++) {
+		const corpus_case *c = &cases[i];
+		const char *sql = pf_sb_str(&c->sql);
+		rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+		rw_analysis *an = analyze(a, sql);
+		dump(&got, sql, an, c->with_norm);
+		if (strcmp(pf_sb_str(&got), pf_sb_str(&c->expect)) != 0) {
+			print_case_diff(c, pf_sb_str(&got));
+			failed++;
+		}
+		check_invariants(c->name, sql, strlen(sql), an);
+		rw_analysis_free(an);
+		rw_analyzer_free(a);
+	}
+	print_message("corpus: %zu cases, %zu failed\n", n, failed);
+	pf_sb_free(&got);
+	free_corpus(cases, n);
+	CHECK(failed == 0, "corpus");
+}
+
+/* ---- variants: every literal replaced ------------------------------------ */
+
+static void replacement(pf_sb *out, const char *tok, size_t len, int type)
+{
+	switch (type) {
+	case PG_QUERY__TOKEN__ICONST:
+		for (size_t i = 0; i < (len < 8 ? len + 1 : 1); i++)
+			pf_sb_append(out, "7");
+		break;
+	case PG_QUERY__TOKEN__FCONST:
+		pf_sb_append(out, strncmp(tok, "9.25", len) == 0 ? "8.5" : "9.25");
+		break;
+	case PG_QUERY__TOKEN__SCONST:
+		if (tok[0] == '$') {
+			pf_sb_append(out, "$q$dollar$q$");
+		} else if (tok[0] == 'e' || tok[0] == 'E') {
+			pf_sb_append(out, "E'w\\'x'");
+		} else {
+			pf_sb_append(out, "'");
+			for (size_t i = 0; i < len; i++)
+				pf_sb_append(out, "v");
+			pf_sb_append(out, "'");
+		}
+		break;
+	case PG_QUERY__TOKEN__BCONST:
+		pf_sb_append(out, "B'1'");
+		break;
+	case PG_QUERY__TOKEN__XCONST:
+		pf_sb_append(out, "X'AB'");
+		break;
+	default:
+		pf_sb_append_n(out, tok, len);
+		break;
+	}
+}
+
+/* sql with every literal token replaced; the number replaced. */
+static size_t make_variant(const char *sql, pf_sb *out)
+{
+	pf_sb_reset(out);
+	PgQueryScanResult r = pg_query_scan(sql);
+	assert_null(r.error);
+	PgQuery__ScanResult *sr = pg_query__scan_result__unpack(NULL, r.pbuf.len, (const uint8_t *)r.pbuf.data);
+	assert_non_null(sr);
+	size_t pos = 0, changed = 0;
+	for (size_t i = 0; i < sr->n_tokens; i++) {
+		const PgQuery__ScanToken *t = sr->tokens[i];
+		int type = t->token;
+		if (type != PG_QUERY__TOKEN__ICONST && type != PG_QUERY__TOKEN__FCONST &&
+		    type != PG_QUERY__TOKEN__SCONST && type != PG_QUERY__TOKEN__BCONST && type != PG_QUERY__TOKEN__XCONST)
+			continue;
+		pf_sb_append_n(out, sql + pos, (size_t)t->start - pos);
+		replacement(out, sql + t->start, (size_t)(t->end - t->start), type);
+		pos = (size_t)t->end;
+		changed++;
+	}
+	pf_sb_append(out, sql + pos);
+	pg_query__scan_result__free_unpacked(sr, NULL);
+	pg_query_free_scan_result(r);
+	return changed;
+}
+
+/* A case's variant, analysed after the case on the same analyzer. */
+static bool check_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *want)
+{
+	const char *sql = pf_sb_str(&c->sql);
+	if (make_variant(sql, var) == 0)
+		return true;
+	const char *vsql = pf_sb_str(var);
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES), *fresh = rw_analyzer_new(BIG, BIG_BYTES);
+	rw_analysis *first = analyze(a, sql);
+	bool unparsed = first->error != NULL;
+	rw_analysis *an = analyze(a, vsql), *ref = analyze(fresh, vsql);
+	rw_analyzer_stats st = stats(a);
+	bool ok = true;
+	if (unparsed) {
+		ok = st.failures == 2 && st.shapes == 0 && st.entries == 0;
+	} else {
+		ok = c->noshape ? (st.full_parses == 2 && st.shape_hits == 0) : (st.shape_hits == 1 && st.full_parses == 1);
+		dump(got, vsql, an, false);
+		dump(want, vsql, ref, false);
+		if (strcmp(pf_sb_str(got), pf_sb_str(want)) != 0)
+			ok = false;
+		check_invariants(c->name, vsql, strlen(vsql), an);
+	}
+	if (!ok)
+		print_error("case \"%s\" (line %d): variant %s\n  shape hits %llu, full parses %llu, failures %llu\n"
+			    "--- full parse\n%s--- same analyzer\n%s---\n",
+			    c->name, c->line, vsql, (unsigned long long)st.shape_hits,
+			    (unsigned long long)st.full_parses, (unsigned long long)st.failures, pf_sb_str(want),
+			    pf_sb_str(got));
+	rw_analysis_free(first);
+	rw_analysis_free(an);
+	rw_analysis_free(ref);
+	rw_analyzer_free(a);
+	rw_analyzer_free(fresh);
+	return ok;
+}
+
+static void test_corpus_shape_path(void **state)
+{
+	(void)state;
+	corpus_case *cases;
+	size_t n = load_corpus(&cases), failed = 0;
+	pf_sb var, got, want;
+	pf_sb_init(&var);
+	pf_sb_init(&got);
+	pf_sb_init(&want);
+	for (size_t i = 0; i < n; i++)
+		failed += !check_variant(&cases[i], &var, &got, &want);
+	print_message("shape path: %zu cases, %zu failed\n", n, failed);
+	pf_sb_free(&var);
+	pf_sb_free(&got);
+	pf_sb_free(&want);
+	free_corpus(cases, n);
+	CHECK(failed == 0, "shape path");
+}
+
+/* The whole corpus through one analyzer twice: the second round is all text hits. */
+static void test_corpus_text_cache(void **state)
+{
+	(void)state;
+	corpus_case *cases;
+	size_t n = load_corpus(&cases);
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+	rw_analysis **first = calloc(n, sizeof *first);
+	assert_non_null(first);
+	for (size_t i = 0; i < n; i++)
+		first[i] = analyze(a, pf_sb_str(&cases[i].sql));
+	rw_analyzer_stats st0 = stats(a);
+	size_t cached = 0;
+	for (size_t i = 0; i < n; i++) {
+		rw_analysis *again = analyze(a, pf_sb_str(&cases[i].sql));
+		bool hit = again == first[i];
+		CHECK(hit == (first[i]->error == NULL), "case \"%s\": text cache", cases[i].name);
+		cached += hit;
+		rw_analysis_free(again);
+		rw_analysis_free(first[i]);
+	}
+	rw_analyzer_stats st = stats(a);
+	CHECK_U64(st.text_hits - st0.text_hits, cached, "text hits");
+	CHECK_U64(st.shape_hits + st.full_parses + st.failures, st0.shape_hits + st0.full_parses + st0.failures,
+		  "second round did no work");
+	free(first);
+	rw_analyzer_free(a);
+	free_corpus(cases, n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_corpus_expected),
+		cmocka_unit_test(test_corpus_shape_path),
+		cmocka_unit_test(test_corpus_text_cache),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
