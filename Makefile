@@ -5,7 +5,8 @@
 #   make unit       build the C unit tests (tests/unit/test_*.c)
 #   make test       install what is missing, build, run every test; ends "N passed, N failed"
 #   make run        install what is missing, build, start throwaway PostgreSQL+Redis and pgfold
-#   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer -> BENCHMARKS.md
+#   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer, and the
+#                   per-statement cost of analysis -> BENCHMARKS.md
 #   make format     clang-format every C file
 
 CC      ?= cc
@@ -32,7 +33,9 @@ MAIN_OBJ     = $(BUILD)/obj/proxy/main.o
 UNIT_SRC     = $(wildcard tests/unit/test_*.c)
 UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all asan asan-build unit test run bench format clean check-deps
+BENCH_BIN    = $(BUILD)/bench/analysis_bench
+
+.PHONY: all asan asan-build unit bench-analysis test run bench format clean check-deps
 all: $(BUILD)/pgfold
 
 $(BUILD)/pgfold: $(LIB_OBJ) $(MAIN_OBJ)
@@ -48,6 +51,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 
 unit: $(UNIT_BIN)
 
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB_OBJ) $(LIBS_PKG)
+
+bench-analysis: $(BENCH_BIN)
+	bench/run_analysis_bench.sh
+
 asan-build:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
@@ -61,8 +71,9 @@ test:
 run:
 	scripts/run.sh
 
-bench:
+bench: $(BENCH_BIN)
 	bench/run_bench.sh
+	bench/run_analysis_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -38,7 +38,10 @@ typedef enum cf_type {
 	CF_T_DURATION, /* int, milliseconds */
 	CF_T_LOGLEVEL, /* int, a pf_log_level */
 	CF_T_BOOL,     /* bool */
+	CF_T_STRING,   /* char[CF_STRING_MAX + 1], may be empty */
 } cf_type;
+
+#define CF_STRING_MAX 127 /* bytes; the fields are char[128] */
 
 /* Bits of cf_addr_kind an address key accepts. */
 enum { ADDR_OFF = 1u << CF_ADDR_OFF, ADDR_TCP = 1u << CF_ADDR_TCP, ADDR_UNIX = 1u << CF_ADDR_UNIX };
@@ -79,6 +82,15 @@ typedef struct cf_key {
 #define K_DURATION(key, field, dflt, unit, lo, hi, reload, text)                                               \
 	{.section = "pgfold", .name = #key, .type = CF_T_DURATION, .def = dflt, .min = lo, .max = hi,         \
 	 .unit_ms = unit, .reloadable = reload, .offset = FIELD(field, int), .help = text}
+#define K_STRING(key, dflt, reload, text)                                                                      \
+	{.section = "pgfold", .name = #key, .type = CF_T_STRING, .def = dflt, .reloadable = reload,           \
+	 .offset = FIELD(key, char *), .help = text}
+#define K_INT_IN(sec, key, dflt, lo, hi, reload, text)                                                       \
+	{.section = sec, .name = #key, .type = CF_T_INT, .def = dflt, .min = lo, .max = hi,                   \
+	 .reloadable = reload, .offset = FIELD(key, int), .help = text}
+#define K_BOOL(key, dflt, reload, text)                                                                        \
+	{.section = "pgfold", .name = #key, .type = CF_T_BOOL, .def = dflt, .reloadable = reload,             \
+	 .offset = FIELD(key, bool), .help = text}
 #define K_LOGLEVEL(key, dflt, reload, text)                                                                    \
 	{.section = "pgfold", .name = #key, .type = CF_T_LOGLEVEL, .def = dflt, .reloadable = reload,         \
 	 .offset = FIELD(key, int), .help = text}
@@ -104,6 +116,16 @@ static const cf_key keys[] = {
 	K_DURATION(shutdown_timeout, shutdown_timeout_ms, "30s", SEC, 0, 24 * HOUR, RELOAD,
 		   "on SIGTERM, how long running queries may take before pgfold exits"),
 	K_LOGLEVEL(log_level, "info", RELOAD, "error, warn, info or debug"),
+	K_STRING(control_user, "", RELOAD,
+		 "role for pgfold's catalog connections (function volatility); empty: the client's user"),
+	K_STRING(control_password, "", RELOAD, "password of control_user; empty: none"),
+	K_BOOL(analysis, "on", RELOAD,
+	       "analyse statements (new sessions); off: pure pass-through, no session state or /queries"),
+	K_INT(analysis_cache_entries, "10000", 0, 10000000, RESTART,
+	      "statement texts (and, separately, shapes) whose analysis is cached; 0 disables the caches"),
+	K_SIZE(analysis_cache_bytes, "64MB", 0, GB, RESTART, "memory the analysis caches may account for"),
+	K_INT_IN("stats", max_shapes, "5000", 0, 1000000, RESTART,
+		 "statement shapes /queries keeps (least used evicted); 0 disables it"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
 };
@@ -162,6 +184,8 @@ static size_t field_size(const cf_key *k)
 		return sizeof(size_t);
 	case CF_T_BOOL:
 		return sizeof(bool);
+	case CF_T_STRING:
+		return CF_STRING_MAX + 1;
 	default:
 		return sizeof(int);
 	}
@@ -205,6 +229,8 @@ static bool key_equal(const cf_config *a, const cf_config *b, const cf_key *k)
 {
 	if (k->type == CF_T_ADDR)
 		return addr_equal(cfield_of(a, k), cfield_of(b, k));
+	if (k->type == CF_T_STRING)
+		return strcmp(cfield_of(a, k), cfield_of(b, k)) == 0;
 	return number_get(a, k) == number_get(b, k);
 }
 
@@ -271,6 +297,17 @@ static int apply_other(cf_config *cfg, const cf_key *k, const char *text, cf_err
 	return 0;
 }
 
+/* Any text up to CF_STRING_MAX bytes, the empty string included.  The value
+ * is never echoed in the error: it may be a password. */
+static int apply_string(cf_config *cfg, const cf_key *k, const char *text, cf_error *why)
+{
+	size_t len = strlen(text);
+	if (len > CF_STRING_MAX)
+		return cf__error_set(why, "value is longer than %d bytes", CF_STRING_MAX);
+	memcpy(field_of(cfg, k), text, len + 1);
+	return 0;
+}
+
 /* Parse text for k and store it; on error err->message is "key: reason". */
 static int key_apply(cf_config *cfg, const cf_key *k, const char *text, cf_error *err)
 {
@@ -278,7 +315,9 @@ static int key_apply(cf_config *cfg, const cf_key *k, const char *text, cf_error
 	char label[64];
 	int rc;
 	cf__error_clear(&why);
-	if (text[0] == '\0')
+	if (k->type == CF_T_STRING)
+		rc = apply_string(cfg, k, text, &why);
+	else if (text[0] == '\0')
 		rc = cf__error_set(&why, "empty value");
 	else if (k->type == CF_T_ADDR)
 		rc = apply_addr(cfg, k, text, &why);
@@ -373,7 +412,8 @@ void cf_keys_print(FILE *out)
 	fprintf(out, "  %-22s %-16s %-8s %s\n", "key", "default", "on HUP", "meaning");
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const cf_key *k = &keys[i];
-		fprintf(out, "  %-22s %-16s %-8s %s%s\n", key_label(k, label, sizeof(label)), k->def,
+		fprintf(out, "  %-22s %-16s %-8s %s%s\n", key_label(k, label, sizeof(label)),
+			k->type == CF_T_STRING && !k->def[0] ? "\"\"" : k->def,
 			k->reloadable ? "reload" : "restart", k->help,
 			k->type != CF_T_DURATION ? ""
 			: k->unit_ms == SEC      ? " (ms, s, min, h; a bare number is seconds)"

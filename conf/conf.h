@@ -59,6 +59,13 @@ typedef struct cf_config {
 	int client_login_timeout_ms;/* reload: a client must finish startup within this */
 	int shutdown_timeout_ms;    /* reload: SIGTERM grace period for running queries */
 	int log_level;              /* reload: a pf_log_level */
+	char control_user[128];     /* reload: role of the catalog (control) connections; "" = the client's user */
+	char control_password[128]; /* reload: its password; "" = none (libpq may still use ~/.pgpass) */
+	bool analysis;              /* reload: analyse statements in new sessions */
+	int analysis_cache_entries; /* restart */
+	size_t analysis_cache_bytes;/* restart */
+	/* [stats] */
+	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */
 	cf_addr redis;              /* restart; kind OFF disables */
 } cf_config;

@@ -69,6 +69,8 @@ typedef struct px_admin_info {
 	/* Redis health for /health, /stats and /metrics; NULL when cache.redis
 	 * is off (then /stats says "off" and the others leave Redis out). */
 	const qc_redis *redis;
+	/* Per-shape statistics: /metrics adds their totals; NULL leaves them out. */
+	const struct px_qstats *qstats;
 } px_admin_info;
 
 /* Registers GET /health, /stats (JSON) and /metrics (Prometheus, pgfold_ prefix).

@@ -17,6 +17,7 @@
  * counter added to px_stats needs one line here to appear in both.
  */
 #include "admin.h"
+#include "qstats.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -176,6 +177,8 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 	}
 	if (info->redis)
 		redis_metrics(b, info);
+	if (info->qstats)
+		px_qstats_render_metrics(info->qstats, b);
 }
 
 void px_admin_add_stats_routes(px_admin *admin, const px_admin_info *info)

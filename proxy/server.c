@@ -17,7 +17,11 @@
 #include "../common/log.h"
 #include "session.h"
 
+#include "volatility.h"
+
 #define PX_REDIS_TIMEOUT_MS 1000u /* per Redis command, PING and connect */
+
+
 
 static uint64_t wall_clock_ms(void)
 {
@@ -102,6 +106,8 @@ void px_server_check_drained(px_server *server)
 		qc_redis_close(server->redis);
 		server->redis = NULL;
 	}
+	px_volatility_close(server->volatility);
+	server->volatility = NULL;
 }
 
 static void close_all_sessions(px_server *server)
@@ -158,6 +164,7 @@ static void reload(px_server *server)
 	cf_config_free(server->cfg);
 	server->cfg = next;
 	pf_log_set_level((pf_log_level)next->log_level);
+	px_volatility_configure(server->volatility, next);
 	server->stats.config_reloads++;
 	pf_info("configuration reloaded");
 }
@@ -239,6 +246,30 @@ static int accepting(void *ctx)
 	return !server->shutting_down;
 }
 
+/* GET /sessions: every client session with its tracked state. */
+static void sessions_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	px_server *server = ctx;
+	(void)req;
+	pf_sb *b = &resp->body;
+	pf_sb_append(b, "{\"sessions\":[");
+	for (px_session *s = server->sessions; s; s = s->next) {
+		pf_sb_appendf(b, "%s{\"id\":%llu,\"client\":", s == server->sessions ? "" : ",",
+			      (unsigned long long)s->id);
+		pf_sb_append_json_string(b, s->peer_name);
+		pf_sb_append(b, ",\"user\":");
+		pf_sb_append_json_string(b, s->user);
+		pf_sb_append(b, ",\"database\":");
+		pf_sb_append_json_string(b, s->database);
+		pf_sb_appendf(b, ",\"state\":\"%s\",\"backend_pid\":%u,\"inflight\":%u,\"session\":",
+			      px_session_state_name(s->state), s->has_key ? s->backend_pid : 0,
+			      px_track_inflight(&s->track));
+		px_sstate_render_json(&s->track.state, b);
+		pf_sb_append(b, "}");
+	}
+	pf_sb_append(b, "]}");
+}
+
 static int start_admin(px_server *server)
 {
 	const cf_addr *addr = &server->cfg->admin;
@@ -250,7 +281,10 @@ static int start_admin(px_server *server)
 	server->admin_info.version = PX_VERSION;
 	server->admin_info.accepting = accepting;
 	server->admin_info.ctx = server;
+	server->admin_info.qstats = server->qstats;
 	px_admin_add_stats_routes(server->admin, &server->admin_info);
+	px_qstats_add_admin_routes(server->admin, server->qstats);
+	px_admin_route(server->admin, "GET", "/sessions", sessions_handler, server);
 	int rc = px_admin_listen(server->admin, addr);
 	if (rc < 0) {
 		pf_error("could not listen on admin %s: %s", cf_addr_format(addr, where, sizeof(where)),
@@ -272,6 +306,17 @@ static void start_redis(px_server *server)
 	server->admin_info.redis = server->redis;
 }
 
+/* ---- function volatility ------------------------------------------------ */
+
+/* Nothing connects until a database is first asked about. */
+static void start_volatility(px_server *server)
+{
+	server->volatility = px_volatility_new(server->loop);
+	px_volatility_configure(server->volatility, server->cfg);
+	if (server->admin)
+		px_volatility_add_admin_routes(server->admin, server->volatility);
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg)
@@ -281,6 +326,8 @@ px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg
 	server->opts = opts;
 	server->cfg = cfg;
 	server->stats.start_time_ms = wall_clock_ms();
+	server->analyzer = rw_analyzer_new((size_t)cfg->analysis_cache_entries, cfg->analysis_cache_bytes);
+	server->qstats = px_qstats_new((size_t)cfg->max_shapes);
 	return server;
 }
 
@@ -304,8 +351,10 @@ int px_server_start(px_server *server)
 	int rc = start_listener(server);
 	if (rc == 0)
 		rc = start_admin(server);
-	if (rc == 0)
+	if (rc == 0) {
 		start_redis(server);
+		start_volatility(server);
+	}
 	start_signals(server);
 	if (rc < 0) {
 		/* Unwind through the normal shutdown path so every handle closes. */
@@ -318,6 +367,8 @@ int px_server_start(px_server *server)
 
 void px_server_free(px_server *server)
 {
+	px_qstats_free(server->qstats);
+	rw_analyzer_free(server->analyzer);
 	cf_config_free(server->cfg);
 	pf_free(server);
 }

@@ -11,6 +11,9 @@
 #include <uv.h>
 
 #include "../cache/redis.h"
+#include "../rewrite/analysis.h"
+#include "qstats.h"
+#include "volatility.h"
 #include "../conf/conf.h"
 #include "admin.h"
 #include "proxy.h"
@@ -33,6 +36,9 @@ struct px_server {
 	uv_timer_t shutdown_timer;
 	px_admin *admin;
 	px_admin_info admin_info;
+	rw_analyzer *analyzer; /* statement analysis cache, shared by every session */
+	px_qstats *qstats;     /* per-shape statistics for /queries */
+	px_volatility *volatility; /* function volatility per database; NULL until started */
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
 	px_stats stats;
 	px_session *sessions; /* doubly linked through session->next/prev */

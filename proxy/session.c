@@ -77,6 +77,7 @@ void px_session_unref(px_session *s)
 		return;
 	px_peer_release(&s->client);
 	px_peer_release(&s->backend);
+	px_track_free(&s->track);
 	pf_free(s->startup_packet);
 	px_server_session_gone(s->server, s);
 	pf_free(s);
@@ -190,30 +191,129 @@ typedef enum relay_verdict {
 	RELAY_FORWARD_END, /* pass it on, then close the session */
 } relay_verdict;
 
-static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch)
+static uint64_t now_us(void)
 {
+	return uv_hrtime() / 1000u;
+}
+
+/* A finished statement feeds the per-shape statistics. */
+static void statement_done(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, uint64_t rows, bool error)
+{
+	px_session *s = ctx;
+	if (!stmt)
+		return;
+	px_qstats_record(px_qstats_get(s->server->qstats, stmt->shape), elapsed_us, rows, error);
+	if (!error && stmt->shape->kind == RW_KIND_DDL)
+		s->ddl_done = true;
+}
+
+/* After a transaction with DDL commits, the catalog may have new or changed
+ * functions: reload their volatility (earlier would read the old catalog). */
+static void refresh_catalog_after_ddl(px_session *s, char status)
+{
+	if (!s->ddl_done || status != 'I')
+		return;
+	s->ddl_done = false;
+	if (s->server->volatility)
+		px_volatility_invalidate(s->server->volatility, s->database);
+}
+
+/* NULL when analysis is off: the statement is then tracked as unknown. */
+static rw_analysis *analyze(px_session *s, const char *sql, size_t len)
+{
+	return s->analyse ? rw_analyze(s->server->analyzer, sql, len) : NULL;
+}
+
+static void on_query(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	const char *sql;
+	size_t len;
+	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_query(body, ch->frame.body_len, &sql, &len) != PGW_OK) {
+		px_track_query(&s->track, NULL, NULL, now_us()); /* too large to analyse */
+		return;
+	}
+	rw_analysis *an = analyze(s, sql, len);
+	px_track_query(&s->track, an, sql, now_us());
+	rw_analysis_free(an);
+}
+
+static void on_parse(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	pgw_parse_msg m;
+	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_parse(body, ch->frame.body_len, &m) != PGW_OK) {
+		px_track_forget_prepared(&s->track); /* cannot tell which name it replaced */
+		return;
+	}
+	rw_analysis *an = analyze(s, m.query, m.query_len);
+	px_track_parse(&s->track, m.stmt_name, an, m.query);
+	rw_analysis_free(an);
+}
+
+static void on_bind(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	pgw_bind_msg m;
+	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_bind(body, ch->frame.body_len, &m) != PGW_OK) {
+		px_track_forget_portals(&s->track);
+		return;
+	}
+	px_track_bind(&s->track, m.portal, m.stmt_name);
+}
+
+static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	const char *portal;
+	int32_t max_rows;
+	s->server->stats.queries++;
+	s->extended_open = true;
+	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_execute(body, ch->frame.body_len, &portal, &max_rows) != PGW_OK)
+		portal = "\x01"; /* no portal has this name: tracked as unknown */
+	px_track_execute(&s->track, portal, now_us());
+}
+
+static void on_close_message(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	char kind;
+	const char *name;
+	if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_describe_close(body, ch->frame.body_len, &kind, &name) == PGW_OK)
+		px_track_close(&s->track, kind, name);
+}
+
+static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	const uint8_t *body = msg + PGW_HEADER_LEN;
 	switch (ch->frame.type) {
 	case PGW_FE_QUERY:
 		s->server->stats.queries++;
 		s->pending_ready++;
+		on_query(s, ch, body);
 		break;
 	case PGW_FE_EXECUTE:
-		s->server->stats.queries++;
-		s->extended_open = true;
+		on_execute(s, ch, body);
 		break;
 	case PGW_FE_PARSE:
+		s->extended_open = true;
+		on_parse(s, ch, body);
+		break;
 	case PGW_FE_BIND:
-	case PGW_FE_DESCRIBE:
+		s->extended_open = true;
+		on_bind(s, ch, body);
+		break;
 	case PGW_FE_CLOSE:
+		s->extended_open = true;
+		on_close_message(s, ch, body);
+		break;
+	case PGW_FE_DESCRIBE:
 	case PGW_FE_FLUSH:
 		s->extended_open = true;
 		break;
 	case PGW_FE_SYNC:
 		s->pending_ready++;
 		s->extended_open = false;
+		px_track_sync(&s->track);
 		break;
 	case PGW_FE_FUNCTION_CALL:
 		s->pending_ready++;
+		px_track_function_call(&s->track, now_us());
 		break;
 	case PGW_FE_TERMINATE:
 		return RELAY_FORWARD_END;
@@ -231,15 +331,24 @@ static void on_ready_for_query(px_session *s, const uint8_t *body, size_t len)
 	s->tx_status = status;
 	if (s->pending_ready > 0)
 		s->pending_ready--;
+	if (s->state == PX_SESSION_ACTIVE) {
+		px_track_ready(&s->track, status);
+		refresh_catalog_after_ddl(s, status);
+	}
 	if (s->state == PX_SESSION_LOGIN) {
 		px_session_set_state(s, PX_SESSION_ACTIVE);
 		px_session_log(PF_LOG_DEBUG, s, "logged in, backend pid %u", s->backend_pid);
+		/* Start loading this database's function volatility (once per database). */
+		if (s->server->volatility)
+			(void)px_volatility_of(s->server->volatility, s->database, s->user, "now");
 	}
 }
 
 static void on_backend_error(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
 	s->server->stats.backend_errors++;
+	if (s->state == PX_SESSION_ACTIVE)
+		px_track_error(&s->track, now_us());
 	if (ch->kind != PGW_CHUNK_MESSAGE)
 		return;
 	pgw_error_fields f;
@@ -264,6 +373,20 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 		break;
 	case PGW_BE_ERROR:
 		on_backend_error(s, ch, msg);
+		break;
+	case PGW_BE_COMMAND_COMPLETE: {
+		const char *tag;
+		if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_command_complete(body, ch->frame.body_len, &tag) == PGW_OK)
+			px_track_complete(&s->track, tag, now_us());
+		else
+			px_track_complete(&s->track, "", now_us());
+		break;
+	}
+	case PGW_BE_EMPTY_QUERY:
+		px_track_empty(&s->track, now_us());
+		break;
+	case PGW_BE_PORTAL_SUSPENDED:
+		px_track_suspended(&s->track, now_us());
 		break;
 	default:
 		break;
@@ -306,7 +429,7 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 			return false;
 		}
 		if (ch.kind == PGW_CHUNK_MESSAGE || ch.first)
-			verdict = src == &s->client ? inspect_frontend(s, &ch) : inspect_backend(s, &ch, at);
+			verdict = src == &s->client ? inspect_frontend(s, &ch, at) : inspect_backend(s, &ch, at);
 		off += ch.len;
 	}
 	if (off > 0 && px_peer_write(dst, src->in, off) < 0 && s->state != PX_SESSION_CLOSING) {
@@ -550,14 +673,20 @@ static px_session *session_new(px_server *server)
 	s->server = server;
 	s->id = ++server->next_session_id;
 	s->tx_status = 'I';
+	s->analyse = cfg->analysis;
 	px_peer_init(&s->client, &client_ops, s, "client", PX_CLIENT_BUF_INITIAL, PX_BUF_MAX);
 	px_peer_init(&s->backend, &backend_ops, s, "backend", PX_BACKEND_BUF_INITIAL, PX_BUF_MAX);
 	pgw_stream_init(&s->client.framer, PGW_FROM_FRONTEND, cfg->max_message_bytes, PX_WHOLE_LIMIT);
 	pgw_stream_want_whole(&s->client.framer, PGW_FE_TERMINATE);
+	static const uint8_t analysed[] = {PGW_FE_QUERY, PGW_FE_PARSE, PGW_FE_BIND, PGW_FE_EXECUTE, PGW_FE_CLOSE};
+	for (size_t i = 0; i < sizeof(analysed); i++)
+		pgw_stream_want_whole(&s->client.framer, analysed[i]);
 	pgw_stream_init(&s->backend.framer, PGW_FROM_BACKEND, (size_t)PGW_MAX_LENGTH + 1, PX_WHOLE_LIMIT);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_READY);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_KEY_DATA);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_ERROR);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_COMMAND_COMPLETE);
+	px_track_init(&s->track, statement_done, s);
 	uv_timer_init(server->loop, &s->timer);
 	s->timer.data = s;
 	s->refs = 1; /* the timer */

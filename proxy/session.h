@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "peer.h"
+#include "track.h"
 #include "server.h"
 
 typedef enum px_session_state {
@@ -58,6 +59,9 @@ struct px_session {
 	bool backend_fatal;     /* the backend sent a FATAL error: its close is expected */
 	bool backend_answered;  /* the backend sent its first byte (login under way) */
 	bool reject_too_many;   /* accepted over max_client_conn: refuse after startup */
+	px_track track;         /* statements in flight, prepared statements, session state */
+	bool analyse;           /* analysis = on when the session started */
+	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
 	px_session *prev, *next;
 };
 

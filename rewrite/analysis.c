@@ -17,6 +17,7 @@
  */
 #include "analysis_int.h"
 
+#include <assert.h>
 #include <pg_query.h>
 #include <stdalign.h>
 #include <stddef.h>
@@ -74,6 +75,13 @@ static void analysis_unref(rw_analysis_obj *an)
 	pf_free(an);
 }
 
+rw_analysis *rw_analysis_ref(const rw_analysis *an)
+{
+	rw_analysis_obj *o = (rw_analysis_obj *)(void *)(uintptr_t)an;
+	o->refs++;
+	return &o->pub;
+}
+
 void rw_analysis_free(rw_analysis *an)
 {
 	analysis_unref((rw_analysis_obj *)(void *)an);
@@ -122,6 +130,7 @@ static rw_analysis_obj *assemble(const rw_scan *s, rw_shape_obj *const *shapes)
 	for (size_t i = 0; i < n; i++) {
 		const rw_piece *p = &s->piece[i];
 		int start = s->tok[p->first].start, end = s->tok[p->end - 1].end;
+		assert(rw_piece_nslots(s, p) == shapes[i]->pub.nslots); /* equal keys, equal slot tokens */
 		rw_shape_ref(shapes[i]);
 		fill_values(s, p, shapes[i], values);
 		stmts[i] = (rw_stmt){.shape = &shapes[i]->pub, .location = start, .length = end - start, .values = values};
@@ -193,12 +202,17 @@ static void drop_found(rw_analyzer *a, size_t n)
 	}
 }
 
+static void reset_found(rw_analyzer *a, size_t n)
+{
+	rw_grow(&a->found, &a->capfound, n + 1, sizeof *a->found);
+	memset(a->found, 0, n * sizeof *a->found);
+}
+
 /* Look every piece up; true when all are known (a->found holds them). */
 static bool find_all(rw_analyzer *a)
 {
 	size_t n = a->scan.npiece;
-	rw_grow(&a->found, &a->capfound, n, sizeof *a->found);
-	memset(a->found, 0, n * sizeof *a->found);
+	reset_found(a, n);
 	for (size_t i = 0; i < n; i++)
 		if (!(a->found[i] = shape_find(a, i)))
 			return false;
@@ -268,8 +282,7 @@ static rw_analysis_obj *full_parse(rw_analyzer *a, size_t len)
 	if (!agree) {
 		drop_found(a, nfound);
 		pieces_from_parser(a, tree, len);
-		rw_grow(&a->found, &a->capfound, a->scan.npiece, sizeof *a->found);
-		memset(a->found, 0, a->scan.npiece * sizeof *a->found);
+		reset_found(a, a->scan.npiece);
 	}
 	rw_analysis_obj *an;
 	if (a->scan.npiece != tree->n_stmts) {
@@ -294,11 +307,14 @@ static rw_analysis_obj *analyze_new_text(rw_analyzer *a, const char *sql, size_t
 	if (len && memchr(sql, '\0', len))
 		return unparsed(a, len, pf_strdup("query string contains a NUL byte"));
 	rw_grow(&a->buf, &a->capbuf, len + 1, 1);
-	memcpy(a->buf, sql, len);
+	if (len)
+		memcpy(a->buf, sql, len);
 	a->buf[len] = '\0';
 	char *err = NULL;
 	if (rw_scan_text(&a->scan, a->buf, &err) < 0)
 		return unparsed(a, len, err);
+	if (a->scan.depth > RW_MAX_DEPTH)
+		return unparsed(a, len, pf_strdup("statement nested too deeply to analyse"));
 	if (!find_all(a))
 		return full_parse(a, len);
 	rw_analysis_obj *an = assemble(&a->scan, a->found);
@@ -313,7 +329,8 @@ static void cache_text(rw_analyzer *a, uint64_t hash, const char *sql, size_t le
 	if (!rw_lru_fits(&a->texts, bytes))
 		return;
 	text_entry *e = pf_malloc(sizeof *e + (len ? len : 1));
-	memcpy(e->text, sql, len);
+	if (len)
+		memcpy(e->text, sql, len);
 	e->node = (rw_lru_node){.hash = hash, .key = e->text, .keylen = len, .bytes = bytes};
 	e->an = an;
 	an->refs++;

@@ -20,13 +20,19 @@
  * when their token streams are equal but for literal values, so the grammar
  * gives them the same tree; a shape whose facts depend on a literal's
  * contents (set_config('name', ...), EXPLAIN (ANALYZE 'off')) is never put in
- * the shape table.  Statements libpg_query cannot parse get kind
- * RW_KIND_UNPARSED and are never cached or rewritten.
+ * the shape table.  A shape hit does not re-check literal contents: a text
+ * PostgreSQL rejects only for a literal's value (U&'\zzzz', float(99)) gets its
+ * shape's analysis, and the server's error.  Statements libpg_query cannot
+ * parse get kind RW_KIND_UNPARSED and are never cached or rewritten; so do
+ * statements nested deeper than libpg_query can turn into protobuf without
+ * overflowing the stack (about 300 nested subqueries or 1,000 chained
+ * operators: "statement nested too deeply to analyse"; the limit assumes the
+ * caller runs on a thread with the usual 8 MB stack).
  *
  * Interface
  *   rw_analyzer_new / rw_analyzer_free
  *   rw_analyze()            a query string (one or more statements) -> rw_analysis
- *   rw_analysis_free()
+ *   rw_analysis_ref() / rw_analysis_free()
  *   rw_analyzer_stats_get() cache hits / shape hits / full parses / failures
  *   rw_kind_name(), rw_tx_op_name(), rw_isolation_name()
  *
@@ -54,10 +60,12 @@ typedef enum rw_kind {
 	RW_KIND_DDL,          /* CREATE/ALTER/DROP/COMMENT/GRANT/REVOKE/... */
 	RW_KIND_TRUNCATE,
 	RW_KIND_TRANSACTION,  /* BEGIN/START, COMMIT/END, ROLLBACK/ABORT, SAVEPOINT, RELEASE,
-	                         ROLLBACK TO, PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED */
+	                         ROLLBACK TO, PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED,
+	                         SET TRANSACTION */
 	RW_KIND_SESSION,      /* SET, RESET, DISCARD, SET ROLE, SET SESSION AUTHORIZATION,
-	                         a SELECT calling set_config */
-	RW_KIND_LISTEN,       /* LISTEN, UNLISTEN, NOTIFY (and pg_notify) */
+	                         SET SESSION CHARACTERISTICS, a SELECT calling set_config
+	                         (one that also writes is WRITE, with setting filled) */
+	RW_KIND_LISTEN,       /* LISTEN, UNLISTEN, NOTIFY (and a SELECT calling pg_notify) */
 	RW_KIND_COPY,
 	RW_KIND_OTHER,        /* VACUUM, ANALYZE, CHECKPOINT, PREPARE/EXECUTE/DEALLOCATE, DO, CALL, ... */
 	RW_KIND_UNPARSED,     /* libpg_query could not parse it */
@@ -218,7 +226,9 @@ void rw_analyzer_free(rw_analyzer *a); /* analyses still held stay valid until f
  * the cache or the analyzer is freed.
  */
 rw_analysis *rw_analyze(rw_analyzer *a, const char *sql, size_t len) __attribute__((warn_unused_result));
-void rw_analysis_free(rw_analysis *an);
+/* One more reference to an (kept e.g. for a prepared statement); drop each with rw_analysis_free(). */
+rw_analysis *rw_analysis_ref(const rw_analysis *an);
+void rw_analysis_free(rw_analysis *an); /* drops one reference; NULL is ignored */
 
 void rw_analyzer_stats_get(const rw_analyzer *a, rw_analyzer_stats *out);
 const char *rw_kind_name(rw_kind kind);         /* "read", "write", ..., "unparsed" */

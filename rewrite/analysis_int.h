@@ -68,7 +68,12 @@ typedef struct rw_scan {
 	size_t ntok, captok;
 	rw_piece *piece;
 	size_t npiece, cappiece;
+	long depth; /* an upper estimate of the parse tree's depth */
 } rw_scan;
+
+/* Texts whose estimated depth passes this are not parsed (UNPARSED): libpg_query
+ * would overflow the stack turning them into protobuf. */
+#define RW_MAX_DEPTH 1000
 
 void rw_scan_free(rw_scan *s);
 /* Scan sql (NUL-terminated) into s, split into pieces at top-level ';'.

@@ -49,7 +49,7 @@ rw_lru_node *rw_lru_find(rw_lru *l, uint64_t hash, const char *key, size_t keyle
 {
 	rw_lru_node *n = l->buckets[hash & (l->nbuckets - 1)];
 	for (; n; n = n->hnext) {
-		if (n->hash == hash && n->keylen == keylen && memcmp(n->key, key, keylen) == 0) {
+		if (n->hash == hash && n->keylen == keylen && (keylen == 0 || memcmp(n->key, key, keylen) == 0)) {
 			if (l->head.next != n) {
 				list_unlink(n);
 				list_push_front(l, n);

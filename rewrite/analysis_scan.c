@@ -6,13 +6,16 @@
  *
  * Shape key: for every token but comments, its token type; then, unless it
  * is a literal (ICONST FCONST SCONST BCONST XCONST USCONST) or a keyword (the
- * type already names it; case does not matter), its text as written.  So two
+ * type already names it; case does not matter), its text as written.  The
+ * one literal kept is the escape character after UESCAPE, which changes the
+ * name a U&"..." identifier decodes to.  So two
  * statements share a key exactly when their token streams are equal but for
  * the values of their literals (and the case of keywords), which the grammar
  * cannot tell apart: they parse to the same tree.
  */
 #include "analysis_int.h"
 
+#include <ctype.h>
 #include <pg_query.h>
 #include <string.h>
 
@@ -104,16 +107,16 @@ static int skip_field(const uint8_t **pp, const uint8_t *end, unsigned wt)
 	return 0;
 }
 
-/* One ScanToken message: start = 1, end = 2, token = 3, keyword_kind = 4. */
+/* One ScanToken message (pg_query.proto): start = 1, end = 2, token = 4, keyword_kind = 5. */
 static int decode_token(const uint8_t *p, const uint8_t *end, rw_token *t)
 {
-	uint64_t f[5] = {0, 0, 0, 0, 0};
+	uint64_t f[6] = {0, 0, 0, 0, 0, 0};
 	while (p < end) {
 		uint64_t tag, v;
 		if (get_varint(&p, end, &tag) < 0)
 			return -1;
 		unsigned field = (unsigned)(tag >> 3), wt = (unsigned)(tag & 7);
-		if (field >= 1 && field <= 4 && wt == 0) {
+		if (field >= 1 && field <= 5 && wt == 0) {
 			if (get_varint(&p, end, &v) < 0)
 				return -1;
 			f[field] = v;
@@ -121,12 +124,12 @@ static int decode_token(const uint8_t *p, const uint8_t *end, rw_token *t)
 			return -1;
 		}
 	}
-	if (f[1] > INT32_MAX || f[2] > INT32_MAX || f[2] < f[1] || f[3] > INT32_MAX)
+	if (f[1] > INT32_MAX || f[2] > INT32_MAX || f[2] < f[1] || f[4] > INT32_MAX)
 		return -1;
 	t->start = (int)f[1];
 	t->end = (int)f[2];
-	t->type = (int)f[3];
-	t->keyword = f[4] != 0;
+	t->type = (int)f[4];
+	t->keyword = f[5] != 0;
 	return 0;
 }
 
@@ -166,6 +169,93 @@ static void add_piece(rw_scan *s, size_t first, size_t end)
 	s->piece[s->npiece++] = (rw_piece){.first = first, .end = end};
 }
 
+/* Keywords that start a clause or separate the items of a flat list: a
+ * run of operators does not go on across them. */
+static bool ends_run(int type)
+{
+	switch (type) {
+	case PG_QUERY__TOKEN__AND:
+	case PG_QUERY__TOKEN__OR:
+	case PG_QUERY__TOKEN__WHEN:
+	case PG_QUERY__TOKEN__THEN:
+	case PG_QUERY__TOKEN__ELSE:
+	case PG_QUERY__TOKEN__SELECT:
+	case PG_QUERY__TOKEN__FROM:
+	case PG_QUERY__TOKEN__WHERE:
+	case PG_QUERY__TOKEN__GROUP_P:
+	case PG_QUERY__TOKEN__HAVING:
+	case PG_QUERY__TOKEN__ORDER:
+	case PG_QUERY__TOKEN__BY:
+	case PG_QUERY__TOKEN__LIMIT:
+	case PG_QUERY__TOKEN__OFFSET:
+	case PG_QUERY__TOKEN__VALUES:
+	case PG_QUERY__TOKEN__SET:
+	case PG_QUERY__TOKEN__RETURNING:
+	case PG_QUERY__TOKEN__ON:
+	case PG_QUERY__TOKEN__USING:
+	case PG_QUERY__TOKEN__JOIN:
+	case PG_QUERY__TOKEN__AS:
+	case PG_QUERY__TOKEN__WITH:
+	case PG_QUERY__TOKEN__INTO:
+	case PG_QUERY__TOKEN__ALL:
+	case PG_QUERY__TOKEN__DISTINCT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * An upper estimate of the parse tree's depth, in "levels": 3 per open
+ * parenthesis or bracket (a subquery nests several nodes), plus the run of
+ * operators and keywords (NOT, IS, LIKE, type names, ...) since the last
+ * ',' ';' or clause keyword at that level (a + b + c ... and x::int::int ...
+ * are left-deep trees; AND/OR and CASE WHEN lists are flat).
+ * libpg_query's protobuf output and protobuf-c's unpack recurse without a
+ * depth check and overflow an 8 MB stack at about 1,500 nested subqueries or
+ * 4,500 chained operators; RW_MAX_DEPTH keeps a wide margin below that.
+ */
+static void estimate_depth(rw_scan *s)
+{
+	long open = 0, run = 0, max = 0;
+	for (size_t i = 0; i < s->ntok; i++) {
+		const rw_token *t = &s->tok[i];
+		switch (t->type) {
+		case PG_QUERY__TOKEN__ASCII_40:
+		case PG_QUERY__TOKEN__ASCII_91:
+			open++;
+			run = 0;
+			break;
+		case PG_QUERY__TOKEN__ASCII_41:
+		case PG_QUERY__TOKEN__ASCII_93:
+			open = open > 0 ? open - 1 : 0;
+			break;
+		case PG_QUERY__TOKEN__ASCII_44:
+		case PG_QUERY__TOKEN__ASCII_59:
+			run = 0;
+			break;
+		case PG_QUERY__TOKEN__ASCII_46:
+		case PG_QUERY__TOKEN__IDENT:
+		case PG_QUERY__TOKEN__UIDENT:
+		case PG_QUERY__TOKEN__PARAM:
+		case PG_QUERY__TOKEN__SQL_COMMENT:
+		case PG_QUERY__TOKEN__C_COMMENT:
+			break;
+		default:
+			if (rw_token_is_literal(t->type))
+				break;
+			if (ends_run(t->type))
+				run = 0;
+			else
+				run++;
+			break;
+		}
+		if (3 * open + run > max)
+			max = 3 * open + run;
+	}
+	s->depth = max;
+}
+
 static void split(rw_scan *s)
 {
 	size_t first = 0;
@@ -184,6 +274,23 @@ static void split(rw_scan *s)
 	add_piece(s, first, s->ntok);
 }
 
+/* libpg_query reports U&'...' (USCONST) with an empty range and U&"..."
+ * (UIDENT) as just its "U": such a token reaches up to the next token (only
+ * white space lies between tokens; comments are tokens). */
+static void fix_unicode_ends(rw_scan *s, const char *sql)
+{
+	for (size_t i = 0; i < s->ntok; i++) {
+		rw_token *t = &s->tok[i];
+		if (t->type != PG_QUERY__TOKEN__USCONST && t->type != PG_QUERY__TOKEN__UIDENT)
+			continue;
+		int end = i + 1 < s->ntok ? s->tok[i + 1].start : (int)strlen(sql);
+		while (end > t->start && isspace((unsigned char)sql[end - 1]))
+			end--;
+		if (end > t->end)
+			t->end = end;
+	}
+}
+
 int rw_scan_text(rw_scan *s, const char *sql, char **err)
 {
 	s->ntok = s->npiece = 0;
@@ -197,8 +304,11 @@ int rw_scan_text(rw_scan *s, const char *sql, char **err)
 		rc = -1;
 	}
 	pg_query_free_scan_result(r);
-	if (rc == 0)
+	if (rc == 0) {
+		fix_unicode_ends(s, sql);
 		split(s);
+		estimate_depth(s);
+	}
 	return rc;
 }
 
@@ -244,16 +354,20 @@ static void key_put(char **buf, size_t *cap, size_t *len, const void *p, size_t 
 size_t rw_shape_key(const rw_scan *s, const rw_piece *p, const char *sql, char **buf, size_t *cap)
 {
 	size_t len = 0;
+	int prev = 0;
 	for (size_t i = p->first; i < p->end; i++) {
 		const rw_token *t = &s->tok[i];
 		int type = t->type;
 		if (rw_token_is_comment(type))
 			continue;
+		/* UESCAPE 'c' changes how U&"..." decodes: that literal is part of the shape */
+		bool masked = rw_token_is_literal(type) && prev != PG_QUERY__TOKEN__UESCAPE;
+		prev = type;
 		unsigned char hdr[2 + 5];
 		size_t h = 0;
 		hdr[h++] = (unsigned char)(type & 0xff);
 		hdr[h++] = (unsigned char)((type >> 8) & 0xff);
-		bool text = !rw_token_is_literal(type) && !t->keyword;
+		bool text = !masked && !t->keyword;
 		size_t n = (size_t)(t->end - t->start);
 		if (text) {
 			size_t v = n;

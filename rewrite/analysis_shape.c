@@ -52,7 +52,7 @@ static int cmp_int(const void *a, const void *b)
 
 static bool has_numloc(const rw_builder *b, int loc)
 {
-	return bsearch(&loc, b->numlocs, b->nnumlocs, sizeof *b->numlocs, cmp_int) != NULL;
+	return b->nnumlocs && bsearch(&loc, b->numlocs, b->nnumlocs, sizeof *b->numlocs, cmp_int) != NULL;
 }
 
 static int param_number(const char *p, size_t n)
@@ -208,7 +208,8 @@ rw_shape_obj *rw_shape_build(const PgQuery__Node *stmt, const char *sql, const r
 	builder_init(&b);
 	rw_walk_statement(&b, stmt);
 	rw_where_collect(&b, stmt);
-	qsort(b.numlocs, b.nnumlocs, sizeof *b.numlocs, cmp_int);
+	if (b.nnumlocs)
+		qsort(b.numlocs, b.nnumlocs, sizeof *b.numlocs, cmp_int);
 
 	size_t nslots = rw_piece_nslots(s, p);
 	rw_slot *slots = pf_calloc(nslots, sizeof *slots);

@@ -30,7 +30,10 @@ RSS_LIMIT_KIB = int(os.environ.get("PGFOLD_RSS_LIMIT_MB", "64")) * 1024
 
 
 def client_backends(postgres):
-    (n,), = postgres.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+    # pgfold's own control connection (function volatility) lingers on purpose;
+    # only connections opened for clients must go away.
+    (n,), = postgres.query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                           " AND application_name <> 'pgfold-control'")
     return n
 
 

@@ -22,13 +22,20 @@
 
 #define EXAMPLE_INI "conf/pgfold.ini"
 
+/* Values one byte within and one byte over the 127-byte limit of string keys. */
+#define X16 "xxxxxxxxxxxxxxxx"
+#define X127 X16 X16 X16 X16 X16 X16 X16 "xxxxxxxxxxxxxxx"
+#define X128 X127 "x"
+
 /* ---- helpers ------------------------------------------------------------ */
 
 /* Every value of a cf_config, addresses as cf_addr_format() prints them. */
 typedef struct want_config {
 	const char *listen, *backend, *admin, *redis;
+	const char *control_user, *control_password;
 	long long listen_backlog, max_client_conn, max_message_bytes, buffer_high_bytes, buffer_low_bytes;
 	long long connect_timeout_ms, client_login_timeout_ms, shutdown_timeout_ms, log_level;
+	long long analysis, analysis_cache_entries, analysis_cache_bytes, max_shapes;
 } want_config;
 
 static const want_config defaults = {
@@ -36,6 +43,8 @@ static const want_config defaults = {
 	.backend = "127.0.0.1:5432",
 	.admin = "127.0.0.1:6433",
 	.redis = "127.0.0.1:6379",
+	.control_user = "",
+	.control_password = "",
 	.listen_backlog = 512,
 	.max_client_conn = 1000,
 	.max_message_bytes = 1073741824,
@@ -45,6 +54,10 @@ static const want_config defaults = {
 	.client_login_timeout_ms = 60000,
 	.shutdown_timeout_ms = 30000,
 	.log_level = 2, /* PF_LOG_INFO */
+	.analysis = 1,
+	.analysis_cache_entries = 10000,
+	.analysis_cache_bytes = 64 << 20,
+	.max_shapes = 5000,
 };
 
 static int expect_addr(const char *what, const cf_addr *got, const char *want)
@@ -65,10 +78,20 @@ static int expect_num(const char *what, long long got, long long want)
 	return 1;
 }
 
+static int expect_str(const char *what, const char *got, const char *want)
+{
+	if (strcmp(got, want) == 0)
+		return 0;
+	print_error("%s: got \"%s\", want \"%s\"\n", what, got, want);
+	return 1;
+}
+
 static void expect_config(const cf_config *c, const want_config *w)
 {
 	int bad = expect_addr("listen", &c->listen, w->listen) + expect_addr("backend", &c->backend, w->backend) +
-		  expect_addr("admin", &c->admin, w->admin) + expect_addr("redis", &c->redis, w->redis);
+		  expect_addr("admin", &c->admin, w->admin) + expect_addr("redis", &c->redis, w->redis) +
+		  expect_str("control_user", c->control_user, w->control_user) +
+		  expect_str("control_password", c->control_password, w->control_password);
 	const struct {
 		const char *name;
 		long long got, want;
@@ -82,6 +105,10 @@ static void expect_config(const cf_config *c, const want_config *w)
 		{"client_login_timeout_ms", c->client_login_timeout_ms, w->client_login_timeout_ms},
 		{"shutdown_timeout_ms", c->shutdown_timeout_ms, w->shutdown_timeout_ms},
 		{"log_level", c->log_level, w->log_level},
+		{"analysis", c->analysis, w->analysis},
+		{"analysis_cache_entries", c->analysis_cache_entries, w->analysis_cache_entries},
+		{"analysis_cache_bytes", (long long)c->analysis_cache_bytes, w->analysis_cache_bytes},
+		{"max_shapes", c->max_shapes, w->max_shapes},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		bad += expect_num(nums[i].name, nums[i].got, nums[i].want);
@@ -129,7 +156,13 @@ static const struct {
 	{"client_login_timeout", "client_login_timeout", "60s", "reload"},
 	{"shutdown_timeout", "shutdown_timeout", "30s", "reload"},
 	{"log_level", "log_level", "info", "reload"},
+	{"control_user", "control_user", "", "reload"},
+	{"control_password", "control_password", "", "reload"},
+	{"analysis", "analysis", "on", "reload"},
+	{"analysis_cache_entries", "analysis_cache_entries", "10000", "restart"},
+	{"analysis_cache_bytes", "analysis_cache_bytes", "64MB", "restart"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
+	{"stats.max_shapes", "max_shapes", "5000", "restart"},
 };
 #define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
 
@@ -168,7 +201,10 @@ static void test_example_ini_lists_every_key(void **state)
 	char *text = read_all(EXAMPLE_INI);
 	for (size_t i = 0; i < N_ALL_KEYS; i++) {
 		char line[128];
-		snprintf(line, sizeof(line), "\n%s = %s\n", all_keys[i].name, all_keys[i].def);
+		if (all_keys[i].def[0])
+			snprintf(line, sizeof(line), "\n%s = %s\n", all_keys[i].name, all_keys[i].def);
+		else /* an empty default is written "key =" */
+			snprintf(line, sizeof(line), "\n%s =\n", all_keys[i].name);
 		if (!strstr(text, line))
 			fail_msg("%s does not contain the line \"%s = %s\"", EXAMPLE_INI, all_keys[i].name,
 				 all_keys[i].def);
@@ -192,15 +228,24 @@ static const char every_key_ini[] = "; every key, none at its default\n"
 				    "client_login_timeout = 2min\n"
 				    "shutdown_timeout = 7\n"
 				    "log_level = debug\n"
+				    "control_user = pgfold_ctl\n"
+				    "control_password = s3cr=t:with spaces ; a comment\n"
+				    "analysis = off\n"
+				    "analysis_cache_entries = 0\n"
+				    "analysis_cache_bytes = 1MB\n"
 				    "\n"
 				    "[cache]\n"
-				    "redis = [::1]:6380\n";
+				    "redis = [::1]:6380\n"
+				    "[stats]\n"
+				    "max_shapes = 10\n";
 
 static const want_config every_key_want = {
 	.listen = "0.0.0.0:7000",
 	.backend = "/var/run/postgresql/.s.PGSQL.5432",
 	.admin = "off",
 	.redis = "[::1]:6380",
+	.control_user = "pgfold_ctl",
+	.control_password = "s3cr=t:with spaces",
 	.listen_backlog = 128,
 	.max_client_conn = 50,
 	.max_message_bytes = 16 << 20,
@@ -210,6 +255,10 @@ static const want_config every_key_want = {
 	.client_login_timeout_ms = 120000,
 	.shutdown_timeout_ms = 7000,
 	.log_level = 3,
+	.analysis = 0,
+	.analysis_cache_entries = 0,
+	.analysis_cache_bytes = 1 << 20,
+	.max_shapes = 10,
 };
 
 static void load_expect(const char *text, const want_config *want)
@@ -284,6 +333,9 @@ static const err_case err_cases[] = {
 	{"[cache]\nredis = nope:0\n", 2, "cache.redis: bad port \"0\""},
 	{"[pgfold]\nlog_level = verbose\n", 2, "log_level: \"verbose\" is not a log level"},
 	{"[pgfold]\nlog_level =\n", 2, "log_level: empty value"},
+	{"[pgfold]\ncontrol_user = ok\ncontrol_password = " X128 "\n", 3,
+	 "control_password: value is longer than 127 bytes"},
+	{"[cache]\ncontrol_user = x\n", 2, "unknown key \"control_user\" in [cache]"},
 	{"[pgfold]\nlisten 1.2.3.4\n", 2, "syntax error"},
 	{"[pgfold\n", 1, "syntax error"},
 	{"[pgfold]\nnonsense\nmax_client_conn = 0\n", 2, "syntax error"}, /* the first error wins */
@@ -351,7 +403,13 @@ static const struct {
 	{"pgfold.client_login_timeout", "2min"},
 	{"shutdown_timeout", "7"},
 	{"log_level", "debug"},
+	{"control_user", "pgfold_ctl"},
+	{"pgfold.control_password", "s3cr=t:with spaces"},
 	{"cache.redis", "[::1]:6380"},
+	{"analysis", "off"},
+	{"pgfold.analysis_cache_entries", "0"},
+	{"analysis_cache_bytes", "1MB"},
+	{"stats.max_shapes", "10"},
 };
 
 static const struct {
@@ -367,6 +425,9 @@ static const struct {
 	{"log_level", "", "log_level: empty value"},
 	{"connect_timeout", "5 s x",
 	 "connect_timeout: \"5 s x\" is not a duration (a whole number with ms, s, min or h)"},
+	{"control_user", X128, "control_user: value is longer than 127 bytes"},
+	{"control_password", X128, "control_password: value is longer than 127 bytes"},
+	{"cache.control_user", "x", "unknown key \"cache.control_user\""},
 };
 
 static void test_set(void **state)
@@ -425,6 +486,37 @@ static void test_validate_after_file(void **state)
 	unlink(path);
 	assert_int_equal(cf_config_validate(c, &err), -1);
 	assert_non_null(strstr(err.message, "buffer_low_bytes"));
+	cf_config_free(c);
+}
+
+/* String keys take any text up to 127 bytes, the empty string included, and
+ * never echo the value in an error (it may be a password). */
+static void test_string_keys(void **state)
+{
+	(void)state;
+	cf_config *c = cf_config_new();
+	cf_error err;
+	assert_int_equal(cf_config_set(c, "control_user", X127, &err), 0);
+	assert_string_equal(c->control_user, X127);
+	assert_int_equal(cf_config_set(c, "control_password", "p w;#=\"", &err), 0);
+	assert_string_equal(c->control_password, "p w;#=\"");
+	assert_int_equal(cf_config_set(c, "control_password", X128, &err), -1);
+	assert_null(strstr(err.message, "xxx"));
+	assert_string_equal(c->control_password, "p w;#=\""); /* unchanged */
+	assert_int_equal(cf_config_set(c, "control_user", "", &err), 0);
+	assert_string_equal(c->control_user, "");
+	cf_config_free(c);
+
+	char path[64], msg[1024];
+	write_temp("[pgfold]\ncontrol_user = app\ncontrol_user =\ncontrol_password =   secret  \n", path,
+		   sizeof(path));
+	c = cf_config_new();
+	int rc = cf_config_load_file(c, path, &err);
+	unlink(path);
+	if (rc != 0)
+		fail_msg("%s", cf_error_format(&err, msg, sizeof(msg)));
+	assert_string_equal(c->control_user, ""); /* the later line wins */
+	assert_string_equal(c->control_password, "secret");
 	cf_config_free(c);
 }
 
@@ -570,13 +662,20 @@ static void test_carry_fixed(void **state)
 	for (size_t i = 0; i < sizeof(set_ok) / sizeof(set_ok[0]); i++)
 		assert_int_equal(cf_config_set(next, set_ok[i].key, set_ok[i].value, &err), 0);
 	cf_config_carry_fixed(running, next, collect, reported);
-	assert_string_equal(reported, "listen,admin,listen_backlog,cache.redis");
+	assert_string_equal(reported, "listen,admin,listen_backlog,analysis_cache_entries,analysis_cache_bytes,stats.max_shapes,cache.redis");
 	want_config want = every_key_want; /* reloadable keys take the new value ... */
 	want.listen = defaults.listen;      /* ... restart-only keys keep the running one */
 	want.admin = defaults.admin;
 	want.listen_backlog = defaults.listen_backlog;
 	want.redis = defaults.redis;
+	want.analysis_cache_entries = defaults.analysis_cache_entries;
+	want.analysis_cache_bytes = defaults.analysis_cache_bytes;
+	want.max_shapes = defaults.max_shapes;
 	expect_config(next, &want);
+	cf_config *back = cf_config_copy(running); /* a string key going back to "" is a change too */
+	cf_config_carry_fixed(next, back, collect, reported);
+	assert_string_equal(back->control_user, "");
+	cf_config_free(back);
 	reported[0] = '\0';
 	cf_config_carry_fixed(running, next, collect, reported);
 	assert_string_equal(reported, "");
@@ -608,7 +707,7 @@ static void test_keys_print(void **state)
 		char line[512];
 		snprintf(line, sizeof(line), "%.*s", (int)n, row ? row : "");
 		char def[64];
-		snprintf(def, sizeof(def), " %s ", all_keys[i].def);
+		snprintf(def, sizeof(def), " %s ", all_keys[i].def[0] ? all_keys[i].def : "\"\"");
 		if (!row || !strstr(line, def) || !strstr(line, all_keys[i].mode))
 			fail_msg("no row for %s with default %s and %s in:\n%s", all_keys[i].label, all_keys[i].def,
 				 all_keys[i].mode, text);
@@ -725,6 +824,7 @@ int main(void)
 		cmocka_unit_test(test_set),
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_validate_after_file),
+		cmocka_unit_test(test_string_keys),
 		cmocka_unit_test(test_addr_parse_format),
 		cmocka_unit_test(test_addr_limits),
 		cmocka_unit_test(test_carry_fixed),

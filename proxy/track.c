@@ -1,0 +1,451 @@
+/*
+ * track.c — statements in flight on one session (see track.h).
+ *
+ * The queue holds, in the order the client sent them: statement items (one
+ * per statement of a simple Query, one per Execute) and end markers (the end
+ * of a simple Query, a Sync, a FunctionCall), each answered by exactly one
+ * ReadyForQuery.  CommandComplete, EmptyQueryResponse, PortalSuspended and
+ * ErrorResponse finish the statement at the head; after an error the rest
+ * of that Query (or, in the extended protocol, everything up to the Sync) is
+ * skipped by the server and dropped here at ReadyForQuery.
+ */
+#include "track.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/alloc.h"
+
+typedef enum item_type {
+	ITEM_STMT,      /* one statement: an is set, or NULL when unknown */
+	ITEM_UNKNOWN,   /* a Query pgfold did not analyse: absorbs every answer until its end */
+	ITEM_QUERY_END, /* end of a simple Query */
+	ITEM_SYNC,
+	ITEM_FUNCTION,
+} item_type;
+
+struct px_track_item {
+	item_type type;
+	rw_analysis *an; /* a reference, or NULL */
+	uint32_t index;  /* statement in an */
+	char *sql;       /* this statement's own text, kept only when it may change session state */
+	size_t sql_len;
+	uint64_t start_us;
+};
+
+struct px_named {
+	px_named *next;
+	char *name;
+	rw_analysis *an;
+	uint32_t index;
+	char *sql; /* the prepared statement's text (for session-state statements) */
+};
+
+void px_track_init(px_track *t, px_track_done_fn done, void *ctx)
+{
+	memset(t, 0, sizeof(*t));
+	px_sstate_init(&t->state);
+	t->done = done;
+	t->done_ctx = ctx;
+}
+
+/* ---- the queue ---------------------------------------------------------- */
+
+static px_track_item *at(px_track *t, uint32_t i)
+{
+	return &t->items[(t->head + i) % t->cap];
+}
+
+static void item_release(px_track_item *it)
+{
+	if (it->an)
+		rw_analysis_free(it->an);
+	pf_free(it->sql);
+	memset(it, 0, sizeof(*it));
+}
+
+static bool push(px_track *t, const px_track_item *it)
+{
+	if (t->count == PX_TRACK_MAX_INFLIGHT) {
+		t->overflow = true;
+		px_sstate_lost(&t->state);
+		return false;
+	}
+	if (t->count == t->cap) {
+		uint32_t cap = t->cap ? t->cap * 2 : 16;
+		px_track_item *items = pf_calloc(cap, sizeof(*items));
+		for (uint32_t i = 0; i < t->count; i++)
+			items[i] = *at(t, i);
+		pf_free(t->items);
+		t->items = items;
+		t->cap = cap;
+		t->head = 0;
+	}
+	*at(t, t->count++) = *it;
+	return true;
+}
+
+static void pop(px_track *t)
+{
+	item_release(at(t, 0));
+	t->head = (t->head + 1) % t->cap;
+	t->count--;
+}
+
+/* Statements whose text pgfold reads once they complete: SET values,
+ * savepoint names, DEALLOCATE names (kind OTHER). */
+static bool affects_session(const rw_shape *sh)
+{
+	return sh->kind == RW_KIND_TRANSACTION || sh->kind == RW_KIND_SESSION || sh->kind == RW_KIND_OTHER ||
+	       sh->setting;
+}
+
+static rw_analysis *ref(const rw_analysis *an)
+{
+	return an ? rw_analysis_ref(an) : NULL;
+}
+
+/* A statement item for statement i of an (an may be NULL: unknown). */
+static void push_stmt(px_track *t, const rw_analysis *an, uint32_t i, const char *sql, size_t sql_len,
+		      uint64_t now_us)
+{
+	px_track_item it = {.type = ITEM_STMT, .index = i, .start_us = now_us};
+	if (an && an->nstmts == 0) {
+		/* An empty prepared statement: fully known, answered by EmptyQueryResponse. */
+		it.an = ref(an);
+		if (!push(t, &it))
+			item_release(&it);
+		return;
+	}
+	const rw_shape *sh = an ? an->stmts[i].shape : NULL;
+	if (sh && affects_session(sh) && sql) {
+		it.sql = pf_malloc(sql_len + 1);
+		memcpy(it.sql, sql, sql_len);
+		it.sql[sql_len] = '\0';
+		it.sql_len = sql_len;
+	}
+	it.an = ref(an);
+	if (!push(t, &it)) {
+		item_release(&it);
+		return;
+	}
+	px_sstate_sent(&t->state, sh);
+}
+
+static void push_marker(px_track *t, item_type type, uint64_t now_us)
+{
+	px_track_item it = {.type = type, .start_us = now_us};
+	(void)push(t, &it);
+}
+
+/* ---- client messages ---------------------------------------------------- */
+
+void px_track_query(px_track *t, const rw_analysis *an, const char *text, uint64_t now_us)
+{
+	if (!an) {
+		px_track_item it = {.type = ITEM_UNKNOWN, .start_us = now_us};
+		if (push(t, &it))
+			px_sstate_sent(&t->state, NULL);
+	} else {
+		for (uint32_t i = 0; i < an->nstmts; i++) {
+			const rw_stmt *st = &an->stmts[i];
+			push_stmt(t, an, i, text + st->location, (size_t)st->length, now_us);
+		}
+	}
+	push_marker(t, ITEM_QUERY_END, now_us);
+}
+
+static px_named **named_find(px_named **list, const char *name)
+{
+	for (; *list; list = &(*list)->next)
+		if (strcmp((*list)->name, name) == 0)
+			return list;
+	return list;
+}
+
+static void named_free(px_named *n)
+{
+	if (n->an)
+		rw_analysis_free(n->an);
+	pf_free(n->name);
+	pf_free(n->sql);
+	pf_free(n);
+}
+
+static void named_remove(px_named **list, const char *name, uint32_t *count)
+{
+	px_named **slot = named_find(list, name);
+	if (!*slot)
+		return;
+	px_named *n = *slot;
+	*slot = n->next;
+	named_free(n);
+	if (count)
+		(*count)--;
+}
+
+/* Replace or add `name`; returns the entry, or NULL when over the bound. */
+static px_named *named_put(px_named **list, const char *name, uint32_t *count)
+{
+	named_remove(list, name, count);
+	if (count && *count >= PX_TRACK_MAX_PREPARED)
+		return NULL;
+	px_named *n = pf_calloc(1, sizeof(*n));
+	n->name = pf_strdup(name);
+	n->next = *list;
+	*list = n;
+	if (count)
+		(*count)++;
+	return n;
+}
+
+void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const char *text)
+{
+	px_named *n = named_put(&t->prepared, name, &t->nprepared);
+	if (!n || !an || an->nstmts > 1)
+		return; /* unknown: executes of it are tracked as unknown statements */
+	n->an = ref(an);
+	if (an->nstmts == 0)
+		return;
+	if (affects_session(an->stmts[0].shape)) {
+		const rw_stmt *st = &an->stmts[0];
+		n->sql = pf_malloc((size_t)st->length + 1);
+		memcpy(n->sql, text + st->location, (size_t)st->length);
+		n->sql[st->length] = '\0';
+	}
+}
+
+void px_track_bind(px_track *t, const char *portal, const char *stmt_name)
+{
+	px_named *stmt = *named_find(&t->prepared, stmt_name);
+	px_named *p = named_put(&t->portals, portal, &t->nportals);
+	if (!p) {
+		px_sstate_lost(&t->state);
+		return;
+	}
+	if (stmt && stmt->an) {
+		p->an = ref(stmt->an);
+		p->sql = stmt->sql ? pf_strdup(stmt->sql) : NULL;
+	}
+}
+
+void px_track_execute(px_track *t, const char *portal, uint64_t now_us)
+{
+	px_named *p = *named_find(&t->portals, portal);
+	if (p && p->an)
+		push_stmt(t, p->an, 0, p->sql, p->sql ? strlen(p->sql) : 0, now_us);
+	else
+		push_stmt(t, NULL, 0, NULL, 0, now_us);
+}
+
+void px_track_close(px_track *t, char kind, const char *name)
+{
+	if (kind == 'S')
+		named_remove(&t->prepared, name, &t->nprepared);
+	else
+		named_remove(&t->portals, name, &t->nportals);
+}
+
+static void named_clear(px_named **list)
+{
+	while (*list) {
+		px_named *n = *list;
+		*list = n->next;
+		named_free(n);
+	}
+}
+
+void px_track_forget_prepared(px_track *t)
+{
+	named_clear(&t->prepared);
+	t->nprepared = 0;
+	px_sstate_lost(&t->state);
+}
+
+void px_track_forget_portals(px_track *t)
+{
+	named_clear(&t->portals);
+	t->nportals = 0;
+	px_sstate_lost(&t->state);
+}
+
+void px_track_sync(px_track *t)
+{
+	/* The unnamed portal does not outlive the transaction; named ones may,
+	 * but a Sync ending the implicit transaction closes them too unless a
+	 * block is open.  Keep them: a stale entry only costs memory until
+	 * rebound, and Bind replaces it. */
+	push_marker(t, ITEM_SYNC, 0);
+}
+
+void px_track_function_call(px_track *t, uint64_t now_us)
+{
+	push_marker(t, ITEM_FUNCTION, now_us);
+	px_sstate_lost(&t->state); /* a function call can do anything */
+}
+
+/* ---- backend messages --------------------------------------------------- */
+
+/* The trailing row count of a CommandComplete tag ("SELECT 5", "INSERT 0 5"). */
+static uint64_t tag_rows(const char *tag)
+{
+	const char *end = tag + strlen(tag), *p = end;
+	while (p > tag && isdigit((unsigned char)p[-1]))
+		p--;
+	return p < end && p > tag && p[-1] == ' ' ? strtoull(p, NULL, 10) : 0;
+}
+
+/* DEALLOCATE [PREPARE] name | ALL and DISCARD ALL drop prepared statements
+ * on the server, protocol-level ones included. */
+static void prepared_dropped(px_track *t, const char *sql, size_t len, const char *tag)
+{
+	if (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0) {
+		named_clear(&t->prepared);
+		t->nprepared = 0;
+		return;
+	}
+	char name[PX_SSTATE_NAME_MAX];
+	size_t end = len;
+	while (end > 0 && (isspace((unsigned char)sql[end - 1]) || sql[end - 1] == ';'))
+		end--;
+	size_t start = end;
+	bool quoted = end > 0 && sql[end - 1] == '"';
+	if (quoted) {
+		start = --end;
+		while (start > 0 && sql[start - 1] != '"')
+			start--;
+	} else {
+		while (start > 0 && !isspace((unsigned char)sql[start - 1]))
+			start--;
+	}
+	size_t n = end - start < sizeof(name) - 1 ? end - start : sizeof(name) - 1;
+	for (size_t i = 0; i < n; i++)
+		name[i] = quoted ? sql[start + i] : (char)tolower((unsigned char)sql[start + i]);
+	name[n] = '\0';
+	named_remove(&t->prepared, name, &t->nprepared);
+}
+
+static void statement_completed(px_track *t, const rw_shape *sh, const char *sql, size_t len, const char *tag)
+{
+	px_sstate_done(&t->state, sh, sql, len, tag);
+	if (strcmp(tag, "DISCARD ALL") == 0 || strncmp(tag, "DEALLOCATE", 10) == 0)
+		prepared_dropped(t, sql, len, tag);
+}
+
+/* Finish the statement at the head, if the head is a statement. */
+static void finish(px_track *t, const char *tag, bool error, uint64_t now_us)
+{
+	if (t->count == 0)
+		return;
+	px_track_item *it = at(t, 0);
+	if (it->type == ITEM_UNKNOWN) {
+		if (error)
+			px_sstate_failed(&t->state);
+		return; /* absorbs every answer of its Query */
+	}
+	if (it->type != ITEM_STMT) {
+		px_sstate_lost(&t->state); /* an answer we did not expect */
+		return;
+	}
+	if (it->an && it->an->nstmts == 0) {
+		pop(t); /* an empty statement: nothing ran */
+		return;
+	}
+	const rw_stmt *st = it->an ? &it->an->stmts[it->index] : NULL;
+	uint64_t elapsed = now_us > it->start_us ? now_us - it->start_us : 0;
+	if (t->done)
+		t->done(t->done_ctx, st, elapsed, error ? 0 : tag_rows(tag), error);
+	if (error)
+		px_sstate_failed(&t->state);
+	else if (st)
+		statement_completed(t, st->shape, it->sql ? it->sql : "", it->sql_len, tag);
+	else
+		px_sstate_lost(&t->state);
+	pop(t);
+}
+
+void px_track_complete(px_track *t, const char *tag, uint64_t now_us)
+{
+	finish(t, tag, false, now_us);
+}
+
+void px_track_empty(px_track *t, uint64_t now_us)
+{
+	/* An empty Query has no statement item: only an Execute of an empty
+	 * prepared statement does. */
+	if (t->count > 0 && at(t, 0)->type == ITEM_STMT)
+		finish(t, "", false, now_us);
+}
+
+void px_track_suspended(px_track *t, uint64_t now_us)
+{
+	finish(t, "", false, now_us);
+}
+
+void px_track_error(px_track *t, uint64_t now_us)
+{
+	if (t->count > 0 && (at(t, 0)->type == ITEM_STMT || at(t, 0)->type == ITEM_UNKNOWN))
+		finish(t, "", true, now_us);
+	else
+		px_sstate_failed(&t->state);
+}
+
+/* A write still waiting for its answer (sent after the transaction that
+ * just ended, as a pipelining client does). */
+static bool writes_queued(px_track *t)
+{
+	for (uint32_t i = 0; i < t->count; i++) {
+		const px_track_item *it = at(t, i);
+		if (it->type == ITEM_UNKNOWN)
+			return true;
+		if (it->type != ITEM_STMT)
+			continue;
+		if (!it->an || (it->an->nstmts > 0 && px_sstate_is_write(it->an->stmts[it->index].shape)))
+			return true;
+	}
+	return false;
+}
+
+void px_track_ready(px_track *t, char status)
+{
+	/* Drop what the server skipped, then the marker this answers. */
+	while (t->count > 0) {
+		item_type type = at(t, 0)->type;
+		pop(t);
+		if (type == ITEM_QUERY_END || type == ITEM_SYNC || type == ITEM_FUNCTION)
+			break;
+	}
+	if (t->count == 0 && t->overflow)
+		t->overflow = false;
+	/* Portals do not outlive their transaction. */
+	if (status == 'I') {
+		named_clear(&t->portals);
+		t->nportals = 0;
+	}
+	px_sstate_ready(&t->state, status, writes_queued(t));
+}
+
+const rw_analysis *px_track_prepared(const px_track *t, const char *name)
+{
+	px_named *const *list = &t->prepared;
+	for (; *list; list = &(*list)->next)
+		if (strcmp((*list)->name, name) == 0)
+			return (*list)->an;
+	return NULL;
+}
+
+uint32_t px_track_inflight(const px_track *t)
+{
+	return t->count;
+}
+
+void px_track_free(px_track *t)
+{
+	while (t->count > 0)
+		pop(t);
+	pf_free(t->items);
+	named_clear(&t->prepared);
+	named_clear(&t->portals);
+	px_sstate_free(&t->state);
+}

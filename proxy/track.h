@@ -1,0 +1,78 @@
+/*
+ * track.h — the statements in flight on one session, matched to the
+ * backend's answers, plus the session's prepared statements and portals.
+ *
+ * The client side feeds: px_track_query (a simple Query, already analysed),
+ * px_track_parse / _bind / _execute / _close / _sync (extended protocol),
+ * px_track_function_call.  The backend side feeds: px_track_complete
+ * (CommandComplete), px_track_empty (EmptyQueryResponse), px_track_suspended
+ * (PortalSuspended), px_track_error (ErrorResponse), px_track_ready
+ * (ReadyForQuery).  Every statement that finishes is reported once through
+ * the done callback (for per-shape statistics) and its effect on the
+ * session is applied to `state`.
+ *
+ * Memory: prepared statements keep their analysis (bounded by
+ * PX_TRACK_MAX_PREPARED; more are tracked as unknown); the queue is bounded by
+ * PX_TRACK_MAX_INFLIGHT — past it statements go untracked and the session
+ * state is marked unknown until a ReadyForQuery empties the queue.
+ */
+#ifndef PGFOLD_PROXY_TRACK_H
+#define PGFOLD_PROXY_TRACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../rewrite/analysis.h"
+#include "sstate.h"
+
+#define PX_TRACK_MAX_INFLIGHT 65536
+#define PX_TRACK_MAX_PREPARED 10000
+
+/* One finished statement: stmt is NULL when pgfold did not know what ran. */
+typedef void (*px_track_done_fn)(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, uint64_t rows, bool error);
+
+typedef struct px_track_item px_track_item;
+typedef struct px_named px_named;
+
+typedef struct px_track {
+	px_sstate state;
+	px_track_item *items; /* ring buffer */
+	uint32_t cap, head, count;
+	bool overflow;        /* items were dropped since the queue was last empty */
+	px_named *prepared;   /* name -> analysis (list; "" is the unnamed statement) */
+	px_named *portals;    /* name -> analysis + statement index */
+	uint32_t nprepared;
+	uint32_t nportals;
+	px_track_done_fn done;
+	void *done_ctx;
+} px_track;
+
+void px_track_init(px_track *t, px_track_done_fn done, void *ctx);
+void px_track_free(px_track *t);
+
+/* Client messages.  `an` may be NULL (not analysed: too large); the track
+ * takes its own reference.  text is the query string an's locations refer to. */
+void px_track_query(px_track *t, const rw_analysis *an, const char *text, uint64_t now_us);
+void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const char *text);
+void px_track_bind(px_track *t, const char *portal, const char *stmt_name);
+void px_track_execute(px_track *t, const char *portal, uint64_t now_us);
+void px_track_close(px_track *t, char kind, const char *name);
+/* A Parse / Bind pgfold could not read: forget every prepared statement /
+ * portal (their executes are then tracked as unknown). */
+void px_track_forget_prepared(px_track *t);
+void px_track_forget_portals(px_track *t);
+void px_track_sync(px_track *t);
+void px_track_function_call(px_track *t, uint64_t now_us);
+
+/* Backend messages. */
+void px_track_complete(px_track *t, const char *tag, uint64_t now_us);
+void px_track_empty(px_track *t, uint64_t now_us);
+void px_track_suspended(px_track *t, uint64_t now_us);
+void px_track_error(px_track *t, uint64_t now_us);
+void px_track_ready(px_track *t, char status);
+
+/* The analysis of a prepared statement ("" = unnamed), or NULL. */
+const rw_analysis *px_track_prepared(const px_track *t, const char *name);
+uint32_t px_track_inflight(const px_track *t);
+
+#endif /* PGFOLD_PROXY_TRACK_H */
