@@ -441,6 +441,12 @@ static double us_to_ms(uint64_t us)
 	return (double)us / 1000.0;
 }
 
+void px_qstats_set_volatility(px_qstat *st, char volatility)
+{
+	if (st)
+		st->volatility = volatility;
+}
+
 static double mean_ms(const px_qstat *st)
 {
 	return st->calls ? (double)st->total_us / (double)st->calls / 1000.0 : 0.0;
@@ -462,7 +468,11 @@ static void entry_json(pf_sb *b, const qs_entry *e)
 			pf_sb_append(b, ",");
 		pf_sb_append_json_string(b, st->tables[i]);
 	}
-	pf_sb_append(b, "]");
+	pf_sb_append(b, "],\"volatility\":");
+	pf_sb_append(b, st->volatility == 'i'   ? "\"immutable\""
+			: st->volatility == 's' ? "\"stable\""
+			: st->volatility == 'v' ? "\"volatile\""
+						: "null");
 	for (size_t i = 0; i < sizeof(counter_fields) / sizeof(counter_fields[0]); i++)
 		pf_sb_appendf(b, ",\"%s\":%" PRIu64, counter_fields[i].name, counter_value(st, i));
 	pf_sb_appendf(b, ",\"total_ms\":%.3f,\"mean_ms\":%.3f,\"max_ms\":%.3f,\"p99_ms\":%.3f}", us_to_ms(st->total_us),

@@ -63,6 +63,7 @@ typedef struct px_qstat {
 	uint64_t errors;            /* executions that ended in an ErrorResponse */
 	uint64_t total_us;          /* elapsed time, summed */
 	uint64_t max_us;            /* longest execution */
+	char volatility;            /* most volatile function called: 'i', 's', 'v'; 0 not known */
 } px_qstat;
 
 /* Counters over the life of the table: px_qstats_reset() leaves them alone,
@@ -104,6 +105,8 @@ const px_qstat *px_qstats_find(const px_qstats *qs, uint64_t fingerprint, bool u
 /* 99th percentile (nearest rank) of st's elapsed times, within ~7%; never
  * more than max_us.  0 when no calls. */
 uint64_t px_qstat_p99_us(const px_qstat *st);
+/* Record what the database says of the functions the shape calls (st NULL: no-op). */
+void px_qstats_set_volatility(px_qstat *st, char volatility);
 
 /* Drops every entry and the "evicted" shown by /queries; lifetime totals stay. */
 void px_qstats_reset(px_qstats *qs);

@@ -202,7 +202,11 @@ static void statement_done(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, 
 	px_session *s = ctx;
 	if (!stmt)
 		return;
-	px_qstats_record(px_qstats_get(s->server->qstats, stmt->shape), elapsed_us, rows, error);
+	px_qstat *qs = px_qstats_get(s->server->qstats, stmt->shape);
+	px_qstats_record(qs, elapsed_us, rows, error);
+	if (qs && s->server->volatility)
+		px_qstats_set_volatility(qs, px_volatility_of_shape(s->server->volatility, s->database, s->user,
+								    stmt->shape));
 	if (!error && stmt->shape->kind == RW_KIND_DDL)
 		s->ddl_done = true;
 }

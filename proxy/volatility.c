@@ -459,6 +459,17 @@ char px_volatility_of(px_volatility *v, const char *database, const char *client
 	return map_lookup(db->map, function);
 }
 
+char px_volatility_of_shape(px_volatility *v, const char *database, const char *client_user, const rw_shape *shape)
+{
+	char worst = 'i';
+	for (size_t i = 0; i < shape->nfunctions && worst != 'v'; i++) {
+		char c = px_volatility_of(v, database, client_user, shape->functions[i]);
+		if (c > worst) /* 'i' < 's' < 'v' */
+			worst = c;
+	}
+	return worst;
+}
+
 void px_volatility_invalidate(px_volatility *v, const char *database)
 {
 	if (!v || v->closing || !database)

@@ -43,6 +43,8 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "../rewrite/analysis.h"
+
 #include "../conf/conf.h"
 #include "admin.h"
 
@@ -63,6 +65,9 @@ void px_volatility_configure(px_volatility *v, const cf_config *cfg);
 char px_volatility_of(px_volatility *v, const char *database, const char *client_user, const char *function);
 /* The catalog of database may have changed (DDL): reload in the background.
  * Does nothing for a database not tracked yet. */
+/* The most volatile of the functions a statement calls: 'i' when it calls
+ * none, 'v' when any is unknown (same rules as px_volatility_of). */
+char px_volatility_of_shape(px_volatility *v, const char *database, const char *client_user, const rw_shape *shape);
 void px_volatility_invalidate(px_volatility *v, const char *database);
 bool px_volatility_loaded(const px_volatility *v, const char *database);
 /* How long an idle control connection stays open, and how long a database

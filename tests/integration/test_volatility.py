@@ -304,3 +304,38 @@ def test_postgres_restart(start, vpg):
         assert relay_works(proxy)
     finally:
         vpg.query("DROP FUNCTION after_restart_f()", dbname="voldb")
+
+
+def test_ddl_through_pgfold_refreshes_the_map_and_queries_show_volatility(start, vpg):
+    """A CREATE FUNCTION sent through pgfold reloads the map once it commits
+    (no refresh=1), and /queries reports each shape's most volatile function."""
+    proxy = start(control_user="ctl")
+    conn = psycopg2.connect(host="127.0.0.1", port=proxy.port, user="app", dbname="voldb", connect_timeout=10)
+    try:
+        wait_loaded(proxy)
+        loads = functions(proxy, "voldb", "now")["loads"]
+        with conn.cursor() as cur:
+            cur.execute("CREATE FUNCTION ddl_f() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 7'")
+            # not committed yet: no reload may read the catalog before the change is visible
+            assert functions(proxy, "voldb", "ddl_f")["volatility"] == "volatile"
+        conn.commit()
+        wait_loaded(proxy, min_loads=loads + 1)
+        assert functions(proxy, "voldb", "ddl_f")["volatility"] == "immutable"
+        with conn.cursor() as cur:
+            cur.execute("SELECT ddl_f(), lower('X')")
+            cur.execute("SELECT now()")
+            cur.execute("SELECT vol_f()")
+            cur.execute("SELECT 1 + 1")
+        conn.commit()
+        status, _, body = proxy.admin_get("/queries")
+        assert status == 200
+        vol = {q["query"]: q["volatility"] for q in json.loads(body)["queries"] if q["query"]}
+        assert vol["SELECT ddl_f(), lower($1)"] == "immutable"
+        assert vol["SELECT now()"] == "stable"
+        assert vol["SELECT vol_f()"] == "volatile"
+        assert vol["SELECT $1 + $2"] == "immutable"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP FUNCTION IF EXISTS ddl_f()")
+        conn.commit()
+        conn.close()

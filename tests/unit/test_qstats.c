@@ -203,7 +203,7 @@ static void test_unparsed(void **state)
 	pf_sb_init(&sb);
 	px_qstats_render_json(qs, &sb, 0);
 	assert_contains(pf_sb_str(&sb), "{\"fingerprint\":\"0000000000000000\",\"query\":null,\"kind\":\"unparsed\","
-					"\"tables\":[],\"calls\":2,\"rows\":0,\"errors\":2,");
+					"\"tables\":[],\"volatility\":null,\"calls\":2,\"rows\":0,\"errors\":2,");
 	assert_contains(pf_sb_str(&sb), "{\"fingerprint\":\"0000000000000000\",\"query\":\"SELECT $1\",\"kind\":\"read\"");
 	pf_sb_reset(&sb);
 	px_qstats_render_text(qs, &sb, 0);
@@ -483,6 +483,7 @@ static void test_json(void **state)
 	run(qs, &b, 7000, 1, false);
 	run(qs, &c, 10, 0, false);
 	run(qs, &d, 10, 0, false);
+	px_qstats_set_volatility(px_qstats_get(qs, &a), 's');
 
 	pf_sb sb;
 	pf_sb_init(&sb);
@@ -490,11 +491,11 @@ static void test_json(void **state)
 	const char *js = pf_sb_str(&sb);
 	print_message("%s\n", js);
 	const char *frag_b = "{\"fingerprint\":\"fedcba9876543210\",\"query\":\"UPDATE \\\"we\\\\ird\\\" SET note = "
-			     "$1\\n\\tWHERE id = $2 -- \\u0001\",\"kind\":\"write\",\"tables\":[],\"calls\":1,\"rows\":1,"
+			     "$1\\n\\tWHERE id = $2 -- \\u0001\",\"kind\":\"write\",\"tables\":[],\"volatility\":null,\"calls\":1,\"rows\":1,"
 			     "\"errors\":0,\"total_ms\":7.000,\"mean_ms\":7.000,\"max_ms\":7.000,\"p99_ms\":6.912}";
 	const char *frag_a = "{\"fingerprint\":\"00000000000000ab\",\"query\":\"SELECT * FROM users u, users v, "
 			     "orders WHERE u.id = $1\",\"kind\":\"read\",\"tables\":[\"public.users\",\"orders\"],"
-			     "\"calls\":3,\"rows\":15,\"errors\":1,\"total_ms\":6.000,\"mean_ms\":2.000,"
+			     "\"volatility\":\"stable\",\"calls\":3,\"rows\":15,\"errors\":1,\"total_ms\":6.000,\"mean_ms\":2.000,"
 			     "\"max_ms\":3.000,\"p99_ms\":2.944}";
 	const char *frag_d = "{\"fingerprint\":\"0000000000000004\",\"query\":\"COMMIT\",\"kind\":\"transaction\"";
 	const char *frag_c = "{\"fingerprint\":\"0000000000000005\",\"query\":\"BEGIN\",\"kind\":\"transaction\"";
