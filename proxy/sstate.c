@@ -314,19 +314,50 @@ static void transaction_done(px_sstate *st, const rw_shape *sh, const char *sql,
 
 /* RESET ALL keeps the role and session authorization (GUC_NO_RESET_ALL);
  * DISCARD ALL resets those too. */
-static void reset_all(px_sstate *st, bool discard)
+static void keep_only_roles(px_settings *s, bool discard)
 {
 	px_settings keep;
 	settings_init(&keep);
+	keep.unknown = s->unknown;
 	static const char *const kept[] = {"role", "session_authorization"};
 	for (size_t i = 0; i < 2 && !discard; i++) {
-		const char *v = settings_get(&st->cur, kept[i]);
+		const char *v = settings_get(s, kept[i]);
 		if (v)
 			settings_put(&keep, kept[i], v, strlen(v));
 	}
-	settings_free(&st->cur);
-	settings_free(&st->local);
-	st->cur = keep;
+	settings_free(s);
+	*s = keep;
+}
+
+static void reset_all(px_sstate *st, bool discard)
+{
+	keep_only_roles(&st->cur, discard);
+	keep_only_roles(&st->local, discard);
+	if (discard)
+		st->cur.unknown = false; /* DISCARD ALL: the session is as new */
+}
+
+/* A boolean setting's value in a SET statement: 1, 0, or -1 when unclear. */
+static int bool_in(const char *p, size_t len)
+{
+	static const struct {
+		const char *word;
+		int value;
+	} words[] = {{"on", 1}, {"true", 1}, {"yes", 1}, {"1", 1}, {"off", 0}, {"false", 0}, {"no", 0}, {"0", 0}};
+	/* The value follows the last '=' or " to ". */
+	size_t start = 0;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] == '=' || (i + 4 <= len && strncasecmp(p + i, " to ", 4) == 0))
+			start = i + 1;
+	while (start < len && (isspace((unsigned char)p[start]) || p[start] == '\''))
+		start++;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		size_t w = strlen(words[i].word);
+		if (start + w <= len && strncasecmp(p + start, words[i].word, w) == 0 &&
+		    (start + w == len || !isalnum((unsigned char)p[start + w])))
+			return words[i].value;
+	}
+	return -1;
 }
 
 /* Per-transaction parameters: like SET TRANSACTION, not session settings. */
@@ -341,6 +372,8 @@ static void set_done(px_sstate *st, const rw_shape *sh, const char *p, size_t le
 	if (transaction_scoped(sh->setting)) {
 		if (strcmp(sh->setting, "transaction_isolation") == 0 && !reset)
 			st->tx_isolation = isolation_in(p, len);
+		else if (strcmp(sh->setting, "transaction_read_only") == 0 && !reset)
+			st->tx_read_only = bool_in(p, len);
 		return;
 	}
 	settings_remove(&st->local, sh->setting); /* a plain SET or RESET overrides SET LOCAL */
@@ -350,6 +383,8 @@ static void set_done(px_sstate *st, const rw_shape *sh, const char *p, size_t le
 		settings_put(sh->set_local ? &st->local : &st->cur, sh->setting, p, len);
 	if (strcmp(sh->setting, "default_transaction_isolation") == 0 && !sh->set_local)
 		st->cur.default_isolation = reset ? RW_ISO_DEFAULT : isolation_in(p, len);
+	else if (strcmp(sh->setting, "default_transaction_read_only") == 0 && !sh->set_local)
+		st->cur.default_read_only = reset ? -1 : bool_in(p, len);
 }
 
 static void session_done(px_sstate *st, const rw_shape *sh, const char *sql, size_t len, const char *tag)

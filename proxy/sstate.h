@@ -21,7 +21,8 @@
  * TO SAVEPOINT restores what the savepoint saw.  When pgfold cannot follow
  * exactly (too many settings or savepoints, a statement it could not
  * analyse, set_config with a computed name), `unknown` is set and stays set
- * until a RESET ALL / DISCARD ALL: callers treat the session as unsafe.
+ * until DISCARD ALL (RESET ALL keeps the role, which an unknown statement may
+ * have set): callers treat the session as unsafe.
  */
 #ifndef PGFOLD_PROXY_SSTATE_H
 #define PGFOLD_PROXY_SSTATE_H

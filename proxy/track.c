@@ -32,10 +32,12 @@ struct px_track_item {
 	char *sql;       /* this statement's own text, kept only when it may change session state */
 	size_t sql_len;
 	uint64_t start_us;
+	bool writes;     /* counted in px_track.writes_queued */
 };
 
 struct px_named {
 	px_named *next;
+	uint64_t gen;   /* portals: end markers the client had sent before the Bind */
 	char *name;
 	rw_analysis *an;
 	uint32_t index;
@@ -83,11 +85,15 @@ static bool push(px_track *t, const px_track_item *it)
 		t->head = 0;
 	}
 	*at(t, t->count++) = *it;
+	if (it->writes)
+		t->writes_queued++;
 	return true;
 }
 
 static void pop(px_track *t)
 {
+	if (at(t, 0)->writes)
+		t->writes_queued--;
 	item_release(at(t, 0));
 	t->head = (t->head + 1) % t->cap;
 	t->count--;
@@ -126,6 +132,7 @@ static void push_stmt(px_track *t, const rw_analysis *an, uint32_t i, const char
 		it.sql_len = sql_len;
 	}
 	it.an = ref(an);
+	it.writes = px_sstate_is_write(sh);
 	if (!push(t, &it)) {
 		item_release(&it);
 		return;
@@ -136,6 +143,7 @@ static void push_stmt(px_track *t, const rw_analysis *an, uint32_t i, const char
 static void push_marker(px_track *t, item_type type, uint64_t now_us)
 {
 	px_track_item it = {.type = type, .start_us = now_us};
+	t->markers_sent++;
 	(void)push(t, &it);
 }
 
@@ -144,7 +152,7 @@ static void push_marker(px_track *t, item_type type, uint64_t now_us)
 void px_track_query(px_track *t, const rw_analysis *an, const char *text, uint64_t now_us)
 {
 	if (!an) {
-		px_track_item it = {.type = ITEM_UNKNOWN, .start_us = now_us};
+		px_track_item it = {.type = ITEM_UNKNOWN, .start_us = now_us, .writes = true};
 		if (push(t, &it))
 			px_sstate_sent(&t->state, NULL);
 	} else {
@@ -224,6 +232,7 @@ void px_track_bind(px_track *t, const char *portal, const char *stmt_name)
 		px_sstate_lost(&t->state);
 		return;
 	}
+	p->gen = t->markers_sent;
 	if (stmt && stmt->an) {
 		p->an = ref(stmt->an);
 		p->sql = stmt->sql ? pf_strdup(stmt->sql) : NULL;
@@ -391,20 +400,19 @@ void px_track_error(px_track *t, uint64_t now_us)
 		px_sstate_failed(&t->state);
 }
 
-/* A write still waiting for its answer (sent after the transaction that
- * just ended, as a pipelining client does). */
-static bool writes_queued(px_track *t)
+static void forget_old_portals(px_track *t)
 {
-	for (uint32_t i = 0; i < t->count; i++) {
-		const px_track_item *it = at(t, i);
-		if (it->type == ITEM_UNKNOWN)
-			return true;
-		if (it->type != ITEM_STMT)
-			continue;
-		if (!it->an || (it->an->nstmts > 0 && px_sstate_is_write(it->an->stmts[it->index].shape)))
-			return true;
+	px_named **link = &t->portals;
+	while (*link) {
+		px_named *n = *link;
+		if (n->gen < t->markers_answered) {
+			*link = n->next;
+			named_free(n);
+			t->nportals--;
+		} else {
+			link = &n->next;
+		}
 	}
-	return false;
 }
 
 void px_track_ready(px_track *t, char status)
@@ -418,12 +426,13 @@ void px_track_ready(px_track *t, char status)
 	}
 	if (t->count == 0 && t->overflow)
 		t->overflow = false;
-	/* Portals do not outlive their transaction. */
-	if (status == 'I') {
-		named_clear(&t->portals);
-		t->nportals = 0;
-	}
-	px_sstate_ready(&t->state, status, writes_queued(t));
+	/* Portals do not outlive their transaction: once it has ended, forget
+	 * those bound before the marker just answered (a pipelining client may
+	 * already have bound portals for its next transaction). */
+	t->markers_answered++;
+	if (status == 'I')
+		forget_old_portals(t);
+	px_sstate_ready(&t->state, status, t->writes_queued > 0);
 }
 
 const rw_analysis *px_track_prepared(const px_track *t, const char *name)

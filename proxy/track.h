@@ -14,7 +14,10 @@
  * Memory: prepared statements keep their analysis (bounded by
  * PX_TRACK_MAX_PREPARED; more are tracked as unknown); the queue is bounded by
  * PX_TRACK_MAX_INFLIGHT — past it statements go untracked and the session
- * state is marked unknown until a ReadyForQuery empties the queue.
+ * state is marked unknown (until RESET ALL / DISCARD ALL, see sstate.h).
+ * Elapsed time runs from the arrival of the client message carrying the
+ * statement (Query or Execute) to the statement's own answer; statements of
+ * one multi-statement Query all start at the Query's arrival.
  */
 #ifndef PGFOLD_PROXY_TRACK_H
 #define PGFOLD_PROXY_TRACK_H
@@ -43,6 +46,9 @@ typedef struct px_track {
 	px_named *portals;    /* name -> analysis + statement index */
 	uint32_t nprepared;
 	uint32_t nportals;
+	uint32_t writes_queued; /* queued items that may write */
+	uint64_t markers_sent;     /* end markers (Query end, Sync, FunctionCall) sent */
+	uint64_t markers_answered; /* ReadyForQuery messages seen */
 	px_track_done_fn done;
 	void *done_ctx;
 } px_track;

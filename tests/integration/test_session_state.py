@@ -300,9 +300,9 @@ def test_set_role_and_reset_role(target, proxy):
         conn.close()
 
 
-def test_bug_reset_all_keeps_role(target, proxy):
+def test_reset_all_keeps_role(target, proxy):
     """SET ROLE ss_role; RESET ALL -> PostgreSQL keeps the role (role is
-    GUC_NO_RESET_ALL); pgfold forgets it and reports no settings changed."""
+    GUC_NO_RESET_ALL).  (An earlier version forgot it.)"""
     conn = target.connect(autocommit=True)
     try:
         pid = conn.get_backend_pid()
@@ -343,21 +343,18 @@ SEARCH_PATH_SCENARIOS = [
     ("set_config", ["SELECT set_config('search_path', 'ss_a', false)", "BEGIN",
                     "SELECT set_config('search_path', 'ss_b', true)", "COMMIT"]),
     ("rollback_outside_block", ["SET search_path = ss_a; ROLLBACK", "SET search_path = ss_b", "ROLLBACK"]),
-    # pgfold disagrees with PostgreSQL (see the unit tests in test_track.c):
-    ("bug_set_before_begin_in_one_query", ["SET search_path = ss_a; BEGIN; SELECT 1/0", "ROLLBACK"]),
-    ("bug_second_begin", ["BEGIN", "SET search_path = ss_a", "BEGIN", "ROLLBACK"]),
-    ("bug_rollback_to_undoes_set_local", ["BEGIN", "SAVEPOINT s", "SET LOCAL search_path = ss_a",
-                                          "ROLLBACK TO s", "COMMIT"]),
-    ("bug_set_after_set_local", ["BEGIN", "SET LOCAL search_path = ss_a", "SET search_path = ss_b", "COMMIT"]),
-    ("bug_set_after_commit_in_failed_query", ["BEGIN; COMMIT; SET search_path = ss_a; SELECT 1/0"]),
-    # COMMIT fails (deferred foreign key): the block is rolled back, pgfold
-    # marks the session settings_unknown instead
-    ("bug_failed_commit", ["BEGIN", "SET search_path = ss_a, public", "INSERT INTO ss_child VALUES (42)",
-                           "COMMIT"]),
-    # non-ASCII savepoint names all look alike to pgfold
-    ("bug_savepoint_non_ascii_names", ["BEGIN", "SAVEPOINT café", "SET search_path = ss_a",
-                                       "SAVEPOINT thé", "SET search_path = ss_b", "ROLLBACK TO café",
-                                       "COMMIT"]),
+    # an earlier version got these wrong (see the regressions in test_track.c):
+    ("set_before_begin_in_one_query", ["SET search_path = ss_a; BEGIN; SELECT 1/0", "ROLLBACK"]),
+    ("second_begin", ["BEGIN", "SET search_path = ss_a", "BEGIN", "ROLLBACK"]),
+    ("rollback_to_undoes_set_local", ["BEGIN", "SAVEPOINT s", "SET LOCAL search_path = ss_a",
+                                      "ROLLBACK TO s", "COMMIT"]),
+    ("set_after_set_local", ["BEGIN", "SET LOCAL search_path = ss_a", "SET search_path = ss_b", "COMMIT"]),
+    ("set_after_commit_in_failed_query", ["BEGIN; COMMIT; SET search_path = ss_a; SELECT 1/0"]),
+    # COMMIT fails (deferred foreign key): the block is rolled back
+    ("failed_commit", ["BEGIN", "SET search_path = ss_a, public", "INSERT INTO ss_child VALUES (42)", "COMMIT"]),
+    # non-ASCII savepoint names
+    ("savepoint_non_ascii_names", ["BEGIN", "SAVEPOINT café", "SET search_path = ss_a", "SAVEPOINT thé",
+                                   "SET search_path = ss_b", "ROLLBACK TO café", "COMMIT"]),
 ]
 
 
@@ -405,10 +402,14 @@ ISOLATION_SCENARIOS = [
     ("default_transaction_isolation", ["SET default_transaction_isolation = 'repeatable read'", "BEGIN",
                                        "ROLLBACK", "RESET ALL"]),
     ("failed_block", ["BEGIN ISOLATION LEVEL SERIALIZABLE", "SELECT 1/0", "ROLLBACK"]),
-    ("bug_session_characteristics_inside_block",
+    ("session_characteristics_inside_block",
      ["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "BEGIN",
       "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED", "COMMIT"]),
-    ("bug_read_uncommitted", ["SET default_transaction_isolation = 'read uncommitted'"]),
+    ("read_uncommitted", ["SET default_transaction_isolation = 'read uncommitted'"]),
+    # pgfold disagrees with PostgreSQL: read_only stays -1
+    ("bug_set_transaction_read_only_guc", ["BEGIN", "SET transaction_read_only = on", "COMMIT"]),
+    ("bug_default_transaction_read_only", ["SET default_transaction_read_only = on", "BEGIN", "COMMIT",
+                                           "RESET default_transaction_read_only"]),
 ]
 
 
@@ -586,12 +587,12 @@ def test_oversized_query_is_unknown(target, proxy):
         conn.close()
 
 
-def test_bug_oversized_failed_query_clears_unknown(target, proxy):
+def test_oversized_failed_query_keeps_unknown(target, proxy):
     """An oversized Query "SET search_path = ss_a; COMMIT; SELECT 1/0": the
-    SET commits (the COMMIT ends the implicit transaction), the SELECT fails.
-    The server keeps ss_a; pgfold sees an unknown statement fail and
-    'restores' the settings from before it, clearing settings_unknown: it
-    vouches for the default search_path while the server has ss_a."""
+    SET commits (the COMMIT ends the implicit transaction), the SELECT fails;
+    the server keeps ss_a.  pgfold cannot know: it must not vouch for the
+    default search_path.  (An earlier version cleared settings_unknown when it
+    restored the failed transaction's snapshot.)"""
     conn = target.connect(autocommit=True)
     try:
         pid = conn.get_backend_pid()
@@ -643,13 +644,11 @@ def test_wire_pipelined_simple_queries(target, proxy):
         assert session_of(proxy, pid)["inflight"] == 0
 
 
-def test_bug_wire_extended_pipeline_two_syncs(target, proxy):
+def test_wire_extended_pipeline_two_syncs(target, proxy):
     """Execute SET ss_a; Sync; Execute SET ss_b; Execute SELECT 1/0; Sync, in
     one write: the first SET commits, the second is rolled back with its
-    implicit transaction, so the server has ss_a.  pgfold opens the implicit
-    transaction (and snapshots the settings) when a statement is *sent*, and
-    the first ReadyForQuery closes it before the second transaction's answers
-    arrive, so the failure restores nothing: pgfold reports ss_b."""
+    implicit transaction, so the server has ss_a.  (An earlier version,
+    tracking transactions by what was sent, reported ss_b.)"""
     from wire import bind, execute, parse, sync
     with wire_login(target) as w:
         pid = wire_pid(w)
@@ -665,28 +664,26 @@ def test_bug_wire_extended_pipeline_two_syncs(target, proxy):
         assert session_of(proxy, pid)["inflight"] == 0
 
 
-def test_bug_wire_pipelined_rollback_after_set(target, proxy):
+def test_wire_pipelined_rollback_after_set(target, proxy):
     """Query "SET search_path = ss_a" and Query "ROLLBACK" sent together: the
     SET commits in its own implicit transaction (the ROLLBACK only warns), so
-    the server keeps ss_a.  pgfold took the implicit transaction's snapshot
-    when the SET was sent and 'restores' it at the ROLLBACK: it reports the
-    default search_path while the server has ss_a."""
+    the server keeps ss_a.  (An earlier version 'restored' the default.)"""
     from wire import query
     with wire_login(target) as w:
         pid = wire_pid(w)
         w.send(query("SET search_path = ss_a") + query("ROLLBACK"))
-        first, second = w.collect(), w.collect()
+        w.collect()
+        second = w.collect()
         assert second["notices"] and second["notices"][0]["C"] == "25P01"  # no transaction in progress
         assert w.simple_query("SHOW search_path")["rows"] == [["ss_a"]]
         st = state_of(proxy, pid)
         assert effective(st, "search_path") == "SET search_path = ss_a", st
 
 
-def test_bug_wire_empty_prepared_statement(target, proxy):
+def test_wire_empty_prepared_statement(target, proxy):
     """Parse(""), Bind, Execute, Sync (pgjdbc's Connection.isValid() runs
-    prepareStatement("").executeUpdate()): an empty statement does nothing,
-    but pgfold tracks its Execute as unknown and marks the session
-    settings_unknown for good."""
+    prepareStatement("").executeUpdate()): an empty statement does nothing.
+    (An earlier version marked the session settings_unknown for good.)"""
     from wire import bind, execute, parse, sync
     with wire_login(target) as w:
         pid = wire_pid(w)
@@ -695,3 +692,42 @@ def test_bug_wire_empty_prepared_statement(target, proxy):
         assert b"I" in r["types"] and r["errors"] == []  # EmptyQueryResponse
         st = state_of(proxy, pid)
         assert st["settings_unknown"] is False, st
+
+
+def test_bug_wire_portal_bound_before_earlier_ready(target, proxy):
+    """[Parse s, Bind "" s, Execute, Sync, Bind "p" s] in one write, then,
+    once the first ReadyForQuery came back, [Execute "p", Sync]: the second
+    implicit transaction binds p before the first one's ReadyForQuery and
+    runs it after.  pgfold forgets every portal at ReadyForQuery 'I', also p,
+    so the Execute is unknown and the session is settings_unknown for good."""
+    from wire import bind, execute, parse, sync
+    with wire_login(target) as w:
+        pid = wire_pid(w)
+        w.send(parse("SELECT id FROM ss_items WHERE id = $1", name="s") + bind(["1"], statement="s") + execute()
+               + sync() + bind(["2"], portal="p", statement="s"))
+        assert w.collect()["errors"] == []
+        w.send(execute("p") + sync())
+        r = w.collect()
+        assert r["errors"] == [] and r["status"] == "I"
+        st = state_of(proxy, pid)
+        assert st["settings_unknown"] is False, st
+
+
+def test_bug_reset_all_drops_set_local_role(target, proxy):
+    """BEGIN; SET LOCAL ROLE ss_role; RESET ALL -> the server still runs as
+    ss_role until the block ends (role is GUC_NO_RESET_ALL, SET LOCAL
+    included); pgfold drops every SET LOCAL and reports no role."""
+    conn = target.connect(autocommit=True)
+    try:
+        pid = conn.get_backend_pid()
+        cur = conn.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SET LOCAL ROLE ss_role")
+        cur.execute("RESET ALL")
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == "ss_role"
+        st = state_of(proxy, pid)
+        assert effective(st, "role") is not None, st
+        cur.execute("COMMIT")
+    finally:
+        conn.close()
