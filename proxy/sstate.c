@@ -100,8 +100,7 @@ static const char *settings_get(const px_settings *s, const char *name)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* The savepoint name: the statement's last word, lower-cased unless quoted. */
-static void savepoint_name(const char *p, size_t len, char *out, size_t size)
+void px_sql_last_name(const char *p, size_t len, char *out, size_t size)
 {
 	while (len > 0 && (isspace((unsigned char)p[len - 1]) || p[len - 1] == ';'))
 		len--;
@@ -247,7 +246,7 @@ static void savepoint_push(px_sstate *st, const char *name)
 static void savepoint_op(px_sstate *st, rw_tx_op op, const char *sql, size_t len)
 {
 	char name[PX_SSTATE_NAME_MAX];
-	savepoint_name(sql, len, name, sizeof(name));
+	px_sql_last_name(sql, len, name, sizeof(name));
 	if (op == RW_TX_SAVEPOINT) {
 		savepoint_push(st, name);
 		return;

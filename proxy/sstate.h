@@ -94,6 +94,10 @@ const char *px_sstate_setting(const px_sstate *st, const char *name);
 /* True when anything was changed with SET (or the state is unknown). */
 bool px_sstate_settings_changed(const px_sstate *st);
 
+/* The name a statement ends with (SAVEPOINT s, DEALLOCATE p): its last
+ * identifier, lower-cased unless quoted, cut to size - 1 bytes. */
+void px_sql_last_name(const char *sql, size_t len, char *out, size_t size);
+
 /* JSON object describing the state, for /sessions. */
 void px_sstate_render_json(const px_sstate *st, pf_sb *sb);
 

@@ -315,23 +315,7 @@ static void prepared_dropped(px_track *t, const char *sql, size_t len, const cha
 		return;
 	}
 	char name[PX_SSTATE_NAME_MAX];
-	size_t end = len;
-	while (end > 0 && (isspace((unsigned char)sql[end - 1]) || sql[end - 1] == ';'))
-		end--;
-	size_t start = end;
-	bool quoted = end > 0 && sql[end - 1] == '"';
-	if (quoted) {
-		start = --end;
-		while (start > 0 && sql[start - 1] != '"')
-			start--;
-	} else {
-		while (start > 0 && !isspace((unsigned char)sql[start - 1]))
-			start--;
-	}
-	size_t n = end - start < sizeof(name) - 1 ? end - start : sizeof(name) - 1;
-	for (size_t i = 0; i < n; i++)
-		name[i] = quoted ? sql[start + i] : (char)tolower((unsigned char)sql[start + i]);
-	name[n] = '\0';
+	px_sql_last_name(sql, len, name, sizeof(name));
 	named_remove(&t->prepared, name, &t->nprepared);
 }
 
