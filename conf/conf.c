@@ -26,6 +26,7 @@
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/alloc.h"
 #include "../common/log.h"
@@ -37,6 +38,7 @@ typedef enum cf_type {
 	CF_T_SIZE,     /* size_t, bytes */
 	CF_T_DURATION, /* int, milliseconds */
 	CF_T_LOGLEVEL, /* int, a pf_log_level */
+	CF_T_ENUM,     /* int, the index of the value in cf_key.choices */
 	CF_T_BOOL,     /* bool */
 	CF_T_STRING,   /* char[CF_STRING_MAX + 1], may be empty */
 } cf_type;
@@ -55,6 +57,7 @@ typedef struct cf_key {
 	int64_t unit_ms;   /* DURATION: what a bare number counts */
 	int port;          /* ADDR: port when the text has none */
 	unsigned kinds;    /* ADDR: accepted ADDR_* bits */
+	const char *const *choices; /* ENUM: the values, NULL-terminated */
 	bool reloadable;   /* SIGHUP applies it; otherwise it needs a restart */
 	size_t offset;     /* of the field in cf_config */
 	const char *help;  /* one line for --help */
@@ -91,9 +94,21 @@ typedef struct cf_key {
 #define K_BOOL(key, dflt, reload, text)                                                                        \
 	{.section = "pgfold", .name = #key, .type = CF_T_BOOL, .def = dflt, .reloadable = reload,             \
 	 .offset = FIELD(key, bool), .help = text}
+/* Keys of other sections, stored in a field named differently from the key. */
+#define K_INT_F(sec, key, field, dflt, lo, hi, reload, text)                                                   \
+	{.section = sec, .name = #key, .type = CF_T_INT, .def = dflt, .min = lo, .max = hi,                   \
+	 .reloadable = reload, .offset = FIELD(field, int), .help = text}
+#define K_SIZE_F(sec, key, field, dflt, lo, hi, reload, text)                                                  \
+	{.section = sec, .name = #key, .type = CF_T_SIZE, .def = dflt, .min = lo, .max = hi,                  \
+	 .reloadable = reload, .offset = FIELD(field, size_t), .help = text}
+#define K_ENUM_F(sec, key, field, dflt, names, reload, text)                                                   \
+	{.section = sec, .name = #key, .type = CF_T_ENUM, .def = dflt, .choices = names, .reloadable = reload, \
+	 .offset = FIELD(field, int), .help = text}
 #define K_LOGLEVEL(key, dflt, reload, text)                                                                    \
 	{.section = "pgfold", .name = #key, .type = CF_T_LOGLEVEL, .def = dflt, .reloadable = reload,         \
 	 .offset = FIELD(key, int), .help = text}
+
+static const char *const nplusone_modes[] = {"off", "detect", "rewrite", NULL};
 
 static const cf_key keys[] = {
 	K_ADDR("pgfold", listen, "127.0.0.1:6432", 6432, ADDR_TCP, RESTART,
@@ -126,6 +141,16 @@ static const cf_key keys[] = {
 	K_SIZE(analysis_cache_bytes, "64MB", 0, GB, RESTART, "memory the analysis caches may account for"),
 	K_INT_IN("stats", max_shapes, "5000", 0, 1000000, RESTART,
 		 "statement shapes /queries keeps (least used evicted); 0 disables it"),
+	K_ENUM_F("nplusone", mode, nplusone_mode, "rewrite", nplusone_modes, RELOAD,
+		 "N+1 handling: off, detect (report patterns only) or rewrite (fold children into batches)"),
+	K_INT_F("nplusone", min_repeats, nplusone_min_repeats, "3", 2, 1000, RELOAD,
+		"children of one parent result that confirm a pattern"),
+	K_INT_F("nplusone", max_parent_rows, nplusone_max_parent_rows, "1000", 1, 1000000, RELOAD,
+		"rows of a result kept per session as a possible parent"),
+	K_SIZE_F("nplusone", max_parent_bytes, nplusone_max_parent_bytes, "1MB", KB, GB, RELOAD,
+		 "key values kept per session over its recent results"),
+	K_INT_F("nplusone", max_patterns, nplusone_max_patterns, "1000", 1, 1000000, RESTART,
+		"patterns kept process-wide"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
 };
@@ -281,6 +306,20 @@ static int apply_addr(cf_config *cfg, const cf_key *k, const char *text, cf_erro
 	return 0;
 }
 
+static int apply_enum(cf_config *cfg, const cf_key *k, const char *text, cf_error *why)
+{
+	for (int i = 0; k->choices[i]; i++) {
+		if (strcasecmp(k->choices[i], text) == 0) {
+			number_put(cfg, k, i);
+			return 0;
+		}
+	}
+	char list[128] = "";
+	for (int i = 0; k->choices[i]; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", k->choices[i]);
+	return cf__error_set(why, "\"%s\" is not one of %s", text, list);
+}
+
 static int apply_other(cf_config *cfg, const cf_key *k, const char *text, cf_error *why)
 {
 	if (k->type == CF_T_LOGLEVEL) {
@@ -323,6 +362,8 @@ static int key_apply(cf_config *cfg, const cf_key *k, const char *text, cf_error
 		rc = apply_addr(cfg, k, text, &why);
 	else if (k->type == CF_T_LOGLEVEL || k->type == CF_T_BOOL)
 		rc = apply_other(cfg, k, text, &why);
+	else if (k->type == CF_T_ENUM)
+		rc = apply_enum(cfg, k, text, &why);
 	else
 		rc = apply_number(cfg, k, text, &why);
 	if (rc < 0)

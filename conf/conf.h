@@ -44,6 +44,8 @@ typedef struct cf_error {
 	char message[512];
 } cf_error;
 
+typedef enum cf_nplusone_mode { CF_NPLUSONE_OFF, CF_NPLUSONE_DETECT, CF_NPLUSONE_REWRITE } cf_nplusone_mode;
+
 /* One immutable snapshot of every setting.  Durations are milliseconds. */
 typedef struct cf_config {
 	/* [pgfold] */
@@ -64,6 +66,12 @@ typedef struct cf_config {
 	bool analysis;              /* reload: analyse statements in new sessions */
 	int analysis_cache_entries; /* restart */
 	size_t analysis_cache_bytes;/* restart */
+	/* [nplusone] */
+	int nplusone_mode;          /* reload: a cf_nplusone_mode */
+	int nplusone_min_repeats;   /* reload */
+	int nplusone_max_parent_rows;     /* reload */
+	size_t nplusone_max_parent_bytes; /* reload */
+	int nplusone_max_patterns;  /* restart */
 	/* [stats] */
 	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */

@@ -299,6 +299,17 @@ int pgw_read_data_row(const uint8_t *body, size_t len, int16_t *ncolumns);
 int pgw_data_row_value(const uint8_t *body, size_t len, int16_t i, const uint8_t **value, int32_t *vlen);
 int pgw_data_row_next(pgw_reader *r, const uint8_t **value, int32_t *vlen);
 
+/*
+ * A column value in its text form, as PostgreSQL's output function would
+ * print it: text-format values are copied; binary-format values are
+ * converted for int2 (21), int4 (23), int8 (20), oid (26), text (25),
+ * varchar (1043), bpchar (1042), name (19) and uuid (2950).  *out_len gets the
+ * length; the output is NUL-terminated.  PGW_ERR_MALFORMED for a binary
+ * value of a wrong size or another type, PGW_ERR_TOO_LARGE when size is short.
+ */
+int pgw_value_text(uint32_t type_oid, int16_t format, const uint8_t *value, int32_t len, char *out, size_t size,
+		   size_t *out_len);
+
 /* ---- builders ----------------------------------------------------------- */
 
 /*

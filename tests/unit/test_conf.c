@@ -36,6 +36,7 @@ typedef struct want_config {
 	long long listen_backlog, max_client_conn, max_message_bytes, buffer_high_bytes, buffer_low_bytes;
 	long long connect_timeout_ms, client_login_timeout_ms, shutdown_timeout_ms, log_level;
 	long long analysis, analysis_cache_entries, analysis_cache_bytes, max_shapes;
+	long long np_mode, np_min_repeats, np_max_parent_rows, np_max_parent_bytes, np_max_patterns;
 } want_config;
 
 static const want_config defaults = {
@@ -58,6 +59,11 @@ static const want_config defaults = {
 	.analysis_cache_entries = 10000,
 	.analysis_cache_bytes = 64 << 20,
 	.max_shapes = 5000,
+	.np_mode = CF_NPLUSONE_REWRITE,
+	.np_min_repeats = 3,
+	.np_max_parent_rows = 1000,
+	.np_max_parent_bytes = 1 << 20,
+	.np_max_patterns = 1000,
 };
 
 static int expect_addr(const char *what, const cf_addr *got, const char *want)
@@ -109,6 +115,11 @@ static void expect_config(const cf_config *c, const want_config *w)
 		{"analysis_cache_entries", c->analysis_cache_entries, w->analysis_cache_entries},
 		{"analysis_cache_bytes", (long long)c->analysis_cache_bytes, w->analysis_cache_bytes},
 		{"max_shapes", c->max_shapes, w->max_shapes},
+		{"nplusone.mode", c->nplusone_mode, w->np_mode},
+		{"nplusone.min_repeats", c->nplusone_min_repeats, w->np_min_repeats},
+		{"nplusone.max_parent_rows", c->nplusone_max_parent_rows, w->np_max_parent_rows},
+		{"nplusone.max_parent_bytes", (long long)c->nplusone_max_parent_bytes, w->np_max_parent_bytes},
+		{"nplusone.max_patterns", c->nplusone_max_patterns, w->np_max_patterns},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		bad += expect_num(nums[i].name, nums[i].got, nums[i].want);
@@ -161,6 +172,11 @@ static const struct {
 	{"analysis", "analysis", "on", "reload"},
 	{"analysis_cache_entries", "analysis_cache_entries", "10000", "restart"},
 	{"analysis_cache_bytes", "analysis_cache_bytes", "64MB", "restart"},
+	{"nplusone.mode", "mode", "rewrite", "reload"},
+	{"nplusone.min_repeats", "min_repeats", "3", "reload"},
+	{"nplusone.max_parent_rows", "max_parent_rows", "1000", "reload"},
+	{"nplusone.max_parent_bytes", "max_parent_bytes", "1MB", "reload"},
+	{"nplusone.max_patterns", "max_patterns", "1000", "restart"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
 	{"stats.max_shapes", "max_shapes", "5000", "restart"},
 };
@@ -237,7 +253,13 @@ static const char every_key_ini[] = "; every key, none at its default\n"
 				    "[cache]\n"
 				    "redis = [::1]:6380\n"
 				    "[stats]\n"
-				    "max_shapes = 10\n";
+				    "max_shapes = 10\n"
+				    "[nplusone]\n"
+				    "mode = Detect\n"
+				    "min_repeats = 5\n"
+				    "max_parent_rows = 20\n"
+				    "max_parent_bytes = 64kB\n"
+				    "max_patterns = 7\n";
 
 static const want_config every_key_want = {
 	.listen = "0.0.0.0:7000",
@@ -259,6 +281,11 @@ static const want_config every_key_want = {
 	.analysis_cache_entries = 0,
 	.analysis_cache_bytes = 1 << 20,
 	.max_shapes = 10,
+	.np_mode = CF_NPLUSONE_DETECT,
+	.np_min_repeats = 5,
+	.np_max_parent_rows = 20,
+	.np_max_parent_bytes = 64 << 10,
+	.np_max_patterns = 7,
 };
 
 static void load_expect(const char *text, const want_config *want)
@@ -410,6 +437,11 @@ static const struct {
 	{"pgfold.analysis_cache_entries", "0"},
 	{"analysis_cache_bytes", "1MB"},
 	{"stats.max_shapes", "10"},
+	{"nplusone.mode", "detect"},
+	{"nplusone.min_repeats", "5"},
+	{"nplusone.max_parent_rows", "20"},
+	{"nplusone.max_parent_bytes", "64kB"},
+	{"nplusone.max_patterns", "7"},
 };
 
 static const struct {
@@ -428,6 +460,8 @@ static const struct {
 	{"control_user", X128, "control_user: value is longer than 127 bytes"},
 	{"control_password", X128, "control_password: value is longer than 127 bytes"},
 	{"cache.control_user", "x", "unknown key \"cache.control_user\""},
+	{"nplusone.mode", "sometimes", "nplusone.mode: \"sometimes\" is not one of off, detect, rewrite"},
+	{"nplusone.min_repeats", "1", "nplusone.min_repeats: value 1 is below the minimum 2"},
 };
 
 static void test_set(void **state)
@@ -662,7 +696,7 @@ static void test_carry_fixed(void **state)
 	for (size_t i = 0; i < sizeof(set_ok) / sizeof(set_ok[0]); i++)
 		assert_int_equal(cf_config_set(next, set_ok[i].key, set_ok[i].value, &err), 0);
 	cf_config_carry_fixed(running, next, collect, reported);
-	assert_string_equal(reported, "listen,admin,listen_backlog,analysis_cache_entries,analysis_cache_bytes,stats.max_shapes,cache.redis");
+	assert_string_equal(reported, "listen,admin,listen_backlog,analysis_cache_entries,analysis_cache_bytes,stats.max_shapes,nplusone.max_patterns,cache.redis");
 	want_config want = every_key_want; /* reloadable keys take the new value ... */
 	want.listen = defaults.listen;      /* ... restart-only keys keep the running one */
 	want.admin = defaults.admin;
@@ -671,6 +705,7 @@ static void test_carry_fixed(void **state)
 	want.analysis_cache_entries = defaults.analysis_cache_entries;
 	want.analysis_cache_bytes = defaults.analysis_cache_bytes;
 	want.max_shapes = defaults.max_shapes;
+	want.np_max_patterns = defaults.np_max_patterns;
 	expect_config(next, &want);
 	cf_config *back = cf_config_copy(running); /* a string key going back to "" is a change too */
 	cf_config_carry_fixed(next, back, collect, reported);
