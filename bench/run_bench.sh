@@ -5,19 +5,27 @@
 # <!-- /bench:passthrough --> (other sections of the file are kept).
 #
 # It starts its own PostgreSQL 15 (fsync off), PgBouncer (as the postgres user
-# when root, since PgBouncer refuses root) and pgfold (--redis off), all on
-# free loopback ports in a temp dir, loads pgbench -i -s $BENCH_SCALE, then:
+# when root, since PgBouncer refuses root) and two pgfold instances (both
+# --redis off): target `pgfold` with statement analysis on (the default) and
+# target `pgfold-raw` with --set analysis=off (pure pass-through), all on free
+# loopback ports in a temp dir, loads pgbench -i -s $BENCH_SCALE, then:
 #   throughput: pgbench -S -c 8 -j 2 -T $BENCH_SECONDS, -M simple and
 #               -M extended, targets alternating (order rotated each round),
 #               $BENCH_ROUNDS rounds, median reported;
 #   latency:    pgbench -S -c 1 -j 1 -M extended, same alternation; the added
-#               latency of pgfold and PgBouncer over direct, in µs.
+#               latency of each proxy over direct, in µs.
+# Reported ratios: pgfold (analysis on) / pgfold (analysis off) and
+# pgfold (analysis on) / PgBouncer, for tps and for added latency (issue 3:
+# on/off tps >= 0.95 and on/PgBouncer tps >= 1.0).
+# After the warm-up it checks, on each pgfold's /queries, that the analysis-on
+# instance has seen statement shapes and the analysis-off one none.
 # Everything it started is stopped on exit (trap), whatever happens.
 #
 # Environment: BENCH_SECONDS (15), BENCH_ROUNDS (3), BENCH_SCALE (10),
 # BENCH_CLIENTS (8), BENCH_THREADS (2), BENCH_MODES ("simple extended"),
-# BENCH_TARGETS ("direct pgbouncer pgfold"), BENCH_OUT (BENCHMARKS.md),
-# BENCH_PGFOLD_ARGS (extra pgfold arguments, split on spaces),
+# BENCH_TARGETS ("direct pgbouncer pgfold pgfold-raw"), BENCH_OUT
+# (BENCHMARKS.md), BENCH_PGFOLD_ARGS (extra arguments for both pgfold
+# instances, split on spaces; pgfold-raw's --set analysis=off comes last),
 # BENCH_SKIP_DEPS=1, BENCH_SKIP_BUILD=1, SRV_KEEP=1 (keep the temp dir).
 set -euo pipefail
 
@@ -32,7 +40,7 @@ BENCH_SCALE="${BENCH_SCALE:-10}"
 BENCH_CLIENTS="${BENCH_CLIENTS:-8}"
 BENCH_THREADS="${BENCH_THREADS:-2}"
 BENCH_MODES="${BENCH_MODES:-simple extended}"
-BENCH_TARGETS="${BENCH_TARGETS:-direct pgbouncer pgfold}"
+BENCH_TARGETS="${BENCH_TARGETS:-direct pgbouncer pgfold pgfold-raw}"
 BENCH_OUT="${BENCH_OUT:-$ROOT/BENCHMARKS.md}"
 read -r -a modes <<<"$BENCH_MODES"
 read -r -a targets <<<"$BENCH_TARGETS"
@@ -44,11 +52,25 @@ has_target() {
 	for t in "${targets[@]}"; do [[ "$t" == "$1" ]] && return 0; done
 	return 1
 }
+has_pgfold() { has_target pgfold || has_target pgfold-raw; }
+for t in "${targets[@]}"; do
+	case "$t" in
+	direct | pgbouncer | pgfold | pgfold-raw) ;;
+	*)
+		say "unknown target $t (known: direct pgbouncer pgfold pgfold-raw)"
+		exit 2
+		;;
+	esac
+done
+has_target direct || {
+	say "BENCH_TARGETS must include direct (the baseline)"
+	exit 2
+}
 
 if [[ "${BENCH_SKIP_DEPS:-0}" != 1 ]]; then
 	"$ROOT/scripts/install-deps.sh" >&2
 fi
-if has_target pgfold && [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+if has_pgfold && [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
 	say "make"
 	make -j"$(nproc)" all >&2
 fi
@@ -120,16 +142,27 @@ if has_target pgbouncer; then
 	pgbouncer_start "$W/pgbouncer" "${PORT[pgbouncer]}" "${PORT[direct]}"
 fi
 
-if has_target pgfold; then
-	PORT[pgfold]="$(free_port)"
+# bench_pgfold_start TARGET [ARGS...]: a pgfold instance named TARGET on its
+# own listen and admin ports, log $W/TARGET.log.
+declare -A ADMIN_URL
+bench_pgfold_start() {
+	local t=$1 admin_port
+	shift
+	PORT[$t]="$(free_port)"
 	admin_port="$(free_port)"
-	export PGFOLD_LOG="$W/pgfold.log"
-	srv_on_exit pgfold_stop
-	if ! pgfold_start --listen "127.0.0.1:${PORT[pgfold]}" --backend "127.0.0.1:${PORT[direct]}" \
-		--admin "127.0.0.1:$admin_port" --redis off "${pgfold_extra[@]}"; then
-		tail -n 30 "$PGFOLD_LOG" >&2 || true
+	srv_on_exit pgfold_stop "@$t"
+	if ! PGFOLD_LOG="$W/$t.log" pgfold_start "@$t" --listen "127.0.0.1:${PORT[$t]}" \
+		--backend "127.0.0.1:${PORT[direct]}" --admin "127.0.0.1:$admin_port" --redis off "$@"; then
+		tail -n 30 "$W/$t.log" >&2 || true
 		exit 1
 	fi
+	ADMIN_URL[$t]="${PGFOLD_ADMIN_URLS[$t]}"
+}
+if has_target pgfold; then
+	bench_pgfold_start pgfold "${pgfold_extra[@]}" --set analysis=on
+fi
+if has_target pgfold-raw; then
+	bench_pgfold_start pgfold-raw "${pgfold_extra[@]}" --set analysis=off
 fi
 
 # ---------------------------------------------------------------- load
@@ -181,6 +214,30 @@ for t in "${targets[@]}"; do
 	run_pgbench "$t" extended "$BENCH_CLIENTS" "$BENCH_THREADS" "$warm" >/dev/null
 done
 
+# Statement shapes a pgfold instance has recorded (/queries), "" if unknown.
+pgfold_shapes() {
+	/usr/bin/python3 -c '
+import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1] + "/queries?limit=1", timeout=5))["shapes"])' \
+		"${ADMIN_URL[$1]}" 2>/dev/null || true
+}
+if has_target pgfold; then
+	shapes="$(pgfold_shapes pgfold)"
+	say "pgfold (analysis on): $shapes statement shapes in /queries"
+	if ! [[ "$shapes" =~ ^[0-9]+$ ]] || ((shapes == 0)); then
+		say "pgfold with analysis on recorded no statement shapes (${shapes:-unknown}): is analysis really on?"
+		exit 1
+	fi
+fi
+if has_target pgfold-raw; then
+	shapes="$(pgfold_shapes pgfold-raw)"
+	say "pgfold (analysis off): $shapes statement shapes in /queries"
+	if [[ "$shapes" != 0 ]]; then
+		say "pgfold with analysis=off recorded statement shapes (${shapes:-unknown}): not a pass-through"
+		exit 1
+	fi
+fi
+
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 RESULTS="$W/results.tsv"
 : >"$RESULTS"
@@ -211,7 +268,7 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 pg_version="$("$BIN/postgres" --version)"
 pgbouncer_version="$(pgbouncer --version 2>/dev/null | head -n 1 || true)"
 pgfold_version=
-if has_target pgfold; then
+if has_pgfold; then
 	pgfold_version="$(timeout 5 "$PGFOLD_BIN" --version 2>/dev/null | head -n 1 || true)"
 	pgfold_version="${pgfold_version#pgfold }"
 	commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true)"
@@ -222,7 +279,8 @@ mem="$(awk '/^MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/nul
 
 env_prefix="BENCH_SECONDS=$BENCH_SECONDS BENCH_ROUNDS=$BENCH_ROUNDS"
 [[ "$BENCH_SCALE" != 10 ]] && env_prefix+=" BENCH_SCALE=$BENCH_SCALE"
-[[ "$BENCH_TARGETS" != "direct pgbouncer pgfold" ]] && env_prefix+=" BENCH_TARGETS=\"$BENCH_TARGETS\""
+[[ "$BENCH_TARGETS" != "direct pgbouncer pgfold pgfold-raw" ]] && env_prefix+=" BENCH_TARGETS='$BENCH_TARGETS'"
+[[ "$BENCH_MODES" != "simple extended" ]] && env_prefix+=" BENCH_MODES='$BENCH_MODES'"
 
 /usr/bin/python3 - "$RESULTS" "$BENCH_OUT" <<PY
 import statistics, sys, os
@@ -235,7 +293,9 @@ def vals(kind, t, m, col):
 def med(kind, t, m, col):
     v = vals(kind, t, m, col)
     return statistics.median(v) if v else None
-label = {"direct": "direct PostgreSQL", "pgbouncer": "PgBouncer (session)", "pgfold": "pgfold (--redis off)"}
+label = {"direct": "direct PostgreSQL", "pgbouncer": "PgBouncer (session)",
+         "pgfold": "pgfold (analysis on)", "pgfold-raw": "pgfold (analysis off, pass-through)"}
+ON, OFF, BNC = "pgfold (analysis on)", "pgfold (analysis off)", "pgbouncer"
 L = []
 L.append("<!-- bench:passthrough -->")
 L.append("## Pass-through benchmark (bench/run_bench.sh)")
@@ -244,8 +304,10 @@ L.append("Generated by \`make bench\`; do not edit this section by hand.")
 L.append("")
 L.append("- Date: $(date -u '+%Y-%m-%d %H:%M UTC')")
 L.append("- Machine: $(nproc) CPUs, ${model:-unknown CPU}, ${mem}, Linux $(uname -r); load average (1/5/15 min) ${load_before} before the measurements, ${load_after} after (anything else running on the machine skews the numbers)")
-L.append("- Versions: ${pg_version}; ${pgbouncer_version:-PgBouncer not run}; $("$PGBENCH" --version)" + ("; pgfold ${pgfold_version:-unknown}" if "pgfold" in targets else ""))
+L.append("- Versions: ${pg_version}; ${pgbouncer_version:-PgBouncer not run}; $("$PGBENCH" --version)" + ("; pgfold ${pgfold_version:-unknown}" if "pgfold" in targets or "pgfold-raw" in targets else ""))
 L.append("- Command: \`${env_prefix} make bench\` (bench/run_bench.sh)")
+if "pgfold" in targets or "pgfold-raw" in targets:
+    L.append("- pgfold: two instances of the same binary side by side, both \`--redis off\`: analysis on (the default: statement analysis and session tracking) and \`--set analysis=off\` (pure pass-through); checked after the warm-up: the first has statement shapes in /queries, the second none")
 L.append("- Data: \`pgbench -i -s ${BENCH_SCALE}\`; PostgreSQL 15 with fsync off, shared_buffers 512MB; everything on loopback on this one machine (clients, proxies and server share its CPUs)")
 L.append("- Throughput: \`pgbench -n -S -M MODE -c ${BENCH_CLIENTS} -j ${BENCH_THREADS} -T ${BENCH_SECONDS} -h 127.0.0.1 -p PORT -U app shop\`")
 L.append("- Latency: \`pgbench -n -S -M extended -c 1 -j 1 -T ${BENCH_SECONDS} ...\`")
@@ -264,10 +326,13 @@ L.append("")
 def ratio(a, b, m):
     x, y = med("tput", a, m, 4), med("tput", b, m, 4)
     return "%.2f" % (x / y) if x and y else "n/a"
-L.append("| mode | pgfold / pgbouncer tps | pgfold / direct tps | pgbouncer / direct tps |")
-L.append("| --- | ---: | ---: | ---: |")
+L.append("| mode | %s / %s tps | %s / %s tps | %s / %s tps | %s / direct tps | %s / direct tps | %s / direct tps |"
+         % (ON, OFF, ON, BNC, OFF, BNC, ON, OFF, BNC))
+L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for m in modes:
-    L.append("| %s | %s | %s | %s |" % (m, ratio("pgfold", "pgbouncer", m), ratio("pgfold", "direct", m), ratio("pgbouncer", "direct", m)))
+    L.append("| %s | %s | %s | %s | %s | %s | %s |" % (m, ratio("pgfold", "pgfold-raw", m), ratio("pgfold", "pgbouncer", m),
+             ratio("pgfold-raw", "pgbouncer", m), ratio("pgfold", "direct", m), ratio("pgfold-raw", "direct", m),
+             ratio("pgbouncer", "direct", m)))
 L.append("")
 L.append("### Single-client latency (-c 1, extended)")
 L.append("")
@@ -280,10 +345,27 @@ for t in targets:
     add = "-" if t == "direct" or d is None else "%+.0f" % (statistics.median(v) - d * 1000)
     L.append("| %s | %.0f | %.0f-%.0f | %s |" % (label.get(t, t), statistics.median(v), min(v), max(v), add))
 L.append("")
-def added(t):
+def added_us(t):
     x = med("lat", t, "extended", 5)
-    return "%+.0f µs" % ((x - d) * 1000) if x is not None and d is not None else "n/a"
-L.append("Added single-client latency: pgfold - direct = %s; pgbouncer - direct = %s." % (added("pgfold"), added("pgbouncer")))
+    return (x - d) * 1000 if x is not None and d is not None else None
+def added(t):
+    x = added_us(t)
+    return "%+.0f µs" % x if x is not None else "n/a"
+def added_ratio(a, b):
+    x, y = added_us(a), added_us(b)
+    # A ratio of added latencies means something only when both are positive.
+    return "%.2f" % (x / y) if x is not None and y is not None and x > 0 and y > 0 else "n/a"
+L.append("| %s / %s added latency | %s / %s added latency | %s - %s µs |" % (ON, OFF, ON, BNC, ON, OFF))
+L.append("| ---: | ---: | ---: |")
+on_off = added_us("pgfold") - added_us("pgfold-raw") if added_us("pgfold") is not None and added_us("pgfold-raw") is not None else None
+L.append("| %s | %s | %s |" % (added_ratio("pgfold", "pgfold-raw"), added_ratio("pgfold", "pgbouncer"),
+         "%+.0f" % on_off if on_off is not None else "n/a"))
+if any(x is not None and x <= 0 for x in (added_us("pgfold"), added_us("pgfold-raw"), added_us("pgbouncer"))):
+    L.append("")
+    L.append("(n/a: a ratio of added latencies needs both above 0; an added latency at or below 0 is within the noise of direct.)")
+L.append("")
+L.append("Added single-client latency: %s - direct = %s; %s - direct = %s; pgbouncer - direct = %s."
+         % (ON, added("pgfold"), OFF, added("pgfold-raw"), added("pgbouncer")))
 L.append("<!-- /bench:passthrough -->")
 section = "\n".join(L) + "\n"
 

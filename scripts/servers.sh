@@ -14,6 +14,8 @@
 #   redis_start "$SRV_WORKDIR/redis" "$(free_port)"
 #   srv_on_exit pgfold_stop
 #   PGFOLD_LOG=$SRV_WORKDIR/pgfold.log pgfold_start --listen 127.0.0.1:$p --backend 127.0.0.1:$pg_port ...
+#   srv_on_exit pgfold_stop @raw                 # a second instance, by name
+#   PGFOLD_LOG=$SRV_WORKDIR/raw.log pgfold_start @raw --listen ... --admin ... --set analysis=off
 #
 # pg_start gives: role app (password 'app'; host auth trust unless
 # PG_AUTH_HOST=md5|scram-sha-256|...), database shop owned by app, extension
@@ -404,13 +406,33 @@ _srv_split_addr() {
 	printf '%s %s\n' "$host" "$port"
 }
 
-# pgfold_start ARGS...: start build/pgfold ARGS in the background and wait
-# until GET /health answers 200 on its admin port (or, with --admin off, until
-# its listen port accepts).  Sets PGFOLD_PID, PGFOLD_LISTEN_HOST/PORT and
-# PGFOLD_ADMIN_URL ("" when admin is off).  Output goes to $PGFOLD_LOG if set.
-# Not inside $(...).
+# Several pgfold instances can run at once, each under a name: pass @NAME as
+# the first argument of pgfold_start / pgfold_stop (without it the name is
+# "default", so one-instance callers need no change).  Each instance needs its
+# own listen and admin addresses.  Per name: PGFOLD_PIDS[NAME],
+# PGFOLD_LISTEN_PORTS[NAME], PGFOLD_ADMIN_URLS[NAME].
+declare -gA PGFOLD_PIDS=() PGFOLD_LISTEN_PORTS=() PGFOLD_ADMIN_URLS=()
+
+# pgfold_start [@NAME] ARGS...: start build/pgfold ARGS in the background and
+# wait until GET /health answers 200 on its admin port (or, with --admin off,
+# until its listen port accepts).  Sets PGFOLD_PID, PGFOLD_LISTEN_HOST/PORT and
+# PGFOLD_ADMIN_URL ("" when admin is off) for the instance just started, and
+# the per-name arrays above.  Output goes to $PGFOLD_LOG if set (one file per
+# instance: PGFOLD_LOG=... pgfold_start @NAME ...).  Not inside $(...).
 pgfold_start() {
-	local listen admin host port
+	local name=default listen admin host port
+	if [[ "${1:-}" == @* ]]; then
+		name=${1#@}
+		shift
+	fi
+	if [[ -z "$name" ]]; then
+		srv_log "pgfold_start: empty instance name"
+		return 1
+	fi
+	if srv_pid_alive "${PGFOLD_PIDS[$name]:-}"; then
+		srv_log "pgfold instance $name already running (pid ${PGFOLD_PIDS[$name]})"
+		return 1
+	fi
 	if [[ ! -x "$PGFOLD_BIN" ]]; then
 		srv_log "$PGFOLD_BIN not built (run make)"
 		return 1
@@ -424,24 +446,46 @@ pgfold_start() {
 		"$PGFOLD_BIN" "$@" </dev/null &
 	fi
 	PGFOLD_PID=$!
+	PGFOLD_PIDS[$name]=$PGFOLD_PID
+	PGFOLD_LISTEN_PORTS[$name]=$PGFOLD_LISTEN_PORT
 	if [[ "${admin:-127.0.0.1:6433}" == off ]]; then
 		PGFOLD_ADMIN_URL=
+		PGFOLD_ADMIN_URLS[$name]=
 		wait_tcp "$PGFOLD_LISTEN_HOST" "$PGFOLD_LISTEN_PORT" "$SRV_TIMEOUT" "$PGFOLD_PID" || return 1
 	else
 		read -r host port < <(_srv_split_addr "${admin:-127.0.0.1:6433}")
 		[[ "$host" == *:* ]] && host="[$host]"
 		PGFOLD_ADMIN_URL="http://$host:$port"
+		PGFOLD_ADMIN_URLS[$name]=$PGFOLD_ADMIN_URL
 		wait_http "$PGFOLD_ADMIN_URL/health" "$SRV_TIMEOUT" "$PGFOLD_PID" || return 1
 	fi
-	srv_log "pgfold ready on $PGFOLD_LISTEN_HOST:$PGFOLD_LISTEN_PORT (pid $PGFOLD_PID)"
+	if [[ "$name" == default ]]; then
+		srv_log "pgfold ready on $PGFOLD_LISTEN_HOST:$PGFOLD_LISTEN_PORT (pid $PGFOLD_PID)"
+	else
+		srv_log "pgfold (instance $name) ready on $PGFOLD_LISTEN_HOST:$PGFOLD_LISTEN_PORT (pid $PGFOLD_PID)"
+	fi
 }
 
-# pgfold_stop [TIMEOUT]: SIGTERM the pgfold from pgfold_start; returns its
-# exit status (0 for a clean shutdown).  Idempotent.
+# pgfold_stop [@NAME] [TIMEOUT]: SIGTERM the pgfold instance NAME (default
+# "default") from pgfold_start; returns its exit status (0 for a clean
+# shutdown).  Idempotent.  Clears PGFOLD_PID when it was that instance's.
 pgfold_stop() {
-	local rc=0
-	[[ -n "${PGFOLD_PID:-}" ]] || return 0
-	srv_stop_pid "$PGFOLD_PID" pgfold "${1:-30}" || rc=$?
-	PGFOLD_PID=
+	local name=default rc=0 pid label=pgfold
+	if [[ "${1:-}" == @* ]]; then
+		name=${1#@}
+		shift
+	fi
+	[[ "$name" == default ]] || label="pgfold (instance $name)"
+	pid=${PGFOLD_PIDS[$name]:-}
+	# A caller may have cleared PGFOLD_PIDS but still hold PGFOLD_PID.
+	if [[ -z "$pid" && "$name" == default ]]; then
+		pid=${PGFOLD_PID:-}
+	fi
+	[[ -n "$pid" ]] || return 0
+	srv_stop_pid "$pid" "$label" "${1:-30}" || rc=$?
+	unset 'PGFOLD_PIDS[$name]'
+	if [[ "${PGFOLD_PID:-}" == "$pid" ]]; then
+		PGFOLD_PID=
+	fi
 	return "$rc"
 }
