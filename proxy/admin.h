@@ -71,6 +71,8 @@ typedef struct px_admin_info {
 	const qc_redis *redis;
 	/* Per-shape statistics: /metrics adds their totals; NULL leaves them out. */
 	const struct px_qstats *qstats;
+	/* N+1 patterns: /stats and /metrics add their totals; NULL leaves them out. */
+	const struct rw_np_registry *nplusone;
 } px_admin_info;
 
 /* Registers GET /health, /stats (JSON) and /metrics (Prometheus, pgfold_ prefix).

@@ -18,6 +18,7 @@
  */
 #include "admin.h"
 #include "qstats.h"
+#include "../rewrite/nplusone.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -111,6 +112,38 @@ static void health_handler(const px_admin_request *req, px_admin_response *resp,
 	pf_sb_append(&resp->body, "}");
 }
 
+static void nplusone_json(pf_sb *b, const px_admin_info *info)
+{
+	if (!info->nplusone)
+		return;
+	rw_np_stats st;
+	rw_np_registry_stats(info->nplusone, &st);
+	pf_sb_appendf(b,
+		      ",\"nplusone\":{\"patterns\":%zu,\"active\":%zu,\"disabled\":%zu,\"children_seen\":%" PRIu64
+		      ",\"children_served\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"statements_saved\":%" PRIu64 "}",
+		      st.patterns, st.active, st.disabled, st.children_seen, st.children_served, st.batches,
+		      st.statements_saved);
+}
+
+static void metric_append(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value);
+
+static void nplusone_metrics(pf_sb *b, const px_admin_info *info)
+{
+	if (!info->nplusone)
+		return;
+	rw_np_stats st;
+	rw_np_registry_stats(info->nplusone, &st);
+	metric_append(b, "pgfold_nplusone_patterns", "gauge", "N+1 patterns known.", st.patterns);
+	metric_append(b, "pgfold_nplusone_patterns_active", "gauge", "N+1 patterns confirmed.", st.active);
+	metric_append(b, "pgfold_nplusone_children_seen_total", "counter", "Statements matched to an N+1 pattern.",
+		      st.children_seen);
+	metric_append(b, "pgfold_nplusone_children_served_total", "counter", "N+1 children answered from a batch.",
+		      st.children_served);
+	metric_append(b, "pgfold_nplusone_batches_total", "counter", "Batched statements sent.", st.batches);
+	metric_append(b, "pgfold_nplusone_statements_saved_total", "counter", "Backend statements avoided.",
+		      st.statements_saved);
+}
+
 static void stats_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
 {
 	const px_admin_info *info = ctx;
@@ -121,6 +154,7 @@ static void stats_handler(const px_admin_request *req, px_admin_response *resp, 
 	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++)
 		pf_sb_appendf(b, ",\"%s\":%" PRIu64, stat_fields[i].name, stat_value(info->stats, &stat_fields[i]));
 	redis_json(b, info);
+	nplusone_json(b, info);
 	pf_sb_append(b, "}");
 }
 
@@ -179,6 +213,7 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 		redis_metrics(b, info);
 	if (info->qstats)
 		px_qstats_render_metrics(info->qstats, b);
+	nplusone_metrics(b, info);
 }
 
 void px_admin_add_stats_routes(px_admin *admin, const px_admin_info *info)

@@ -270,6 +270,18 @@ static void sessions_handler(const px_admin_request *req, px_admin_response *res
 	pf_sb_append(b, "]}");
 }
 
+/* GET /nplusone: every N+1 pattern seen; ?format=text for a table. */
+static void nplusone_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	px_server *server = ctx;
+	if (strstr(req->query, "format=text")) {
+		resp->content_type = "text/plain; charset=utf-8";
+		rw_np_render_text(server->np_registry, &resp->body);
+	} else {
+		rw_np_render_json(server->np_registry, &resp->body);
+	}
+}
+
 static int start_admin(px_server *server)
 {
 	const cf_addr *addr = &server->cfg->admin;
@@ -282,9 +294,11 @@ static int start_admin(px_server *server)
 	server->admin_info.accepting = accepting;
 	server->admin_info.ctx = server;
 	server->admin_info.qstats = server->qstats;
+	server->admin_info.nplusone = server->np_registry;
 	px_admin_add_stats_routes(server->admin, &server->admin_info);
 	px_qstats_add_admin_routes(server->admin, server->qstats);
 	px_admin_route(server->admin, "GET", "/sessions", sessions_handler, server);
+	px_admin_route(server->admin, "GET", "/nplusone", nplusone_handler, server);
 	int rc = px_admin_listen(server->admin, addr);
 	if (rc < 0) {
 		pf_error("could not listen on admin %s: %s", cf_addr_format(addr, where, sizeof(where)),
@@ -319,6 +333,19 @@ static void start_volatility(px_server *server)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+static rw_np_registry *nplusone_registry_new(const cf_config *cfg)
+{
+	rw_np_limits limits = {
+		.min_repeats = (unsigned)cfg->nplusone_min_repeats,
+		.max_parent_rows = (size_t)cfg->nplusone_max_parent_rows,
+		.max_parent_bytes = cfg->nplusone_max_parent_bytes,
+		.max_parents = 16, /* nested lazy loading keeps several levels alive */
+		.max_patterns = (size_t)cfg->nplusone_max_patterns,
+		.max_value_len = 64,
+	};
+	return rw_np_registry_new(&limits);
+}
+
 px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg)
 {
 	px_server *server = pf_calloc(1, sizeof(*server));
@@ -328,6 +355,7 @@ px_server *px_server_new(uv_loop_t *loop, const px_options *opts, cf_config *cfg
 	server->stats.start_time_ms = wall_clock_ms();
 	server->analyzer = rw_analyzer_new((size_t)cfg->analysis_cache_entries, cfg->analysis_cache_bytes);
 	server->qstats = px_qstats_new((size_t)cfg->max_shapes);
+	server->np_registry = nplusone_registry_new(cfg);
 	return server;
 }
 
@@ -368,6 +396,7 @@ int px_server_start(px_server *server)
 void px_server_free(px_server *server)
 {
 	px_qstats_free(server->qstats);
+	rw_np_registry_free(server->np_registry);
 	rw_analyzer_free(server->analyzer);
 	cf_config_free(server->cfg);
 	pf_free(server);

@@ -12,6 +12,7 @@
 
 #include "../cache/redis.h"
 #include "../rewrite/analysis.h"
+#include "../rewrite/nplusone.h"
 #include "qstats.h"
 #include "volatility.h"
 #include "../conf/conf.h"
@@ -38,6 +39,7 @@ struct px_server {
 	px_admin_info admin_info;
 	rw_analyzer *analyzer; /* statement analysis cache, shared by every session */
 	px_qstats *qstats;     /* per-shape statistics for /queries */
+	rw_np_registry *np_registry; /* N+1 patterns, shared by every session */
 	px_volatility *volatility; /* function volatility per database; NULL until started */
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
 	px_stats stats;

@@ -78,6 +78,7 @@ void px_session_unref(px_session *s)
 	px_peer_release(&s->client);
 	px_peer_release(&s->backend);
 	px_track_free(&s->track);
+	rw_np_session_free(s->np);
 	pf_free(s->startup_packet);
 	px_server_session_gone(s->server, s);
 	pf_free(s);
@@ -238,6 +239,8 @@ static void on_query(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	}
 	rw_analysis *an = analyze(s, sql, len);
 	px_track_query(&s->track, an, sql, now_us());
+	for (size_t i = 0; an && i < an->nstmts; i++)
+		px_np_statement(s, &an->stmts[i], sql, NULL);
 	rw_analysis_free(an);
 }
 
@@ -250,6 +253,7 @@ static void on_parse(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	}
 	rw_analysis *an = analyze(s, m.query, m.query_len);
 	px_track_parse(&s->track, m.stmt_name, an, m.query);
+	px_track_parse_types(&s->track, m.stmt_name, m.nparams, m.param_types);
 	rw_analysis_free(an);
 }
 
@@ -261,6 +265,7 @@ static void on_bind(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 		return;
 	}
 	px_track_bind(&s->track, m.portal, m.stmt_name);
+	px_track_bind_params(&s->track, m.portal, m.stmt_name, &m);
 }
 
 static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
@@ -272,6 +277,7 @@ static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_execute(body, ch->frame.body_len, &portal, &max_rows) != PGW_OK)
 		portal = "\x01"; /* no portal has this name: tracked as unknown */
 	px_track_execute(&s->track, portal, now_us());
+	px_np_statement(s, px_track_last(&s->track), NULL, portal);
 }
 
 static void on_close_message(px_session *s, const pgw_chunk *ch, const uint8_t *body)
@@ -351,6 +357,7 @@ static void on_ready_for_query(px_session *s, const uint8_t *body, size_t len)
 static void on_backend_error(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
 	s->server->stats.backend_errors++;
+	px_np_abort(s);
 	if (s->state == PX_SESSION_ACTIVE)
 		px_track_error(&s->track, now_us());
 	if (ch->kind != PGW_CHUNK_MESSAGE)
@@ -378,7 +385,18 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 	case PGW_BE_ERROR:
 		on_backend_error(s, ch, msg);
 		break;
+	case PGW_BE_ROW_DESC:
+		if (ch->kind == PGW_CHUNK_MESSAGE)
+			px_np_row_description(s, body, ch->frame.body_len);
+		break;
+	case PGW_BE_DATA_ROW:
+		if (ch->kind == PGW_CHUNK_MESSAGE)
+			px_np_data_row(s, body, ch->frame.body_len);
+		else
+			px_np_abort(s); /* a row too large to look at: not a parent */
+		break;
 	case PGW_BE_COMMAND_COMPLETE: {
+		px_np_complete(s);
 		const char *tag;
 		if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_command_complete(body, ch->frame.body_len, &tag) == PGW_OK)
 			px_track_complete(&s->track, tag, now_us());
@@ -387,6 +405,7 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 		break;
 	}
 	case PGW_BE_EMPTY_QUERY:
+		px_np_abort(s);
 		px_track_empty(&s->track, now_us());
 		break;
 	case PGW_BE_PORTAL_SUSPENDED:
@@ -690,6 +709,10 @@ static px_session *session_new(px_server *server)
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_KEY_DATA);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_ERROR);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_COMMAND_COMPLETE);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_ROW_DESC);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_DATA_ROW);
+	if (server->np_registry)
+		s->np = rw_np_session_new(server->np_registry);
 	px_track_init(&s->track, statement_done, s);
 	uv_timer_init(server->loop, &s->timer);
 	s->timer.data = s;

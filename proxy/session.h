@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "peer.h"
+#include "nplusone.h"
 #include "track.h"
 #include "server.h"
 
@@ -61,6 +62,8 @@ struct px_session {
 	bool reject_too_many;   /* accepted over max_client_conn: refuse after startup */
 	px_track track;         /* statements in flight, prepared statements, session state */
 	bool analyse;           /* analysis = on when the session started */
+	rw_np_session *np;      /* N+1 detection state; NULL when the registry is off */
+	px_np_capture np_capture;
 	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
 	px_session *prev, *next;
 };

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../common/strbuf.h"
 
 typedef enum item_type {
 	ITEM_STMT,      /* one statement: an is set, or NULL when unknown */
@@ -42,6 +43,11 @@ struct px_named {
 	rw_analysis *an;
 	uint32_t index;
 	char *sql; /* the prepared statement's text (for session-state statements) */
+	uint32_t *param_types; /* statements: OIDs from Parse (0 unspecified) */
+	int16_t nparam_types;
+	char *params;          /* portals: the bound values as text, len-prefixed; NULL when not kept */
+	size_t params_len;
+	int16_t nparams;
 };
 
 void px_track_init(px_track *t, px_track_done_fn done, void *ctx)
@@ -178,6 +184,8 @@ static void named_free(px_named *n)
 		rw_analysis_free(n->an);
 	pf_free(n->name);
 	pf_free(n->sql);
+	pf_free(n->param_types);
+	pf_free(n->params);
 	pf_free(n);
 }
 
@@ -237,6 +245,95 @@ void px_track_bind(px_track *t, const char *portal, const char *stmt_name)
 		p->an = ref(stmt->an);
 		p->sql = stmt->sql ? pf_strdup(stmt->sql) : NULL;
 	}
+}
+
+void px_track_parse_types(px_track *t, const char *name, int16_t n, const uint8_t *types)
+{
+	px_named *stmt = *named_find(&t->prepared, name);
+	if (!stmt || n <= 0)
+		return;
+	stmt->param_types = pf_calloc((size_t)n, sizeof(uint32_t));
+	for (int16_t i = 0; i < n; i++) {
+		const uint8_t *p = types + 4 * i;
+		stmt->param_types[i] = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+	}
+	stmt->nparam_types = n;
+}
+
+static int16_t be16(const uint8_t *p)
+{
+	return (int16_t)(((uint16_t)p[0] << 8) | p[1]);
+}
+
+static int32_t be32(const uint8_t *p)
+{
+	return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]);
+}
+
+/* Append parameter i's value in text form (len -1 when NULL or unknown). */
+static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m, int16_t i, const uint8_t *v,
+			 int32_t len)
+{
+	int16_t format = m->nformats == 0 ? 0 : be16(m->formats + 2 * (m->nformats == 1 ? 0 : i));
+	uint32_t type = stmt && i < stmt->nparam_types ? stmt->param_types[i] : 0;
+	char text[PX_TRACK_PARAM_TEXT_MAX];
+	size_t n = 0;
+	int32_t out_len = -1;
+	if (len >= 0 && pgw_value_text(type, format, v, len, text, sizeof(text), &n) == PGW_OK)
+		out_len = (int32_t)n;
+	pf_sb_append_n(out, (const char *)&out_len, sizeof(out_len));
+	if (out_len > 0)
+		pf_sb_append_n(out, text, (size_t)out_len);
+}
+
+void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name, const pgw_bind_msg *m)
+{
+	px_named *p = *named_find(&t->portals, portal);
+	if (!p || m->nparams <= 0)
+		return;
+	const px_named *stmt = *named_find(&t->prepared, stmt_name);
+	pf_sb out;
+	pf_sb_init(&out);
+	size_t pos = 0;
+	for (int16_t i = 0; i < m->nparams && pos + 4 <= m->params_len; i++) {
+		int32_t len = be32(m->params + pos);
+		pos += 4;
+		if (len > 0 && (size_t)len > m->params_len - pos)
+			break;
+		param_append(&out, stmt, m, i, m->params + pos, len);
+		pos += len > 0 ? (size_t)len : 0;
+		if (out.len > PX_TRACK_PARAMS_MAX)
+			break;
+	}
+	if (out.len <= PX_TRACK_PARAMS_MAX) {
+		p->params = out.data; /* owned now */
+		p->params_len = out.len;
+		p->nparams = m->nparams;
+	} else {
+		pf_sb_free(&out);
+	}
+}
+
+bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len)
+{
+	const px_named *p = *named_find((px_named **)&t->portals, portal);
+	if (!p || !p->params || n < 1 || n > p->nparams)
+		return false;
+	size_t pos = 0;
+	for (int i = 1; pos + 4 <= p->params_len; i++) {
+		int32_t l;
+		memcpy(&l, p->params + pos, sizeof(l));
+		pos += 4;
+		if (i == n) {
+			if (l < 0)
+				return false;
+			*value = p->params + pos;
+			*len = (size_t)l;
+			return true;
+		}
+		pos += l > 0 ? (size_t)l : 0;
+	}
+	return false;
 }
 
 void px_track_execute(px_track *t, const char *portal, uint64_t now_us)
@@ -426,6 +523,23 @@ const rw_analysis *px_track_prepared(const px_track *t, const char *name)
 		if (strcmp((*list)->name, name) == 0)
 			return (*list)->an;
 	return NULL;
+}
+
+static const rw_stmt *item_stmt(const px_track_item *it)
+{
+	if (it->type != ITEM_STMT || !it->an || it->an->nstmts == 0)
+		return NULL;
+	return &it->an->stmts[it->index];
+}
+
+const rw_stmt *px_track_current(const px_track *t)
+{
+	return t->count ? item_stmt(&t->items[t->head % t->cap]) : NULL;
+}
+
+const rw_stmt *px_track_last(const px_track *t)
+{
+	return t->count ? item_stmt(&t->items[(t->head + t->count - 1) % t->cap]) : NULL;
 }
 
 uint32_t px_track_inflight(const px_track *t)

@@ -25,11 +25,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../protocol/pgwire.h"
 #include "../rewrite/analysis.h"
 #include "sstate.h"
 
 #define PX_TRACK_MAX_INFLIGHT 65536
 #define PX_TRACK_MAX_PREPARED 10000
+#define PX_TRACK_PARAMS_MAX 4096      /* bound values kept per portal (text form), else none */
+#define PX_TRACK_PARAM_TEXT_MAX 256   /* longer values are not kept */
 
 /* One finished statement: stmt is NULL when pgfold did not know what ran. */
 typedef void (*px_track_done_fn)(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, uint64_t rows, bool error);
@@ -62,6 +65,16 @@ void px_track_query(px_track *t, const rw_analysis *an, const char *text, uint64
 void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const char *text);
 void px_track_bind(px_track *t, const char *portal, const char *stmt_name);
 void px_track_execute(px_track *t, const char *portal, uint64_t now_us);
+/* After px_track_parse / px_track_bind: remember the statement's parameter
+ * types, and the portal's bound values in text form (for N+1 detection). */
+void px_track_parse_types(px_track *t, const char *name, int16_t n, const uint8_t *types);
+void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name, const pgw_bind_msg *m);
+/* Parameter $n of a portal in text form; false when NULL or not kept. */
+bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len);
+/* The statement the server is answering now (head of the queue), or NULL. */
+const rw_stmt *px_track_current(const px_track *t);
+/* The statement most recently queued (tail), or NULL. */
+const rw_stmt *px_track_last(const px_track *t);
 void px_track_close(px_track *t, char kind, const char *name);
 /* A Parse / Bind pgfold could not read: forget every prepared statement /
  * portal (their executes are then tracked as unknown). */

@@ -1,0 +1,41 @@
+/*
+ * nplusone.h — the proxy's side of N+1 detection: feeding the results a
+ * session receives (RowDescription, DataRows, CommandComplete) and the
+ * statements it sends to rewrite/nplusone.h, and logging confirmed patterns.
+ * The session calls these from its relay; none of them changes what is
+ * relayed (detection only).
+ */
+#ifndef PGFOLD_PROXY_NPLUSONE_H
+#define PGFOLD_PROXY_NPLUSONE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../rewrite/analysis.h"
+#include "../rewrite/nplusone.h"
+
+typedef struct px_session px_session;
+
+#define PX_NP_MAX_COLUMNS 64 /* result columns looked at (further ones are ignored) */
+
+/* Per-session capture of the result being received. */
+typedef struct px_np_capture {
+	bool active;
+	int16_t ncolumns; /* looked-at columns */
+	uint32_t types[PX_NP_MAX_COLUMNS];
+	int16_t formats[PX_NP_MAX_COLUMNS];
+} px_np_capture;
+
+void px_np_row_description(px_session *s, const uint8_t *body, size_t len);
+void px_np_data_row(px_session *s, const uint8_t *body, size_t len);
+void px_np_complete(px_session *s);
+void px_np_abort(px_session *s);
+
+/* A statement was sent: a read may be an N+1 child; anything else ends
+ * what the session's earlier results can be parents of.  text is the query
+ * string stmt's locations refer to (NULL for an Execute); portal names the
+ * portal of an Execute (NULL for a simple Query). */
+void px_np_statement(px_session *s, const rw_stmt *stmt, const char *text, const char *portal);
+
+#endif /* PGFOLD_PROXY_NPLUSONE_H */
