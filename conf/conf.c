@@ -151,6 +151,12 @@ static const cf_key keys[] = {
 		 "key values kept per session over its recent results"),
 	K_INT_F("nplusone", max_patterns, nplusone_max_patterns, "1000", 1, 1000000, RESTART,
 		"patterns kept process-wide"),
+	K_INT_F("nplusone", batch_size, nplusone_batch_size, "500", 2, 10000, RELOAD,
+		"key values fetched by one batched statement"),
+	K_INT_F("nplusone", max_staleness_ms, nplusone_max_staleness_ms, "1000", 0, 3600000, RELOAD,
+		"how long prefetched answers may be used (outside REPEATABLE READ / SERIALIZABLE blocks)"),
+	K_SIZE_F("nplusone", max_buffer_bytes, nplusone_max_buffer_bytes, "8MB", KB, GB, RELOAD,
+		 "prefetched answers kept per session; over it children are relayed unchanged"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
 };

@@ -72,6 +72,9 @@ typedef struct cf_config {
 	int nplusone_max_parent_rows;     /* reload */
 	size_t nplusone_max_parent_bytes; /* reload */
 	int nplusone_max_patterns;  /* restart */
+	int nplusone_batch_size;    /* reload */
+	int nplusone_max_staleness_ms;    /* reload */
+	size_t nplusone_max_buffer_bytes; /* reload */
 	/* [stats] */
 	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */

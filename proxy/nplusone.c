@@ -9,10 +9,11 @@
 #include "../common/log.h"
 #include "../protocol/pgwire.h"
 #include "../rewrite/literal.h"
+#include "batcher.h"
 #include "session.h"
 #include "volatility.h"
 
-#define PX_NP_VALUE_MAX 128 /* longer values are never keys */
+#define PX_NP_VALUE_MAX PX_NP_KEY_MAX
 #define PX_NP_MAX_SLOTS 32
 
 static bool detecting(const px_session *s)
@@ -118,6 +119,12 @@ static bool slot_value(px_session *s, const rw_stmt *st, size_t k, const char *t
 	return rw_literal_text(text + v->location, (size_t)v->length, buf, size, len) == 0;
 }
 
+bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, size_t k, char *buf, size_t size,
+		       size_t *len)
+{
+	return k < stmt->shape->nslots && slot_value(s, stmt, k, text, NULL, buf, size, len);
+}
+
 static void log_confirmed(px_session *s, const rw_np_match *m)
 {
 	pf_sb line;
@@ -129,11 +136,22 @@ static void log_confirmed(px_session *s, const rw_np_match *m)
 
 void px_np_statement(px_session *s, const rw_stmt *st, const char *text, const char *portal)
 {
+	rw_np_match m;
+	px_np_statement_keys(s, st, text, portal, 0, &m);
+}
+
+void px_np_statement_keys(px_session *s, const rw_stmt *st, const char *text, const char *portal, size_t want,
+			  rw_np_match *out)
+{
+	memset(out, 0, sizeof(*out));
 	if (!detecting(s) || !st)
 		return;
 	const rw_shape *sh = st->shape;
 	if (px_sstate_is_write(sh) || sh->kind == RW_KIND_SESSION) {
-		rw_np_forget(s->np); /* a write, DDL or session change: earlier results are history */
+		/* A write, DDL or session change: earlier results are history, and
+		 * answers prefetched before it may be stale. */
+		rw_np_forget(s->np);
+		px_batch_drop_all(s);
 		return;
 	}
 	if (sh->kind != RW_KIND_READ)
@@ -150,8 +168,7 @@ void px_np_statement(px_session *s, const rw_stmt *st, const char *text, const c
 		    slot_value(s, st, k, text, portal, buf[k], sizeof(buf[k]), &lengths[k]))
 			values[k] = buf[k];
 	}
-	rw_np_match m;
-	rw_np_child(s->np, sh, values, lengths, 0, &m);
-	if (m.pattern && m.newly_active)
-		log_confirmed(s, &m);
+	rw_np_child(s->np, sh, values, lengths, want, out);
+	if (out->pattern && out->newly_active)
+		log_confirmed(s, out);
 }

@@ -18,6 +18,7 @@
 typedef struct px_session px_session;
 
 #define PX_NP_MAX_COLUMNS 64 /* result columns looked at (further ones are ignored) */
+#define PX_NP_KEY_MAX 128    /* longer values are never keys */
 
 /* Per-session capture of the result being received. */
 typedef struct px_np_capture {
@@ -37,5 +38,13 @@ void px_np_abort(px_session *s);
  * string stmt's locations refer to (NULL for an Execute); portal names the
  * portal of an Execute (NULL for a simple Query). */
 void px_np_statement(px_session *s, const rw_stmt *stmt, const char *text, const char *portal);
+/* Slot k's value in text form, as the server sees it (a literal's value, or
+ * the bound parameter of `portal`).  False when unknown or too long. */
+bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, size_t k, char *buf, size_t size,
+		       size_t *len);
+/* The same, asking for up to `want` keys to batch; *out describes the
+ * match (out->pattern NULL when the statement is no child). */
+void px_np_statement_keys(px_session *s, const rw_stmt *stmt, const char *text, const char *portal, size_t want,
+			  rw_np_match *out);
 
 #endif /* PGFOLD_PROXY_NPLUSONE_H */

@@ -77,6 +77,7 @@ void px_session_unref(px_session *s)
 		return;
 	px_peer_release(&s->client);
 	px_peer_release(&s->backend);
+	px_batch_free(s);
 	px_track_free(&s->track);
 	rw_np_session_free(s->np);
 	pf_free(s->startup_packet);
@@ -190,6 +191,7 @@ void px_session_close_if_idle(px_session *s)
 typedef enum relay_verdict {
 	RELAY_FORWARD,     /* pass it on and carry on */
 	RELAY_FORWARD_END, /* pass it on, then close the session */
+	RELAY_CONSUME,     /* pgfold answered it: do not pass it on */
 } relay_verdict;
 
 static uint64_t now_us(void)
@@ -229,19 +231,25 @@ static rw_analysis *analyze(px_session *s, const char *sql, size_t len)
 	return s->analyse ? rw_analyze(s->server->analyzer, sql, len) : NULL;
 }
 
-static void on_query(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+static relay_verdict on_query(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 {
 	const char *sql;
 	size_t len;
 	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_query(body, ch->frame.body_len, &sql, &len) != PGW_OK) {
 		px_track_query(&s->track, NULL, NULL, now_us()); /* too large to analyse */
-		return;
+		return RELAY_FORWARD;
 	}
 	rw_analysis *an = analyze(s, sql, len);
 	px_track_query(&s->track, an, sql, now_us());
-	for (size_t i = 0; an && i < an->nstmts; i++)
-		px_np_statement(s, &an->stmts[i], sql, NULL);
+	relay_verdict verdict = RELAY_FORWARD;
+	if (an && an->nstmts == 1 && s->np)
+		verdict = px_batch_query(s, an, sql, body - PGW_HEADER_LEN, ch->frame.frame_len) ? RELAY_CONSUME
+												 : RELAY_FORWARD;
+	else
+		for (size_t i = 0; an && i < an->nstmts; i++)
+			px_np_statement(s, &an->stmts[i], sql, NULL);
 	rw_analysis_free(an);
+	return verdict;
 }
 
 static void on_parse(px_session *s, const pgw_chunk *ch, const uint8_t *body)
@@ -295,8 +303,7 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 	case PGW_FE_QUERY:
 		s->server->stats.queries++;
 		s->pending_ready++;
-		on_query(s, ch, body);
-		break;
+		return on_query(s, ch, body);
 	case PGW_FE_EXECUTE:
 		on_execute(s, ch, body);
 		break;
@@ -336,9 +343,14 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 static void on_ready_for_query(px_session *s, const uint8_t *body, size_t len)
 {
 	char status;
-	if (pgw_read_ready(body, len, &status) != PGW_OK)
-		return;
+	if (pgw_read_ready(body, len, &status) == PGW_OK)
+		px_session_ready(s, status);
+}
+
+void px_session_ready(px_session *s, char status)
+{
 	s->tx_status = status;
+	px_batch_ready(s, status);
 	if (s->pending_ready > 0)
 		s->pending_ready--;
 	if (s->state == PX_SESSION_ACTIVE) {
@@ -438,24 +450,31 @@ static void protocol_violation(px_session *s, px_peer *src, int rc, const pgw_ch
 /* Frame and forward whatever src holds.  Returns false if the session closed. */
 static bool relay(px_session *s, px_peer *src, px_peer *dst)
 {
-	size_t off = 0, need = 0;
+	size_t off = 0, fwd = 0, need = 0; /* src->in[fwd, off) is still to be forwarded */
 	relay_verdict verdict = RELAY_FORWARD;
-	while (off < src->in_len && verdict == RELAY_FORWARD) {
+	while (off < src->in_len && verdict != RELAY_FORWARD_END && s->batch.phase == PX_BATCH_IDLE) {
 		pgw_chunk ch;
 		const uint8_t *at = src->in + off;
 		int rc = pgw_stream_next(&src->framer, at, src->in_len - off, &ch, &need);
 		if (rc == PGW_NEED_MORE)
 			break;
 		if (rc < 0) {
-			(void)px_peer_write(dst, src->in, off);
+			(void)px_peer_write(dst, src->in + fwd, off - fwd);
 			protocol_violation(s, src, rc, &ch, at);
 			return false;
 		}
+		verdict = RELAY_FORWARD;
 		if (ch.kind == PGW_CHUNK_MESSAGE || ch.first)
 			verdict = src == &s->client ? inspect_frontend(s, &ch, at) : inspect_backend(s, &ch, at);
+		if (verdict == RELAY_CONSUME) {
+			/* pgfold answered this one: forward what came before it, skip it */
+			if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
+				break;
+			fwd = off + ch.len;
+		}
 		off += ch.len;
 	}
-	if (off > 0 && px_peer_write(dst, src->in, off) < 0 && s->state != PX_SESSION_CLOSING) {
+	if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0 && s->state != PX_SESSION_CLOSING) {
 		px_session_close(s, "write failed", NULL, NULL);
 		return false;
 	}
@@ -471,6 +490,15 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 	const cf_config *cfg = s->server->cfg;
 	px_peer_apply_backpressure(src, dst, cfg->buffer_high_bytes, cfg->buffer_low_bytes);
 	return true;
+}
+
+void px_session_resume_client(px_session *s)
+{
+	if (s->state != PX_SESSION_ACTIVE)
+		return;
+	px_peer_set_want_read(&s->client, true);
+	if (s->client.in_len > 0)
+		relay(s, &s->client, &s->backend);
 }
 
 /* ---- startup phase ------------------------------------------------------ */
@@ -600,7 +628,9 @@ static void backend_data(px_peer *peer)
 		s->backend_answered = true;
 		start_timer(s, s->server->cfg->client_login_timeout_ms);
 	}
-	if (s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) {
+	if (s->state == PX_SESSION_ACTIVE && s->batch.phase != PX_BATCH_IDLE)
+		px_batch_backend(s); /* pgfold's own statement is being answered */
+	if ((s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) && s->batch.phase == PX_BATCH_IDLE) {
 		if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
 			px_session_close_if_idle(s);
 	} else {

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "peer.h"
+#include "batcher.h"
 #include "nplusone.h"
 #include "track.h"
 #include "server.h"
@@ -64,6 +65,7 @@ struct px_session {
 	bool analyse;           /* analysis = on when the session started */
 	rw_np_session *np;      /* N+1 detection state; NULL when the registry is off */
 	px_np_capture np_capture;
+	px_batcher batch;       /* N+1 batch in flight and prefetched answers */
 	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
 	px_session *prev, *next;
 };
@@ -86,6 +88,11 @@ void px_session_cancel_running(px_session *session);
 
 /* Send a CancelRequest for (pid, key) to target's backend; fire-and-forget. */
 void px_cancel_forward(uv_loop_t *loop, const px_session *target, uint32_t pid, uint32_t key);
+
+/* A ReadyForQuery reached the client (relayed or made by pgfold). */
+void px_session_ready(px_session *session, char status);
+/* Start reading the client again and relay what it already sent. */
+void px_session_resume_client(px_session *session);
 
 /* backend.c reports a connected backend handle: send the StartupMessage and
  * start relaying. */

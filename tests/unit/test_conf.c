@@ -177,6 +177,9 @@ static const struct {
 	{"nplusone.max_parent_rows", "max_parent_rows", "1000", "reload"},
 	{"nplusone.max_parent_bytes", "max_parent_bytes", "1MB", "reload"},
 	{"nplusone.max_patterns", "max_patterns", "1000", "restart"},
+	{"nplusone.batch_size", "batch_size", "500", "reload"},
+	{"nplusone.max_staleness_ms", "max_staleness_ms", "1000", "reload"},
+	{"nplusone.max_buffer_bytes", "max_buffer_bytes", "8MB", "reload"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
 	{"stats.max_shapes", "max_shapes", "5000", "restart"},
 };

@@ -1,0 +1,489 @@
+/*
+ * batcher.c — N+1 children answered from batches (see batcher.h).
+ *
+ * Life of a batch: px_batch_query() builds the batched statement for the
+ * child and the parent's next keys and sends it instead of the child (the
+ * client's reads pause); px_batch_backend() takes the backend's answers
+ * (nothing of them reaches the client but notifications), splitting rows by
+ * their key into groups; at its ReadyForQuery the child is answered from its
+ * group and the rest become a prefetch buffer.  If anything failed, the
+ * savepoint (inside a block) is rolled back and the child goes to the
+ * backend unchanged.
+ */
+#include "batcher.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "../common/alloc.h"
+#include "../common/log.h"
+#include "../protocol/pgwire.h"
+#include "../rewrite/batch.h"
+#include "nplusone.h"
+#include "session.h"
+
+#define SAVEPOINT "pgfold_batch_sp"
+
+static uint64_t now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/* ---- prefetch buffers ---------------------------------------------------- */
+
+static void prefetch_clear(px_prefetch *p)
+{
+	for (size_t i = 0; i < p->ngroups; i++) {
+		pf_free(p->groups[i].key);
+		pf_sb_free(&p->groups[i].rows);
+	}
+	pf_free(p->groups);
+	pf_sb_free(&p->rowdesc);
+	rw_np_pattern_unref(p->pattern);
+	memset(p, 0, sizeof(*p));
+}
+
+void px_batch_drop_all(px_session *s)
+{
+	px_batcher *b = &s->batch;
+	bool any = false;
+	for (size_t i = 0; i < PX_MAX_PREFETCH; i++) {
+		any |= b->bufs[i].pattern != NULL;
+		prefetch_clear(&b->bufs[i]);
+	}
+	b->buffered_bytes = 0;
+	if (any && s->np)
+		rw_np_reset_fetched(s->np); /* keys no longer buffered must be fetched again */
+}
+
+void px_batch_ready(px_session *s, char status)
+{
+	if (status != 'I')
+		return;
+	for (size_t i = 0; i < PX_MAX_PREFETCH; i++)
+		if (s->batch.bufs[i].in_block) {
+			px_batch_drop_all(s); /* the block ended: its snapshot is gone */
+			return;
+		}
+}
+
+void px_batch_free(px_session *s)
+{
+	px_batch_drop_all(s);
+	prefetch_clear(&s->batch.building);
+	pf_free(s->batch.child_msg);
+	s->batch.child_msg = NULL;
+}
+
+static px_prefetch *buffer_for(px_session *s, const rw_np_pattern *p)
+{
+	for (size_t i = 0; i < PX_MAX_PREFETCH; i++)
+		if (s->batch.bufs[i].pattern == p)
+			return &s->batch.bufs[i];
+	return NULL;
+}
+
+static px_group *group_for(px_prefetch *p, const char *key, size_t len)
+{
+	for (size_t i = 0; i < p->ngroups; i++)
+		if (p->groups[i].key_len == len && memcmp(p->groups[i].key, key, len) == 0)
+			return &p->groups[i];
+	return NULL;
+}
+
+static bool fresh(const px_session *s, const px_prefetch *p)
+{
+	return p->snapshot_block || now_ms() - p->created_ms <= (uint64_t)s->server->cfg->nplusone_max_staleness_ms;
+}
+
+/* ---- answering the client ------------------------------------------------ */
+
+/* RowDescription, the group's rows, CommandComplete and ReadyForQuery, as
+ * the backend would have sent them for the child alone. */
+static void answer_child(px_session *s, const px_prefetch *p, const px_group *g, char status)
+{
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_put_bytes(&out, p->rowdesc.data, p->rowdesc.len);
+	pgw_buf_put_bytes(&out, g->rows.data, g->rows.len);
+	char tag[32];
+	snprintf(tag, sizeof(tag), "SELECT %u", g->nrows);
+	pgw_buf_begin(&out, PGW_BE_COMMAND_COMPLETE);
+	pgw_buf_put_cstr(&out, tag);
+	pgw_buf_end(&out);
+	pgw_build_ready(&out, status);
+	if (pgw_buf_ok(&out))
+		(void)px_peer_write(&s->client, out.data, out.len);
+	pgw_buf_free(&out);
+	uint64_t now = uv_hrtime() / 1000u;
+	px_track_complete(&s->track, tag, now);
+	px_session_ready(s, status);
+}
+
+/* ---- building a batch ---------------------------------------------------- */
+
+static bool batching_allowed(const px_session *s)
+{
+	const px_sstate *st = &s->track.state;
+	return s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE && s->batch.phase == PX_BATCH_IDLE &&
+	       s->tx_status != 'E' && !st->cur.unknown && s->pending_ready == 1 && !s->extended_open &&
+	       px_track_inflight(&s->track) == 2; /* this Query's statement and its end marker */
+}
+
+static bool start_batch_sql(px_session *s, const rw_stmt *st, const char *sql, const rw_np_match *m, pf_sb *q)
+{
+	rw_batch_request req = {
+		.sql = sql,
+		.sql_len = strlen(sql),
+		.stmt = st,
+		.slot = m->slot,
+		.form = RW_BATCH_NONE,
+		.key_type = m->key_type,
+		.nkeys = m->nkeys,
+		.keys = m->keys,
+		.key_lengths = m->key_lengths,
+	};
+	rw_batch_layout layout;
+	bool block = s->tx_status == 'T';
+	if (block)
+		pf_sb_append(q, "SAVEPOINT " SAVEPOINT "; ");
+	size_t before = q->len;
+	if (rw_batch_build(&req, q, &layout) != 0 || q->len == before)
+		return false;
+	if (block)
+		pf_sb_append(q, "; RELEASE SAVEPOINT " SAVEPOINT);
+	s->batch.extra_columns = layout.extra_columns;
+	return true;
+}
+
+static void begin_building(px_session *s, const rw_np_match *m)
+{
+	px_prefetch *p = &s->batch.building;
+	prefetch_clear(p);
+	p->pattern = rw_np_pattern_ref(m->pattern);
+	p->created_ms = now_ms();
+	p->in_block = s->tx_status == 'T';
+	rw_isolation iso = px_sstate_isolation(&s->track.state);
+	p->snapshot_block = p->in_block && (iso == RW_ISO_REPEATABLE_READ || iso == RW_ISO_SERIALIZABLE);
+	p->groups = pf_calloc(m->nkeys, sizeof(px_group));
+	for (size_t i = 0; i < m->nkeys; i++) {
+		px_group *g = &p->groups[p->ngroups];
+		if (group_for(p, m->keys[i], m->key_lengths[i]))
+			continue; /* a repeated key */
+		g->key = pf_malloc(m->key_lengths[i] + 1);
+		memcpy(g->key, m->keys[i], m->key_lengths[i]);
+		g->key[m->key_lengths[i]] = '\0';
+		g->key_len = m->key_lengths[i];
+		pf_sb_init(&g->rows);
+		p->ngroups++;
+	}
+}
+
+static bool send_batch(px_session *s, const rw_stmt *st, const char *sql, const rw_np_match *m, const uint8_t *msg,
+		       size_t msg_len)
+{
+	pf_sb q;
+	pf_sb_init(&q);
+	if (!start_batch_sql(s, st, sql, m, &q)) {
+		pf_sb_free(&q);
+		return false;
+	}
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_begin(&out, PGW_FE_QUERY);
+	pgw_buf_put_cstr(&out, pf_sb_str(&q));
+	pgw_buf_end(&out);
+	pf_sb_free(&q);
+	bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
+	pgw_buf_free(&out);
+	if (!ok)
+		return false;
+	px_batcher *b = &s->batch;
+	begin_building(s, m);
+	b->phase = PX_BATCH_RUNNING;
+	b->failed = false;
+	b->reason[0] = '\0';
+	b->child_msg = pf_malloc(msg_len);
+	memcpy(b->child_msg, msg, msg_len);
+	b->child_len = msg_len;
+	px_peer_set_want_read(&s->client, false); /* answers come in order: wait for the batch */
+	return true;
+}
+
+bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const uint8_t *msg, size_t msg_len)
+{
+	const rw_stmt *st = &an->stmts[0];
+	bool allowed = batching_allowed(s);
+	rw_np_match m;
+	px_np_statement_keys(s, st, sql, NULL, allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);
+	if (!allowed || !m.pattern || m.status != RW_NP_ACTIVE)
+		return false;
+	px_prefetch *p = buffer_for(s, m.pattern);
+	if (m.already_fetched) {
+		char value[PX_NP_KEY_MAX];
+		size_t len;
+		px_group *g = p && fresh(s, p) && px_np_child_value(s, st, sql, m.slot, value, sizeof(value), &len)
+				      ? group_for(p, value, len)
+				      : NULL;
+		if (!g) {
+			px_batch_drop_all(s); /* stale or dropped: fetch again next time */
+			return false;
+		}
+		answer_child(s, p, g, s->tx_status);
+		rw_np_count_served(m.pattern, 1);
+		return true;
+	}
+	if (m.nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes)
+		return false;
+	if (p) { /* a new parent: its old answers go */
+		s->batch.buffered_bytes -= p->bytes;
+		prefetch_clear(p);
+	}
+	return send_batch(s, st, sql, &m, msg, msg_len);
+}
+
+/* ---- the batch's answers ------------------------------------------------- */
+
+static void fail(px_batcher *b, const char *why)
+{
+	if (!b->failed)
+		snprintf(b->reason, sizeof(b->reason), "%s", why);
+	b->failed = true;
+}
+
+/* Offset just past the first `skip` fields of a DataRow body, or 0. */
+static size_t data_row_skip(const uint8_t *body, size_t len, size_t skip)
+{
+	size_t pos = 2;
+	for (size_t i = 0; i < skip; i++) {
+		if (pos + 4 > len)
+			return 0;
+		int32_t n = (int32_t)(((uint32_t)body[pos] << 24) | ((uint32_t)body[pos + 1] << 16) |
+				      ((uint32_t)body[pos + 2] << 8) | body[pos + 3]);
+		pos += 4 + (n > 0 ? (size_t)n : 0);
+	}
+	return pos <= len ? pos : 0;
+}
+
+/* Offset just past the first `skip` columns of a RowDescription body, or 0. */
+static size_t row_desc_skip(const uint8_t *body, size_t len, size_t skip)
+{
+	size_t pos = 2;
+	for (size_t i = 0; i < skip; i++) {
+		const void *nul = pos < len ? memchr(body + pos, 0, len - pos) : NULL;
+		if (!nul)
+			return 0;
+		pos = (size_t)((const uint8_t *)nul - body) + 1 + 18;
+	}
+	return pos <= len ? pos : 0;
+}
+
+/* The message without its first `extra` fields: same type, count lowered. */
+static void strip_fields(pf_sb *out, uint8_t type, const uint8_t *body, size_t len, size_t from, size_t extra)
+{
+	int16_t n = (int16_t)(((uint16_t)body[0] << 8) | body[1]);
+	uint32_t mlen = (uint32_t)(4 + 2 + (len - from));
+	uint8_t head[7] = {type, (uint8_t)(mlen >> 24), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 8), (uint8_t)mlen,
+			   (uint8_t)((uint16_t)(n - (int16_t)extra) >> 8), (uint8_t)(n - (int16_t)extra)};
+	pf_sb_append_n(out, (const char *)head, sizeof(head));
+	pf_sb_append_n(out, (const char *)body + from, len - from);
+}
+
+static void on_row_desc(px_session *s, const uint8_t *body, size_t len)
+{
+	px_batcher *b = &s->batch;
+	size_t from = row_desc_skip(body, len, b->extra_columns);
+	if (!from) {
+		fail(b, "unexpected RowDescription");
+		return;
+	}
+	pf_sb_reset(&b->building.rowdesc);
+	strip_fields(&b->building.rowdesc, PGW_BE_ROW_DESC, body, len, from, b->extra_columns);
+}
+
+static void on_data_row(px_session *s, const uint8_t *body, size_t len)
+{
+	px_batcher *b = &s->batch;
+	px_prefetch *p = &b->building;
+	const uint8_t *key;
+	int32_t klen;
+	int16_t n;
+	size_t from = data_row_skip(body, len, b->extra_columns);
+	if (b->failed)
+		return;
+	if (!from || pgw_read_data_row(body, len, &n) != PGW_OK ||
+	    pgw_data_row_value(body, len, 0, &key, &klen) != PGW_OK || !key) {
+		fail(b, "unexpected DataRow");
+		return;
+	}
+	px_group *g = group_for(p, (const char *)key, (size_t)klen);
+	if (!g) {
+		fail(b, "a row for a key not asked for");
+		return;
+	}
+	if (g != &p->groups[0] && b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes)
+		return; /* over budget: only the child's own answer is kept (others stay unfetched) */
+	strip_fields(&g->rows, PGW_BE_DATA_ROW, body, len, from, b->extra_columns);
+	g->nrows++;
+	p->bytes += len;
+}
+
+/* The whole batch is one parent result for the next level (nested lazy
+ * loading folds level by level), seen as the child statement's result. */
+static void batch_as_parent(px_session *s, const px_prefetch *p)
+{
+	if (p->rowdesc.len < PGW_HEADER_LEN)
+		return;
+	px_np_row_description(s, (const uint8_t *)p->rowdesc.data + PGW_HEADER_LEN, p->rowdesc.len - PGW_HEADER_LEN);
+	for (size_t i = 0; i < p->ngroups; i++) {
+		const pf_sb *rows = &p->groups[i].rows;
+		for (size_t pos = 0; pos + PGW_HEADER_LEN <= rows->len;) {
+			const uint8_t *m = (const uint8_t *)rows->data + pos;
+			size_t len = ((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4];
+			px_np_data_row(s, m + PGW_HEADER_LEN, len - 4);
+			pos += 1 + len;
+		}
+	}
+	px_np_complete(s);
+}
+
+/* The batch worked: answer the child, keep the rest. */
+static void deliver(px_session *s, char status)
+{
+	px_batcher *b = &s->batch;
+	px_prefetch *p = &b->building;
+	bool over = b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes;
+	batch_as_parent(s, p);
+	answer_child(s, p, &p->groups[0], status);
+	rw_np_count_batch(p->pattern, 1, 0);
+	const char *keys[p->ngroups];
+	size_t lens[p->ngroups];
+	for (size_t i = 0; i < p->ngroups; i++) {
+		keys[i] = p->groups[i].key;
+		lens[i] = p->groups[i].key_len;
+	}
+	if (over) {
+		prefetch_clear(p);
+		return;
+	}
+	rw_np_mark_fetched(s->np, p->pattern, p->ngroups, keys, lens);
+	size_t slot = 0; /* a free slot, else the oldest buffer's */
+	for (size_t i = 0; i < PX_MAX_PREFETCH; i++) {
+		if (!b->bufs[i].pattern) {
+			slot = i;
+			break;
+		}
+		if (b->bufs[i].created_ms < b->bufs[slot].created_ms)
+			slot = i;
+	}
+	b->buffered_bytes -= b->bufs[slot].bytes;
+	prefetch_clear(&b->bufs[slot]);
+	b->bufs[slot] = *p;
+	b->buffered_bytes += p->bytes;
+	memset(p, 0, sizeof(*p));
+}
+
+/* The batch failed: undo it, then let the child through unchanged. */
+static void fall_back(px_session *s, char status)
+{
+	px_batcher *b = &s->batch;
+	if (b->phase == PX_BATCH_RUNNING) {
+		rw_np_disable(b->building.pattern, b->reason);
+		px_session_log(PF_LOG_WARN, s, "N+1 batch failed, pattern disabled: %s", b->reason);
+		if (status == 'E') { /* inside a block: the savepoint takes the batch back */
+			static const char undo[] = "ROLLBACK TO SAVEPOINT " SAVEPOINT "; RELEASE SAVEPOINT " SAVEPOINT;
+			pgw_buf out;
+			pgw_buf_init(&out, 0);
+			pgw_buf_begin(&out, PGW_FE_QUERY);
+			pgw_buf_put_cstr(&out, undo);
+			pgw_buf_end(&out);
+			b->phase = PX_BATCH_UNDOING;
+			bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
+			pgw_buf_free(&out);
+			if (ok)
+				return;
+		}
+	}
+	(void)px_peer_write(&s->backend, b->child_msg, b->child_len);
+}
+
+static void batch_done(px_session *s, char status)
+{
+	px_batcher *b = &s->batch;
+	if (b->phase == PX_BATCH_RUNNING && !b->failed) {
+		deliver(s, status);
+	} else {
+		fall_back(s, status);
+		if (b->phase == PX_BATCH_UNDOING && status == 'E')
+			return; /* wait for the rollback's answer */
+	}
+	prefetch_clear(&b->building);
+	pf_free(b->child_msg);
+	b->child_msg = NULL;
+	b->phase = PX_BATCH_IDLE;
+	px_session_resume_client(s);
+}
+
+/* One whole message of the batch's answer.  False when the batch is over. */
+static bool batch_message(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	const uint8_t *body = msg + PGW_HEADER_LEN;
+	size_t len = ch->frame.body_len;
+	switch (ch->frame.type) {
+	case PGW_BE_ROW_DESC:
+		if (s->batch.phase == PX_BATCH_RUNNING)
+			on_row_desc(s, body, len);
+		return true;
+	case PGW_BE_DATA_ROW:
+		if (s->batch.phase == PX_BATCH_RUNNING)
+			on_data_row(s, body, len);
+		return true;
+	case PGW_BE_ERROR:
+		fail(&s->batch, "the batched statement failed on the server");
+		return true;
+	case PGW_BE_NOTIFICATION:
+	case PGW_BE_PARAM_STATUS:
+		(void)px_peer_write(&s->client, msg, ch->frame.frame_len); /* the client's, not ours */
+		return true;
+	case PGW_BE_READY: {
+		char status = 'I';
+		(void)pgw_read_ready(body, len, &status);
+		batch_done(s, status);
+		return false;
+	}
+	default:
+		return true; /* CommandComplete, notices: the batch's own */
+	}
+}
+
+void px_batch_backend(px_session *s)
+{
+	px_peer *src = &s->backend;
+	size_t off = 0, need = 0;
+	while (off < src->in_len && s->batch.phase != PX_BATCH_IDLE) {
+		pgw_chunk ch;
+		int rc = pgw_stream_next(&src->framer, src->in + off, src->in_len - off, &ch, &need);
+		if (rc == PGW_NEED_MORE)
+			break;
+		if (rc < 0) {
+			px_session_close(s, "protocol violation", "08P01", "pgfold: invalid message from the backend");
+			return;
+		}
+		if (ch.kind == PGW_CHUNK_PART) {
+			if (ch.frame.type == PGW_BE_DATA_ROW)
+				fail(&s->batch, "a row too large to buffer");
+			off += ch.len;
+			continue;
+		}
+		const uint8_t *msg = src->in + off;
+		off += ch.len;
+		if (!batch_message(s, &ch, msg))
+			break;
+	}
+	px_peer_consume(src, off);
+	if (need > 0)
+		(void)px_peer_reserve(src, need);
+}

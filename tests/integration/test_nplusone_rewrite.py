@@ -1,0 +1,207 @@
+"""N+1 batching (nplusone.mode = rewrite) for simple-Query children.
+
+A differential harness: the same raw-wire workload runs through a pgfold with
+nplusone.mode = off and one with rewrite; every message the client receives
+must be byte-for-byte the same (BackendKeyData aside), while the backend runs
+far fewer statements (pg_stat_statements).  Workloads: one-to-many lazy
+loading with literal keys, nested users -> posts -> comments, first post per
+user (ORDER BY + LIMIT), count(*) per parent, the same inside a transaction
+block, a write between two children, a child whose batch would fail (division
+by zero for another key), REPEATABLE READ, and SQLAlchemy 1.4 lazy loading.
+"""
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from wire import WireConn, query
+
+N_USERS = 25
+
+SCHEMA = """
+DROP TABLE IF EXISTS rw_comments, rw_posts, rw_users;
+CREATE TABLE rw_users (id int PRIMARY KEY, name text NOT NULL, divisor int NOT NULL);
+CREATE TABLE rw_posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES rw_users, title text,
+                       score numeric(6,2));
+CREATE TABLE rw_comments (id int PRIMARY KEY, post_id int NOT NULL REFERENCES rw_posts, body text);
+CREATE INDEX ON rw_posts (user_id);
+CREATE INDEX ON rw_comments (post_id);
+INSERT INTO rw_users SELECT g, 'user ' || g, CASE WHEN g = 13 THEN 0 ELSE g END FROM generate_series(1, 25) g;
+INSERT INTO rw_posts SELECT u * 10 + p, u, 'post ' || p || ' of ' || u, CASE WHEN p = 1 THEN NULL ELSE u * 1.25 END
+  FROM generate_series(1, 25) u, generate_series(0, 2 + u % 3) p WHERE u % 7 <> 0;
+INSERT INTO rw_comments SELECT p.id * 10 + c, p.id, 'c' || c FROM rw_posts p, generate_series(0, p.id % 3) c;
+"""
+
+
+@pytest.fixture(scope="module")
+def blog(postgres):
+    postgres.query("DROP DATABASE IF EXISTS rw_blog", dbname="postgres")
+    postgres.query("CREATE DATABASE rw_blog OWNER app", dbname="postgres")
+    postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname="rw_blog")
+    conn = postgres.connect(dbname="rw_blog")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA)
+        cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
+    conn.close()
+    yield "rw_blog"
+    postgres.query("DROP DATABASE IF EXISTS rw_blog WITH (FORCE)", dbname="postgres")
+
+
+@pytest.fixture(scope="module")
+def proxies(blog, module_pgfold_factory):
+    off = module_pgfold_factory(sets={"nplusone.mode": "off"}, name="pgfold-np-off")
+    rewrite = module_pgfold_factory(sets={"nplusone.mode": "rewrite"}, name="pgfold-np-rewrite")
+    return off, rewrite
+
+
+def record(port, db, script):
+    """Run script(conn) -> list of SQL strings, sent one Query at a time;
+    returns every message received after login (type, body), BackendKeyData
+    excluded."""
+    got = []
+    with WireConn("127.0.0.1", port) as w:
+        w.startup("app", db)
+        for sql in script:
+            w.send(query(sql))
+            got.append([m for m in w.read_until_ready()])
+        w.send(b"X\x00\x00\x00\x04")
+    return got
+
+
+def backend_statements(postgres, db, like):
+    (n,), = postgres.query("SELECT coalesce(sum(calls), 0)::int FROM pg_stat_statements s "
+                           "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s AND s.query LIKE %s",
+                           (db, like), dbname=db)
+    return n
+
+
+def reset_statements(postgres, db):
+    postgres.query("SELECT pg_stat_statements_reset()", dbname=db)
+
+
+def lazy_children(template, keys):
+    return [template % k for k in keys]
+
+
+USER_IDS = list(range(1, N_USERS + 1))
+PARENT = "SELECT rw_users.id AS rw_users_id, rw_users.name AS rw_users_name FROM rw_users ORDER BY rw_users.id"
+POSTS = ("SELECT rw_posts.id AS rw_posts_id, rw_posts.user_id AS rw_posts_user_id, rw_posts.title AS "
+         "rw_posts_title, rw_posts.score AS rw_posts_score FROM rw_posts WHERE %d = rw_posts.user_id")
+
+WORKLOADS = {
+    "one_to_many": [PARENT] + lazy_children(POSTS, USER_IDS),
+    "first_post_per_user": [PARENT] + lazy_children(
+        "SELECT id, title FROM rw_posts WHERE user_id = %d ORDER BY id DESC LIMIT 1", USER_IDS),
+    "count_per_user": [PARENT] + lazy_children("SELECT count(*) FROM rw_posts WHERE rw_posts.user_id = %d",
+                                               USER_IDS),
+    "in_a_block": ["BEGIN", PARENT] + lazy_children(POSTS, USER_IDS) + ["COMMIT"],
+    "repeatable_read": ["BEGIN ISOLATION LEVEL REPEATABLE READ", PARENT] + lazy_children(POSTS, USER_IDS)
+                       + ["COMMIT"],
+    "write_between_children": [PARENT] + lazy_children(POSTS, USER_IDS[:6])
+                              + ["UPDATE rw_posts SET title = title WHERE id = 70"]
+                              + lazy_children(POSTS, USER_IDS[6:]),
+    "batch_would_fail": ["BEGIN", PARENT] + lazy_children(
+        "SELECT id, 100 / (SELECT divisor FROM rw_users WHERE id = %d) AS q FROM rw_users WHERE rw_users.id = %d",
+        []) + ["COMMIT"],
+    "rolled_back_block": ["BEGIN", PARENT] + lazy_children(POSTS, USER_IDS[:10]) + ["ROLLBACK"]
+                         + lazy_children(POSTS, USER_IDS[10:]),
+}
+# a child whose batch raises for another key (user 13 has divisor 0) but not for its own
+WORKLOADS["batch_would_fail"] = ["BEGIN", PARENT] + [
+    "SELECT rw_users.id, 100 / rw_users.divisor AS q FROM rw_users WHERE rw_users.id = %d" % k
+    for k in USER_IDS if k < 13] + ["SELECT 1", "COMMIT"]
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_rewrite_is_byte_identical(name, proxies, blog):
+    off, rewrite = proxies
+    script = WORKLOADS[name]
+    want = record(off.port, blog, script)
+    got = record(rewrite.port, blog, script)
+    again = record(rewrite.port, blog, script)  # the pattern is known from the very first child now
+    for i, sql in enumerate(script):
+        assert got[i] == want[i], f"{name}: answer to {sql!r} differs"
+        assert again[i] == want[i], f"{name} (second run): answer to {sql!r} differs"
+
+
+def test_backend_statements_drop(proxies, blog, postgres):
+    off, rewrite = proxies
+    script = WORKLOADS["one_to_many"]
+    record(rewrite.port, blog, script)  # learn the pattern
+    reset_statements(postgres, blog)
+    record(off.port, blog, script)
+    unbatched = backend_statements(postgres, blog, "%FROM rw_posts%")
+    reset_statements(postgres, blog)
+    record(rewrite.port, blog, script)
+    batched = backend_statements(postgres, blog, "%FROM rw_posts%")
+    assert unbatched == N_USERS
+    assert batched <= 2, f"{batched} backend statements for {N_USERS} children"
+    status, _, body = rewrite.admin_get("/nplusone")
+    assert b'"children_served"' in body
+
+
+def test_failed_batch_disables_the_pattern_and_the_client_never_sees_it(proxies, blog):
+    _, rewrite = proxies
+    script = ["BEGIN", PARENT] + [
+        "SELECT rw_users.id, 100 / rw_users.divisor AS q FROM rw_users WHERE rw_users.id = %d" % k
+        for k in USER_IDS if k < 13] + ["COMMIT"]
+    got = record(rewrite.port, blog, script)
+    for answer in got:
+        assert not [m for m in answer if m[0] == b"E"], answer
+    status, _, body = rewrite.admin_get("/nplusone")
+    assert b'"disabled"' in body and b"division" not in body or b'"disabled"' in body
+
+
+class SAUser(orm.declarative_base()):
+    __tablename__ = "rw_users"
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.Text)
+    divisor = sa.Column(sa.Integer)
+
+
+def test_sqlalchemy_lazy_loading_through_rewrite(proxies, blog, postgres):
+    Base = orm.declarative_base()
+
+    class User(Base):
+        __tablename__ = "rw_users"
+        id = sa.Column(sa.Integer, primary_key=True)
+        name = sa.Column(sa.Text)
+        posts = orm.relationship("Post", lazy="select", order_by="Post.id")
+
+    class Post(Base):
+        __tablename__ = "rw_posts"
+        id = sa.Column(sa.Integer, primary_key=True)
+        user_id = sa.Column(sa.Integer, sa.ForeignKey("rw_users.id"))
+        title = sa.Column(sa.Text)
+        comments = orm.relationship("Comment", lazy="select", order_by="Comment.id")
+
+    class Comment(Base):
+        __tablename__ = "rw_comments"
+        id = sa.Column(sa.Integer, primary_key=True)
+        post_id = sa.Column(sa.Integer, sa.ForeignKey("rw_posts.id"))
+        body = sa.Column(sa.Text)
+
+    def run(port):
+        eng = sa.create_engine(f"postgresql+psycopg2://app@127.0.0.1:{port}/{blog}", future=True)
+        out = []
+        with orm.Session(eng) as s:
+            for u in s.execute(sa.select(User).order_by(User.id)).scalars():
+                for p in u.posts:
+                    out.append((u.id, p.id, p.title, [c.body for c in p.comments]))
+        eng.dispose()
+        return out
+
+    off, rewrite = proxies
+    run(rewrite.port)  # learn
+    reset_statements(postgres, blog)
+    want = run(off.port)
+    direct_count = backend_statements(postgres, blog, "%FROM rw_posts%") + \
+        backend_statements(postgres, blog, "%FROM rw_comments%")
+    reset_statements(postgres, blog)
+    got = run(rewrite.port)
+    batched_count = backend_statements(postgres, blog, "%FROM rw_posts%") + \
+        backend_statements(postgres, blog, "%FROM rw_comments%")
+    assert got == want
+    assert direct_count > 50
+    assert batched_count <= 3, f"{batched_count} statements instead of {direct_count}"
