@@ -42,6 +42,7 @@ static void prefetch_clear(px_prefetch *p)
 	}
 	pf_free(p->groups);
 	pf_sb_free(&p->rowdesc);
+	pf_sb_free(&p->child_text);
 	rw_np_pattern_unref(p->pattern);
 	memset(p, 0, sizeof(*p));
 }
@@ -97,6 +98,26 @@ static px_group *group_for(px_prefetch *p, const char *key, size_t len)
 static bool fresh(const px_session *s, const px_prefetch *p)
 {
 	return p->snapshot_block || now_ms() - p->created_ms <= (uint64_t)s->server->cfg->nplusone_max_staleness_ms;
+}
+
+/* The statement's text with the key slot's bytes replaced by one marker. */
+static void text_without_key(pf_sb *out, const rw_stmt *st, const char *sql, size_t slot)
+{
+	const rw_value *v = &st->values[slot];
+	pf_sb_append_n(out, sql + st->location, (size_t)(v->location - st->location));
+	pf_sb_append_n(out, "\x01", 1);
+	size_t after = (size_t)(v->location + v->length);
+	pf_sb_append_n(out, sql + after, (size_t)(st->location + st->length) - after);
+}
+
+static bool same_child(const px_prefetch *p, const rw_stmt *st, const char *sql, size_t slot)
+{
+	pf_sb t;
+	pf_sb_init(&t);
+	text_without_key(&t, st, sql, slot);
+	bool same = t.len == p->child_text.len && memcmp(pf_sb_str(&t), pf_sb_str(&p->child_text), t.len) == 0;
+	pf_sb_free(&t);
+	return same;
 }
 
 /* ---- answering the client ------------------------------------------------ */
@@ -159,10 +180,11 @@ static bool start_batch_sql(px_session *s, const rw_stmt *st, const char *sql, c
 	return true;
 }
 
-static void begin_building(px_session *s, const rw_np_match *m)
+static void begin_building(px_session *s, const rw_np_match *m, const rw_stmt *st, const char *sql)
 {
 	px_prefetch *p = &s->batch.building;
 	prefetch_clear(p);
+	text_without_key(&p->child_text, st, sql, m->slot);
 	p->pattern = rw_np_pattern_ref(m->pattern);
 	p->created_ms = now_ms();
 	p->in_block = s->tx_status == 'T';
@@ -202,7 +224,7 @@ static bool send_batch(px_session *s, const rw_stmt *st, const char *sql, const 
 	if (!ok)
 		return false;
 	px_batcher *b = &s->batch;
-	begin_building(s, m);
+	begin_building(s, m, st, sql);
 	b->phase = PX_BATCH_RUNNING;
 	b->failed = false;
 	b->reason[0] = '\0';
@@ -225,6 +247,8 @@ bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const
 	if (m.already_fetched) {
 		char value[PX_NP_KEY_MAX];
 		size_t len;
+		if (p && !same_child(p, st, sql, m.slot))
+			return false; /* same shape, other literals: not what was fetched */
 		px_group *g = p && fresh(s, p) && px_np_child_value(s, st, sql, m.slot, value, sizeof(value), &len)
 				      ? group_for(p, value, len)
 				      : NULL;

@@ -42,6 +42,9 @@ typedef struct px_prefetch {
 	bool in_block;          /* built inside a transaction block: dies with it */
 	bool snapshot_block;    /* ... a REPEATABLE READ / SERIALIZABLE one: no staleness limit */
 	pf_sb rowdesc;          /* the child's RowDescription */
+	pf_sb child_text;       /* the batched child's text with its key left out: a later
+	                           child is answered from here only when its text is equal
+	                           but for the key (other literals may differ in one shape) */
 	size_t ngroups;
 	px_group *groups;       /* one per key, in key order */
 	size_t bytes;

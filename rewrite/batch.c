@@ -683,7 +683,7 @@ static int locate_key(const child_text *c, const PgQuery__Node *where, int start
 	if (first < 0 || end <= start || end > c->len)
 		return -1;
 	long last = first;
-	while (c->tok[last].end < end)
+	while ((size_t)last < c->ntok && c->tok[last].end < end)
 		last = tok_next(c, last);
 	if ((size_t)last >= c->ntok || c->tok[last].end != end)
 		return -1;

@@ -5,8 +5,8 @@
  * again with libpg_query (once per batch) to find the exact bytes to change.
  *
  * Forms (issue 4), with the child  SELECT <targets> FROM ... WHERE ... col = v ...
- *   IN       plain filters (no LIMIT/OFFSET, ORDER BY, GROUP BY, aggregate,
- *            DISTINCT, window function):
+ *   IN       plain filters on one table (no join; no LIMIT/OFFSET, ORDER BY,
+ *            GROUP BY, aggregate, DISTINCT, window function):
  *              SELECT <col>::<t> AS pgfold_key, <targets> FROM ... WHERE ... <col> IN (v1, v2, ...) ...
  *            <col> is the column reference as written, <t> bigint / uuid / text;
  *            each vi is the child's own value expression with the key in it
@@ -14,7 +14,8 @@
  *            rows of different keys are interleaved.
  *   LATERAL  everything else that is still a pure function of v (ORDER BY,
  *            LIMIT/OFFSET, aggregates like count(*) per parent, DISTINCT,
- *            window functions), and IN children whose IN form would not be exact:
+ *            window functions, joins), and IN children whose IN form would not
+ *            be exact:
  *              SELECT pgfold_k.pgfold_key, pgfold_s.*
  *              FROM (VALUES ('k1', 1), ('k2', 2), ...) AS pgfold_k(pgfold_key, pgfold_ord)
  *              CROSS JOIN LATERAL (SELECT row_number() OVER () AS pgfold_row, pgfold_c.*
@@ -49,8 +50,16 @@
  * the batch's RowDescription (minus the extra columns) and SELECT 0.  Keys
  * are deduplicated (byte-equal texts); the rows of a duplicate are its first
  * occurrence's.  Row order: LATERAL and EXISTS keep the child's own order per
- * key exactly; the IN form is only used for children without ORDER BY, whose
- * row order is the plan's in both cases.
+ * key exactly (ties under its ORDER BY included, as long as PostgreSQL plans
+ * the per-key subquery as it plans the child: it did for every child of the
+ * integration test).  The IN form is only used for single-table children
+ * without ORDER BY, whose row order SQL leaves to the plan: seq, bitmap and
+ * btree index scans all return one key's rows in heap order, so the batch
+ * matches the child whenever both plans scan one of these ways (a
+ * synchronized seq scan of a table over a quarter of shared_buffers may start
+ * mid-table — for the child alone too).  Joins go LATERAL because a many-key
+ * IN plans the join differently (seen on PG 15: a many-to-many lazy load's
+ * rows came back in another order under IN).
  *
  * Exactness of the key substitution (never a wrong answer; a batch that
  * fails on the server is safe: the proxy falls back to the child):
@@ -71,8 +80,9 @@
  *                 compare differently from text, so the batch is refused unless
  *                 the proxy supplies the column's type (pg_attribute).
  * IN is chosen only where splitting by <col>::<t> is exact: integer keys
- * (canonical: no sign but '-', no leading zero) compared as numbers or as an
- * int2/int4/int8 parameter (t = bigint); canonical uuid keys (lower-case,
+ * (canonical: no sign but '-', no leading zero) compared as numbers, as an
+ * int2/int4/int8 parameter or as a bare string with an integer key_type
+ * (t = bigint); canonical uuid keys (lower-case,
  * 8-4-4-4-12) with uuid key type (t = uuid); text/varchar keys from a
  * text/varchar parameter, or a bare string against a column_type of text or
  * varchar (t = text); the operator token is '=' and a $n key appears once.
@@ -116,9 +126,11 @@ const char *rw_batch_form_name(rw_batch_form form); /* "none", "in", "lateral", 
  * READ only; never with FOR UPDATE/SHARE, a set operation, a CTE, a temp
  * table, SELECT INTO; the slot must be a top-level `column = value` of a
  * known table (rel_index >= 0) — or the key of a SELECT EXISTS(...) child
- * (EXISTS, found by parsing shape->normalized).  IN when no LIMIT, OFFSET,
- * ORDER BY, GROUP BY, aggregate, DISTINCT or window function appears
- * anywhere; LATERAL otherwise.  Volatility is the caller's to check. */
+ * (EXISTS, found by parsing shape->normalized: some tens of µs, so decide
+ * once per pattern, not per child).  IN when the child reads one relation
+ * and no LIMIT, OFFSET, ORDER BY, GROUP BY, aggregate, DISTINCT or window
+ * function appears anywhere; LATERAL otherwise.  Volatility is the caller's
+ * to check. */
 rw_batch_form rw_batch_form_for(const rw_shape *child, size_t slot);
 
 /* SQL type name for a key type OID: int2 "smallint", int4 "integer", int8
