@@ -10,6 +10,8 @@
  */
 #include "strmap.h"
 
+#include "hash.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -32,15 +34,7 @@ struct pf_strmap {
 
 static uint64_t hash_bytes(const char *s, size_t len)
 {
-	uint64_t h = UINT64_C(14695981039346656037);
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= UINT64_C(1099511628211);
-	}
-	h ^= h >> 33;
-	h *= UINT64_C(0xff51afd7ed558ccd);
-	h ^= h >> 33;
-	return h;
+	return pf_hash_bytes(s, len);
 }
 
 pf_strmap *pf_strmap_new(void)

@@ -11,6 +11,8 @@
  */
 #include "nplusone_int.h"
 
+#include "../common/hash.h"
+
 #include <string.h>
 
 #include "../common/alloc.h"
@@ -19,15 +21,7 @@
 
 uint64_t np_hash(const char *s, size_t len)
 {
-	uint64_t h = UINT64_C(14695981039346656037);
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= UINT64_C(1099511628211);
-	}
-	h ^= h >> 33;
-	h *= UINT64_C(0xff51afd7ed558ccd);
-	h ^= h >> 33;
-	return h;
+	return pf_hash_bytes(s, len);
 }
 
 const char *np_values_at(const np_values *v, size_t i, size_t *len)
