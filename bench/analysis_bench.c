@@ -1,9 +1,12 @@
 /*
  * analysis_bench.c — what statement analysis costs per statement on this
  * machine: exact-text cache hit, shape hit (same statement, new literals:
- * scanned, not parsed) and full parse (a shape never seen), for statements
- * as pgbench, Django and SQLAlchemy send them.  Prints a Markdown table;
- * bench/run_analysis_bench.sh puts it in BENCHMARKS.md.
+ * not parsed; by fastscan key when rewrite/fastscan.h handles the text, else
+ * with pg_query_scan) and full parse (a shape never seen), for statements as
+ * pgbench, Django and SQLAlchemy send them.  Prints a Markdown table;
+ * bench/run_analysis_bench.sh puts it in BENCHMARKS.md.  The last row's
+ * literal is negative, which fastscan leaves to pg_query_scan: it shows the
+ * shape hit without the fast path.
  *
  *   build/bench/analysis_bench [iterations]
  */
@@ -27,6 +30,8 @@ static const sample samples[] = {
 	 "SELECT posts.id AS posts_id, posts.user_id AS posts_user_id, posts.title AS posts_title, "
 	 "posts.body AS posts_body, posts.created_at AS posts_created_at FROM posts WHERE %d = posts.user_id"},
 	{"SQLAlchemy UPDATE", "UPDATE users SET name='user %d', updated_at=now() WHERE users.id = 17"},
+	{"pgbench UPDATE, negative delta (pg_query_scan)",
+	 "UPDATE pgbench_accounts SET abalance = abalance + -%d WHERE aid = 4242;"},
 };
 
 static double now_s(void)
@@ -77,9 +82,9 @@ int main(int argc, char **argv)
 		rw_analyzer_stats st;
 		rw_analyzer_stats_get(a, &st);
 		printf("| %s | %.2f | %.2f | %.1f |\n", samples[i].name, hit, shape, full);
-		fprintf(stderr, "%s: text_hits=%llu shape_hits=%llu full_parses=%llu\n", samples[i].name,
+		fprintf(stderr, "%s: text_hits=%llu shape_hits=%llu (fast %llu) full_parses=%llu\n", samples[i].name,
 			(unsigned long long)st.text_hits, (unsigned long long)st.shape_hits,
-			(unsigned long long)st.full_parses);
+			(unsigned long long)st.fast_hits, (unsigned long long)st.full_parses);
 		rw_analyzer_free(a);
 	}
 	return 0;

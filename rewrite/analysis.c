@@ -1,13 +1,20 @@
 /*
- * analysis.c — rw_analyze(): the three paths and the two caches.
+ * analysis.c — rw_analyze(): the paths and the caches.
  *
  *   text hit    the exact text is in the text cache: return its analysis
  *               (reference counted; nothing else runs)
+ *   fast hit    fastscan.h handles the text (one statement, token forms it
+ *               lexes exactly) and its key is in the fast-key table
+ *               (analysis_fast.c): the shape plus fastscan's slot locations
  *   shape hit   pg_query_scan, split at top-level ';', and every statement's
  *               token key is in the shape table: the analysis is the shapes
  *               plus this text's value locations, read off the tokens
  *   full parse  otherwise: pg_query_parse_protobuf, and a new shape for each
  *               statement whose key is unknown (analysis_shape.c)
+ *
+ * A fast hit counts as a shape hit (and as a fast hit).  After a shape hit
+ * or full parse of a text fastscan handled, its shape is entered under the
+ * text's fast key when the two views agree exactly (rw_fast_learn).
  *
  * The parser's statement boundaries are checked against the ';' split; when
  * they differ (a BEGIN ATOMIC body holds ';') the parser's win and none of
@@ -43,6 +50,7 @@ typedef struct text_entry {
 struct rw_analyzer {
 	rw_lru texts;  /* text_entry */
 	rw_lru shapes; /* rw_shape_obj, keyed by token key */
+	rw_fast fast;  /* shapes by fastscan key */
 	rw_analyzer_stats st;
 	uint64_t seed;
 	/* scratch, reused from call to call */
@@ -59,7 +67,8 @@ rw_analyzer *rw_analyzer_new(size_t max_entries, size_t max_bytes)
 {
 	rw_analyzer *a = pf_calloc(1, sizeof *a);
 	rw_lru_init(&a->texts, max_entries, max_bytes / 2);
-	rw_lru_init(&a->shapes, max_entries, max_bytes / 2);
+	rw_lru_init(&a->shapes, max_entries, max_bytes / 4);
+	rw_fast_init(&a->fast, max_entries, max_bytes / 4);
 	a->seed = (uint64_t)(uintptr_t)a * 0x9e3779b97f4a7c15ULL;
 	return a;
 }
@@ -300,7 +309,30 @@ static rw_analysis_obj *full_parse(rw_analyzer *a, size_t len)
 
 /* ---- rw_analyze ---------------------------------------------------------- */
 
-static rw_analysis_obj *analyze_new_text(rw_analyzer *a, const char *sql, size_t len)
+/* The shape of the text rw_fast_find just scanned, with its slots. */
+static rw_analysis_obj *fast_hit(rw_analyzer *a, rw_shape_obj *sh)
+{
+	const rw_fastscan *fs = &a->fast.fs; /* fs->nslots == sh->pub.nslots (rw_fast_find) */
+	size_t off_stmt = (sizeof(rw_analysis_obj) + alignof(rw_stmt) - 1) & ~(alignof(rw_stmt) - 1);
+	size_t off_values = (off_stmt + sizeof(rw_stmt) + alignof(rw_value) - 1) & ~(alignof(rw_value) - 1);
+	size_t size = off_values + fs->nslots * sizeof(rw_value);
+	char *block = pf_malloc(size);
+	rw_analysis_obj *an = (rw_analysis_obj *)(void *)block;
+	rw_stmt *stmt = (rw_stmt *)(void *)(block + off_stmt);
+	rw_value *values = (rw_value *)(void *)(block + off_values);
+	for (size_t i = 0; i < fs->nslots; i++)
+		values[i] = (rw_value){.location = fs->slots[i].location, .length = fs->slots[i].length};
+	rw_shape_ref(sh);
+	if (rw_lru_linked(&sh->node))
+		rw_lru_touch(&a->shapes, &sh->node); /* in use: keep it in the shape table too */
+	*stmt = (rw_stmt){.shape = &sh->pub, .location = fs->stmt_location, .length = fs->stmt_length, .values = values};
+	*an = (rw_analysis_obj){.pub = {.nstmts = 1, .stmts = stmt}, .refs = 1, .bytes = size};
+	a->st.shape_hits++;
+	a->st.fast_hits++;
+	return an;
+}
+
+static rw_analysis_obj *analyze_slow(rw_analyzer *a, const char *sql, size_t len)
 {
 	if (len > INT32_MAX / 2)
 		return unparsed(a, 0, pf_strdup("query string too long to analyse"));
@@ -320,6 +352,23 @@ static rw_analysis_obj *analyze_new_text(rw_analyzer *a, const char *sql, size_t
 	rw_analysis_obj *an = assemble(&a->scan, a->found);
 	drop_found(a, a->scan.npiece);
 	a->st.shape_hits++;
+	return an;
+}
+
+static rw_analysis_obj *analyze_new_text(rw_analyzer *a, const char *sql, size_t len)
+{
+	bool scanned = false;
+	if (rw_fast_enabled(&a->fast)) {
+		rw_shape_obj *sh = rw_fast_find(&a->fast, sql, len, a->seed);
+		if (sh)
+			return fast_hit(a, sh);
+		scanned = a->fast.status == RW_FS_OK;
+	}
+	rw_analysis_obj *an = analyze_slow(a, sql, len);
+	if (scanned && an->pub.nstmts == 1 && !an->pub.error) {
+		rw_shape_obj *sh = (rw_shape_obj *)(void *)(uintptr_t)an->pub.stmts[0].shape;
+		a->st.evictions += rw_fast_learn(&a->fast, &an->pub.stmts[0], sh);
+	}
 	return an;
 }
 
@@ -372,6 +421,7 @@ void rw_analyzer_free(rw_analyzer *a)
 	}
 	while ((n = rw_lru_pop(&a->shapes)))
 		rw_shape_unref(CONTAINER(n, rw_shape_obj, node));
+	rw_fast_destroy(&a->fast);
 	rw_lru_destroy(&a->texts);
 	rw_lru_destroy(&a->shapes);
 	rw_scan_free(&a->scan);
@@ -386,7 +436,8 @@ void rw_analyzer_stats_get(const rw_analyzer *a, rw_analyzer_stats *out)
 	*out = a->st;
 	out->entries = a->texts.count;
 	out->shapes = a->shapes.count;
-	out->bytes = a->texts.bytes + a->shapes.bytes;
+	out->fast_keys = a->fast.lru.count;
+	out->bytes = a->texts.bytes + a->shapes.bytes + a->fast.lru.bytes;
 }
 
 /* ---- names --------------------------------------------------------------- */

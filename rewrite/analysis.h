@@ -16,9 +16,17 @@
  * scanner's token stream with only the literal tokens (ICONST FCONST SCONST
  * BCONST XCONST USCONST) masked — keywords, identifiers, operators and $n stay,
  * comments and white space are dropped (shape hit: one pg_query_scan, no
- * parse); only a new shape pays a full parse.  Two texts share a shape only
- * when their token streams are equal but for literal values, so the grammar
- * gives them the same tree; a shape whose facts depend on a literal's
+ * parse); only a new shape pays a full parse.  Before pg_query_scan, a
+ * single statement made only of the common token forms (names, quoted
+ * names, operators, integers, decimals, '...' strings without backslashes,
+ * $n, comments) is lexed by pgfold's own exact lexer (fastscan.h) and looked
+ * up in a third table by that lexer's key (fast hit: well under a
+ * microsecond); a shape enters that table only after the slow path analysed
+ * a text with that key and the two views of it agreed exactly
+ * (analysis_fast.c).  Two texts share a shape only when their token streams
+ * are equal but for literal values (and, by fastscan key, the case of
+ * unquoted names, which PostgreSQL folds), so the grammar gives them the
+ * same tree; a shape whose facts depend on a literal's
  * contents (set_config('name', ...), EXPLAIN (ANALYZE 'off')) is never put in
  * the shape table.  A shape hit does not re-check literal contents: a text
  * PostgreSQL rejects only for a literal's value (U&'\zzzz', float(99)) gets its
@@ -33,7 +41,7 @@
  *   rw_analyzer_new / rw_analyzer_free
  *   rw_analyze()            a query string (one or more statements) -> rw_analysis
  *   rw_analysis_ref() / rw_analysis_free()
- *   rw_analyzer_stats_get() cache hits / shape hits / full parses / failures
+ *   rw_analyzer_stats_get() cache hits / shape hits (fast hits) / full parses / failures
  *   rw_kind_name(), rw_tx_op_name(), rw_isolation_name()
  *
  * Pure computation: no I/O, no libuv, no logging.  Not thread-safe: one
@@ -197,22 +205,26 @@ typedef struct rw_analyzer rw_analyzer;
  * full_parses, failures. */
 typedef struct rw_analyzer_stats {
 	uint64_t text_hits;   /* exact text found in the cache */
-	uint64_t shape_hits;  /* new text, every statement's shape known: scanned only */
+	uint64_t shape_hits;  /* new text, every statement's shape known: not parsed (fast hits included) */
+	uint64_t fast_hits;   /* those of the shape hits found by fastscan key, without pg_query_scan */
 	uint64_t full_parses; /* some statement's shape new: parsed */
 	uint64_t failures;    /* unparseable (never cached) */
-	uint64_t evictions;   /* texts and shapes evicted */
+	uint64_t evictions;   /* texts, shapes and fast keys evicted */
 	size_t entries;       /* texts cached now */
 	size_t shapes;        /* shapes in the shape table now */
-	size_t bytes;         /* memory the two caches account for now */
+	size_t fast_keys;     /* keys in the fast-key table now */
+	size_t bytes;         /* memory the three tables account for now */
 } rw_analyzer_stats;
 
 /*
- * max_entries bounds the text cache and, separately, the shape table (LRU);
- * max_bytes bounds the memory each of them accounts for (texts, keys, values,
- * slots, names) to max_bytes / 2, so a stream of huge distinct statements
- * cannot grow it; an entry larger than that is not cached at all.  Shapes
- * evicted from the table live on while an analysis (cached or held by the
- * caller) refers to them.  max_entries == 0 disables both caches.
+ * max_entries bounds the text cache and, separately, the shape table and the
+ * fast-key table (LRU each); max_bytes bounds the memory they account for
+ * (texts, keys, values, slots, names): max_bytes / 2 the text cache,
+ * max_bytes / 4 each of the other two (a fast key counts the shape it keeps
+ * alive too), so a stream of huge distinct statements cannot grow it; an
+ * entry larger than its table's share is not cached at all.  Shapes evicted
+ * from the table live on while an analysis (cached or held by the caller) or
+ * a fast key refers to them.  max_entries == 0 disables the caches.
  */
 rw_analyzer *rw_analyzer_new(size_t max_entries, size_t max_bytes);
 void rw_analyzer_free(rw_analyzer *a); /* analyses still held stay valid until freed */

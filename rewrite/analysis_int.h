@@ -2,8 +2,9 @@
  * analysis_int.h — internals of the statement analysis, shared by its files
  * (not part of the interface; include analysis.h instead).
  *
- *   analysis.c        rw_analyze(): text cache, shape table, the three paths
- *   analysis_lru.c    hash table + LRU list used by both caches
+ *   analysis.c        rw_analyze(): text cache, shape table, the paths
+ *   analysis_fast.c   fast-key table: shape hits from fastscan.h, no pg_query_scan
+ *   analysis_lru.c    hash table + LRU list used by the caches
  *   analysis_scan.c   pg_query_scan tokens, statement pieces, shape keys, hash
  *   analysis_shape.c  one parsed statement -> an immutable rw_shape_obj
  *   analysis_walk.c   tree walker: kind, relations, CTE scopes, clause flags
@@ -21,6 +22,7 @@
 #include <pg_query/pg_query.pb-c.h>
 
 #include "analysis.h"
+#include "fastscan.h"
 
 /* ---- hash table + LRU list (analysis_lru.c) ------------------------------ */
 
@@ -50,6 +52,11 @@ void rw_lru_insert(rw_lru *l, rw_lru_node *n);   /* n->hash/key/keylen/bytes set
 /* Remove and return the least recently used entry while over a limit, else NULL. */
 rw_lru_node *rw_lru_evict(rw_lru *l);
 rw_lru_node *rw_lru_pop(rw_lru *l); /* remove any entry (draining), NULL when empty */
+void rw_lru_touch(rw_lru *l, rw_lru_node *n); /* mark n (in l) most recently used */
+static inline bool rw_lru_linked(const rw_lru_node *n) /* is n in a table now */
+{
+	return n->next != NULL;
+}
 
 /* ---- tokens, pieces and shape keys (analysis_scan.c) --------------------- */
 
@@ -112,6 +119,26 @@ rw_shape_obj *rw_shape_build(const PgQuery__Node *stmt, const char *sql, const r
 rw_shape_obj *rw_shape_unparsed(void);
 void rw_shape_ref(rw_shape_obj *sh);
 void rw_shape_unref(rw_shape_obj *sh);
+
+/* ---- the fast-key table (analysis_fast.c) ------------------------------- */
+
+typedef struct rw_fast {
+	rw_lru lru;          /* entries keyed by fastscan key, each holding a shape reference */
+	rw_fastscan fs;      /* scratch: the scan of the text last given to rw_fast_find */
+	rw_fs_status status; /* of that scan */
+	uint64_t hash;       /* of fs.key, when status is RW_FS_OK */
+} rw_fast;
+
+void rw_fast_init(rw_fast *f, size_t max_entries, size_t max_bytes);
+void rw_fast_destroy(rw_fast *f); /* drops every entry (and its shape reference) */
+bool rw_fast_enabled(const rw_fast *f);
+/* Fastscan sql and look its key up: the shape (borrowed, the table holds a
+ * reference) or NULL; f->fs then holds this text's slots and range. */
+rw_shape_obj *rw_fast_find(rw_fast *f, const char *sql, size_t len, uint64_t seed);
+/* The slow path analysed the text last given to rw_fast_find as the one
+ * statement st of shape sh: enter sh under that text's fast key if the
+ * fastscan agrees with st exactly.  Returns the entries evicted. */
+size_t rw_fast_learn(rw_fast *f, const rw_stmt *st, rw_shape_obj *sh);
 
 /* ---- the builder: facts gathered while walking one statement ------------- */
 

@@ -1,9 +1,10 @@
 /*
  * analysis_lru.c — the hash table with a recency list behind the analyzer's
- * text cache and shape table.  Intrusive: the entries embed an rw_lru_node
- * and own their key; the table never allocates or frees an entry, it only
- * hands back the ones a limit pushes out (rw_lru_evict) for the caller to
- * release.  Chained buckets, doubled when the count passes the bucket count.
+ * text cache, shape table and fast-key table.  Intrusive: the entries embed
+ * an rw_lru_node and own their key; the table never allocates or frees an
+ * entry, it only hands back the ones a limit pushes out (rw_lru_evict) for
+ * the caller to release.  Chained buckets, doubled when the count passes
+ * the bucket count.
  */
 #include "analysis_int.h"
 
@@ -45,15 +46,20 @@ static void list_push_front(rw_lru *l, rw_lru_node *n)
 	l->head.next = n;
 }
 
+void rw_lru_touch(rw_lru *l, rw_lru_node *n)
+{
+	if (l->head.next != n) {
+		list_unlink(n);
+		list_push_front(l, n);
+	}
+}
+
 rw_lru_node *rw_lru_find(rw_lru *l, uint64_t hash, const char *key, size_t keylen)
 {
 	rw_lru_node *n = l->buckets[hash & (l->nbuckets - 1)];
 	for (; n; n = n->hnext) {
 		if (n->hash == hash && n->keylen == keylen && (keylen == 0 || memcmp(n->key, key, keylen) == 0)) {
-			if (l->head.next != n) {
-				list_unlink(n);
-				list_push_front(l, n);
-			}
+			rw_lru_touch(l, n);
 			return n;
 		}
 	}

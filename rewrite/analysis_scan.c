@@ -8,7 +8,8 @@
  * is a literal (ICONST FCONST SCONST BCONST XCONST USCONST) or a keyword (the
  * type already names it; case does not matter), its text as written.  The
  * one literal kept is the escape character after UESCAPE, which changes the
- * name a U&"..." identifier decodes to.  So two
+ * name a U&"..." identifier decodes to; and a comment right after a U&
+ * token is kept, since libpg_query then misses the UESCAPE.  So two
  * statements share a key exactly when their token streams are equal but for
  * the values of their literals (and the case of keywords), which the grammar
  * cannot tell apart: they parse to the same tree.
@@ -358,8 +359,15 @@ size_t rw_shape_key(const rw_scan *s, const rw_piece *p, const char *sql, char *
 	for (size_t i = p->first; i < p->end; i++) {
 		const rw_token *t = &s->tok[i];
 		int type = t->type;
-		if (rw_token_is_comment(type))
+		if (rw_token_is_comment(type)) {
+			/* libpg_query 15 no longer sees a UESCAPE after a comment (PostgreSQL does):
+			 * a comment right after U&"..." / U&'...' is part of the shape */
+			if (prev == PG_QUERY__TOKEN__UIDENT || prev == PG_QUERY__TOKEN__USCONST) {
+				unsigned char hdr[2] = {(unsigned char)(type & 0xff), (unsigned char)((type >> 8) & 0xff)};
+				key_put(buf, cap, &len, hdr, sizeof hdr);
+			}
 			continue;
+		}
 		/* UESCAPE 'c' changes how U&"..." decodes: that literal is part of the shape */
 		bool masked = rw_token_is_literal(type) && prev != PG_QUERY__TOKEN__UESCAPE;
 		prev = type;

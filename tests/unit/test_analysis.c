@@ -6,10 +6,19 @@
  *                  pgbench statements, PostgreSQL edge cases): the analysis,
  *                  printed one fact a line, equals the expected lines; plus
  *                  invariants (ranges inside the text, $n slots, ...)
+ *   fastscan       every single-statement case fastscan.h handles: its
+ *                  slots and statement range are exactly the analysis'
+ *                  values and range (what the fast path learns from)
  *   shape path     each case again with every literal changed (other values,
- *                  other lengths): must take the shape path (stats), and give
- *                  exactly what a full parse of that text gives, value
- *                  locations included
+ *                  other lengths): must take the shape path (stats) — the
+ *                  fast path when fastscan handles both texts as one
+ *                  statement — and give exactly what a full parse of that
+ *                  text gives, value locations and statement ranges included
+ *   loose variants each case again, eight times (ANALYSIS_LOOSE_ROUNDS,
+ *                  ANALYSIS_SEED), with literals changed, the case of
+ *                  keywords and unquoted names flipped at random and
+ *                  comments inserted between tokens: identical to a full
+ *                  parse, by the fast path whenever fastscan handles both
  *   text cache     the same text again is the same analysis object
  *
  * Inputs are copied into exact-size heap buffers (no NUL) so that ASan
@@ -33,6 +42,7 @@
 
 #include "../../common/strbuf.h"
 #include "../../rewrite/analysis.h"
+#include "../../rewrite/fastscan.h"
 
 #define CORPUS_DEFAULT "tests/corpus/analysis.txt"
 #define BIG 4096
@@ -226,6 +236,32 @@ static void check_invariants(const char *name, const char *sql, size_t len, cons
 	}
 }
 
+/* When fastscan handles a one-statement text, its view must be the
+ * analysis' exactly (else the fast path never learns the shape).  true when
+ * handled. */
+static bool check_fastscan(const char *name, const char *sql, size_t len, const rw_analysis *an)
+{
+	rw_fastscan fs = {0};
+	bool handled = rw_fastscan_run(&fs, sql, len) == RW_FS_OK;
+	if (handled && an->nstmts == 1 && !an->error) {
+		const rw_stmt *st = &an->stmts[0];
+		SOFT_CHECK(fs.stmt_location == st->location && fs.stmt_length == st->length,
+			   "%s: fastscan statement %d+%d, analysis %d+%d", name, fs.stmt_location, fs.stmt_length,
+			   st->location, st->length);
+		SOFT_CHECK(fs.nslots == st->shape->nslots, "%s: fastscan %zu slots, analysis %zu", name, fs.nslots,
+			   st->shape->nslots);
+		for (size_t i = 0; i < fs.nslots && i < st->shape->nslots; i++)
+			SOFT_CHECK(fs.slots[i].location == st->values[i].location &&
+					   fs.slots[i].length == st->values[i].length &&
+					   (fs.slots[i].cls == RW_FS_PARAM) == (st->shape->slots[i].param != 0),
+				   "%s: slot %zu: fastscan %d+%d, analysis %d+%d", name, i, fs.slots[i].location,
+				   fs.slots[i].length, st->values[i].location, st->values[i].length);
+	}
+	SOFT_CHECK(!handled || an->nstmts == 1, "%s: fastscan handled %zu statements", name, an->nstmts);
+	rw_fastscan_free(&fs);
+	return handled;
+}
+
 /* ---- the corpus ----------------------------------------------------------- */
 
 typedef struct corpus_case {
@@ -316,7 +352,7 @@ static void test_corpus_expected(void **state)
 	(void)state;
 	soft_failures = 0;
 	corpus_case *cases;
-	size_t n = load_corpus(&cases), failed = 0;
+	size_t n = load_corpus(&cases), failed = 0, fast = 0;
 	pf_sb got;
 	pf_sb_init(&got);
 	for (size_t i = 0; i < n; i++) {
@@ -330,10 +366,12 @@ static void test_corpus_expected(void **state)
 			failed++;
 		}
 		check_invariants(c->name, sql, strlen(sql), an);
+		fast += check_fastscan(c->name, sql, strlen(sql), an);
 		rw_analysis_free(an);
 		rw_analyzer_free(a);
 	}
-	print_message("corpus: %zu cases, %zu failed, %d invariant failures\n", n, failed, soft_failures);
+	print_message("corpus: %zu cases (%zu handled by fastscan), %zu failed, %d invariant failures\n", n, fast,
+		      failed, soft_failures);
 	pf_sb_free(&got);
 	free_corpus(cases, n);
 	CHECK(failed == 0 && soft_failures == 0, "corpus");
@@ -376,6 +414,12 @@ static void replacement(pf_sb *out, const char *tok, size_t len, int type)
 		pf_sb_append_n(out, tok, len);
 		break;
 	}
+}
+
+static bool token_is_literal(int type)
+{
+	return type == PG_QUERY__TOKEN__ICONST || type == PG_QUERY__TOKEN__FCONST || type == PG_QUERY__TOKEN__SCONST ||
+	       type == PG_QUERY__TOKEN__BCONST || type == PG_QUERY__TOKEN__XCONST || type == PG_QUERY__TOKEN__USCONST;
 }
 
 /* libpg_query gives U&'...' an empty range: it reaches up to the next token. */
@@ -423,8 +467,31 @@ static size_t make_variant(const char *sql, pf_sb *out)
 	return changed;
 }
 
+/* Does fastscan handle both texts, with one key? */
+static bool fast_expected(const char *sql, const char *vsql)
+{
+	rw_fastscan x = {0}, y = {0};
+	bool same = rw_fastscan_run(&x, sql, strlen(sql)) == RW_FS_OK &&
+		    rw_fastscan_run(&y, vsql, strlen(vsql)) == RW_FS_OK && x.keylen == y.keylen &&
+		    memcmp(x.key, y.key, x.keylen) == 0;
+	rw_fastscan_free(&x);
+	rw_fastscan_free(&y);
+	return same;
+}
+
+/* The same statement ranges? */
+static bool same_ranges(const rw_analysis *x, const rw_analysis *y)
+{
+	if (x->nstmts != y->nstmts)
+		return false;
+	for (size_t i = 0; i < x->nstmts; i++)
+		if (x->stmts[i].location != y->stmts[i].location || x->stmts[i].length != y->stmts[i].length)
+			return false;
+	return true;
+}
+
 /* A case's variant, analysed after the case on the same analyzer. */
-static bool check_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *want)
+static bool check_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *want, size_t *nfast)
 {
 	const char *sql = pf_sb_str(&c->sql);
 	if (make_variant(sql, var) == 0)
@@ -433,24 +500,30 @@ static bool check_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *w
 	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES), *fresh = rw_analyzer_new(BIG, BIG_BYTES);
 	rw_analysis *first = analyze(a, sql);
 	bool unparsed = first->error != NULL;
+	bool fast = !unparsed && !c->noshape && first->nstmts == 1 && fast_expected(sql, vsql);
 	rw_analysis *an = analyze(a, vsql), *ref = analyze(fresh, vsql);
 	rw_analyzer_stats st = stats(a);
 	bool ok = true;
 	if (unparsed) {
-		ok = st.failures == 2 && st.shapes == 0 && st.entries == 0;
+		ok = st.failures == 2 && st.shapes == 0 && st.entries == 0 && st.fast_keys == 0;
 	} else {
 		ok = c->noshape ? (st.full_parses == 2 && st.shape_hits == 0) : (st.shape_hits == 1 && st.full_parses == 1);
+		/* the fast path exactly when fastscan handles both texts alike */
+		ok = ok && st.fast_hits == (fast ? 1u : 0u);
+		ok = ok && (!fast || an->stmts[0].shape == first->stmts[0].shape);
+		ok = ok && (c->noshape || first->nstmts != 1 || st.fast_keys == (fast ? 1u : 0u) || !fast);
 		dump(got, vsql, an, false);
 		dump(want, vsql, ref, false);
-		if (strcmp(pf_sb_str(got), pf_sb_str(want)) != 0)
+		if (strcmp(pf_sb_str(got), pf_sb_str(want)) != 0 || !same_ranges(an, ref))
 			ok = false;
 		check_invariants(c->name, vsql, strlen(vsql), an);
+		*nfast += st.fast_hits;
 	}
 	if (!ok)
-		print_error("case \"%s\" (line %d): variant %s\n  shape hits %llu, full parses %llu, failures %llu\n"
-			    "--- full parse\n%s--- same analyzer\n%s---\n",
-			    c->name, c->line, vsql, (unsigned long long)st.shape_hits,
-			    (unsigned long long)st.full_parses, (unsigned long long)st.failures, pf_sb_str(want),
+		print_error("case \"%s\" (line %d): variant %s\n  shape hits %llu (fast %llu, fast expected %d), "
+			    "full parses %llu, failures %llu\n--- full parse\n%s--- same analyzer\n%s---\n",
+			    c->name, c->line, vsql, (unsigned long long)st.shape_hits, (unsigned long long)st.fast_hits,
+			    fast, (unsigned long long)st.full_parses, (unsigned long long)st.failures, pf_sb_str(want),
 			    pf_sb_str(got));
 	rw_analysis_free(first);
 	rw_analysis_free(an);
@@ -470,14 +543,139 @@ static void test_corpus_shape_path(void **state)
 	pf_sb_init(&var);
 	pf_sb_init(&got);
 	pf_sb_init(&want);
+	size_t nfast = 0;
 	for (size_t i = 0; i < n; i++)
-		failed += !check_variant(&cases[i], &var, &got, &want);
-	print_message("shape path: %zu cases, %zu failed, %d invariant failures\n", n, failed, soft_failures);
+		failed += !check_variant(&cases[i], &var, &got, &want, &nfast);
+	print_message("shape path: %zu cases (%zu by the fast path), %zu failed, %d invariant failures\n", n, nfast,
+		      failed, soft_failures);
 	pf_sb_free(&var);
 	pf_sb_free(&got);
 	pf_sb_free(&want);
 	free_corpus(cases, n);
 	CHECK(failed == 0 && soft_failures == 0, "shape path");
+}
+
+/* ---- variants: literals, keyword and name case, comments ------------------ */
+
+static uint64_t rng = 0x2545f4914f6cdd1dULL;
+
+static unsigned rnd(unsigned n)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (unsigned)((rng >> 11) % n);
+}
+
+/* sql with every literal replaced (as make_variant), the case of keywords and
+ * unquoted names changed at random, and comments or white space inserted
+ * between some tokens (never before a string: 'a'\n'b' continues a string;
+ * nor before UESCAPE, which libpg_query 15 no longer sees after a comment,
+ * unlike PostgreSQL).  What PostgreSQL does not tell apart; the number of
+ * changes. */
+static size_t make_variant_loose(const char *sql, pf_sb *out)
+{
+	pf_sb_reset(out);
+	PgQueryScanResult r = pg_query_scan(sql);
+	if (r.error) {
+		pg_query_free_scan_result(r);
+		return 0;
+	}
+	PgQuery__ScanResult *sr = pg_query__scan_result__unpack(NULL, r.pbuf.len, (const uint8_t *)r.pbuf.data);
+	assert_non_null(sr);
+	static const char *const seps[] = {" /* c */ ", "\n", "--x\n", "\t", "/**/"};
+	size_t pos = 0, changed = 0;
+	for (size_t i = 0; i < sr->n_tokens; i++) {
+		const PgQuery__ScanToken *t = sr->tokens[i];
+		int type = t->token;
+		size_t end = token_end(sql, sr, i);
+		pf_sb_append_n(out, sql + pos, (size_t)t->start - pos);
+		if (type != PG_QUERY__TOKEN__SCONST && type != PG_QUERY__TOKEN__UESCAPE && rnd(3) == 0) {
+			pf_sb_append(out, seps[rnd(sizeof seps / sizeof *seps)]);
+			changed++;
+		}
+		const char *text = sql + t->start;
+		size_t len = end - (size_t)t->start;
+		bool literal = token_is_literal(type) && !(i > 0 && sr->tokens[i - 1]->token == PG_QUERY__TOKEN__UESCAPE);
+		bool name = (t->keyword_kind != 0 || type == PG_QUERY__TOKEN__IDENT) && text[0] != '"';
+		if (literal) {
+			replacement(out, text, len, type);
+			changed++;
+		} else if (name) {
+			for (size_t k = 0; k < len; k++) {
+				char c = text[k];
+				if (isalpha((unsigned char)c) && rnd(2)) {
+					c = (char)(isupper((unsigned char)c) ? tolower((unsigned char)c) : toupper((unsigned char)c));
+					changed++;
+				}
+				pf_sb_append_n(out, &c, 1);
+			}
+		} else {
+			pf_sb_append_n(out, text, len);
+		}
+		pos = end;
+	}
+	pf_sb_append(out, sql + pos);
+	pg_query__scan_result__free_unpacked(sr, NULL);
+	pg_query_free_scan_result(r);
+	return changed;
+}
+
+/* A loose variant after the case on one analyzer: identical to a full parse
+ * of it; by the fast path whenever fastscan handles both alike. */
+static bool check_loose_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *want, size_t *nfast)
+{
+	const char *sql = pf_sb_str(&c->sql);
+	if (make_variant_loose(sql, var) == 0)
+		return true;
+	const char *vsql = pf_sb_str(var);
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES), *fresh = rw_analyzer_new(BIG, BIG_BYTES);
+	rw_analysis *first = analyze(a, sql);
+	bool fast = !first->error && !c->noshape && first->nstmts == 1 && fast_expected(sql, vsql);
+	rw_analysis *an = analyze(a, vsql), *ref = analyze(fresh, vsql);
+	rw_analyzer_stats st = stats(a);
+	bool ok = st.fast_hits == (fast ? 1u : 0u) && (an->error != NULL) == (ref->error != NULL);
+	dump(got, vsql, an, false);
+	dump(want, vsql, ref, false);
+	ok = ok && strcmp(pf_sb_str(got), pf_sb_str(want)) == 0 && same_ranges(an, ref);
+	check_invariants(c->name, vsql, strlen(vsql), an);
+	*nfast += st.fast_hits;
+	if (!ok)
+		print_error("case \"%s\" (line %d): loose variant %s\n  fast hits %llu (expected %d)\n"
+			    "--- full parse\n%s--- same analyzer\n%s---\n",
+			    c->name, c->line, vsql, (unsigned long long)st.fast_hits, fast, pf_sb_str(want),
+			    pf_sb_str(got));
+	rw_analysis_free(first);
+	rw_analysis_free(an);
+	rw_analysis_free(ref);
+	rw_analyzer_free(a);
+	rw_analyzer_free(fresh);
+	return ok;
+}
+
+static void test_corpus_fast_path_loose(void **state)
+{
+	(void)state;
+	soft_failures = 0;
+	corpus_case *cases;
+	size_t n = load_corpus(&cases), failed = 0, nfast = 0, runs = 0;
+	pf_sb var, got, want;
+	pf_sb_init(&var);
+	pf_sb_init(&got);
+	pf_sb_init(&want);
+	int rounds = getenv("ANALYSIS_LOOSE_ROUNDS") ? atoi(getenv("ANALYSIS_LOOSE_ROUNDS")) : 8;
+	if (getenv("ANALYSIS_SEED"))
+		rng = strtoull(getenv("ANALYSIS_SEED"), NULL, 10) | 1;
+	for (int round = 0; round < rounds; round++)
+		for (size_t i = 0; i < n; i++, runs++)
+			failed += !check_loose_variant(&cases[i], &var, &got, &want, &nfast);
+	print_message("loose variants: %zu runs (%zu by the fast path), %zu failed, %d invariant failures\n", runs,
+		      nfast, failed, soft_failures);
+	pf_sb_free(&var);
+	pf_sb_free(&got);
+	pf_sb_free(&want);
+	free_corpus(cases, n);
+	CHECK(failed == 0 && soft_failures == 0 && nfast > runs / 2, "loose variants");
 }
 
 /* The whole corpus through one analyzer twice: the second round is all text hits. */
@@ -515,6 +713,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_corpus_expected),
 		cmocka_unit_test(test_corpus_shape_path),
+		cmocka_unit_test(test_corpus_fast_path_loose),
 		cmocka_unit_test(test_corpus_text_cache),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

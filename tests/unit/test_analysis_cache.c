@@ -5,6 +5,12 @@
  *   paths          text hit returns the same object; a new literal (other
  *                  length, sign, comment, keyword case) takes the shape path
  *                  with this text's value locations; several statements
+ *   fast path      a single statement fastscan handles: learned after a
+ *                  parse or a pg_query_scan shape hit, then found without
+ *                  pg_query_scan (values, ranges, case folding); never
+ *                  learned for what fastscan refuses or a shape that may not
+ *                  be shared; near-identical texts never share a fast key;
+ *                  a fast key keeps its shape alive past the shape table
  *   shape keys     statements differing in a table, column, operator,
  *                  keyword, literal type, $n, quoting, U&"" name or list
  *                  length never share a shape, and each gets its own facts
@@ -225,6 +231,11 @@ static const key_pair distinct_pairs[] = {
 	{"SELECT B'1'", "SELECT X'1'", NULL},
 	{"SELECT 1; SELECT 2", "SELECT 1, 2", NULL},
 	{"DELETE FROM a WHERE x = 1", "SELECT * FROM a WHERE x = 1", "a"},
+	{"SELECT * FROM \"a\" WHERE x = 1", "SELECT * FROM a WHERE x = 1", "a"},
+	{"SELECT * FROM a WHERE \"x\" = 1", "SELECT * FROM a WHERE x = 1", "a"},
+	{"SELECT * FROM a WHERE x <> 1", "SELECT * FROM a WHERE x != 1", "a"},
+	{"SELECT * FROM a WHERE x = 2147483647", "SELECT * FROM a WHERE x = 2147483648", "a"},
+	{"SELECT * FROM a WHERE x = $1", "SELECT * FROM a WHERE x = 1", "a"},
 };
 
 static void test_shape_keys_distinct(void **state)
@@ -245,6 +256,182 @@ static void test_shape_keys_distinct(void **state)
 		}
 		rw_analyzer_free(a);
 	}
+}
+
+/* ---- the fast path -------------------------------------------------------- */
+
+/* path_of, with 'F' for a shape hit by fastscan key. */
+static char path_of_fast(rw_analyzer *a, const char *sql)
+{
+	uint64_t before = stats(a).fast_hits;
+	char p = path_of(a, sql);
+	return p == 's' && stats(a).fast_hits != before ? 'F' : p;
+}
+
+typedef struct fast_text {
+	const char *sql;
+	const char *values[3];
+	const char *stmt; /* the statement's text */
+} fast_text;
+
+static void test_fast_path_values(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+	const char *first = "SELECT u.id, u.name FROM users u WHERE u.id = 1234 AND u.name = 'bob' LIMIT 21";
+	static const fast_text texts[] = {
+		{"SELECT u.id, u.name FROM users u WHERE u.id = 5 AND u.name = 'it''s me' LIMIT 1;",
+		 {"5", "'it''s me'", "1"},
+		 "SELECT u.id, u.name FROM users u WHERE u.id = 5 AND u.name = 'it''s me' LIMIT 1"},
+		{"select U.ID, u.name from USERS u where u.id = 2147483647 and u.name = '' limit 9999 -- c",
+		 {"2147483647", "''", "9999"},
+		 "select U.ID, u.name from USERS u where u.id = 2147483647 and u.name = '' limit 9999 -- c"},
+		{"/* app=web */ SELECT u.id,u.name FROM users u WHERE u.id=00042 AND u.name='x'LIMIT 0 ; ; ",
+		 {"00042", "'x'", "0"},
+		 "/* app=web */ SELECT u.id,u.name FROM users u WHERE u.id=00042 AND u.name='x'LIMIT 0"},
+		{"\n\tSELECT u.id, u.name\nFROM users u\nWHERE u.id = 7 AND u.name = 'caf\xc3\xa9' LIMIT 3\n",
+		 {"7", "'caf\xc3\xa9'", "3"},
+		 "SELECT u.id, u.name\nFROM users u\nWHERE u.id = 7 AND u.name = 'caf\xc3\xa9' LIMIT 3"},
+	};
+	rw_analysis *base = analyze(a, first);
+	CHECK_U64(stats(a).fast_keys, 1, "learned from the parse");
+	const rw_shape *shape = base->stmts[0].shape;
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+		const fast_text *t = &texts[i];
+		uint64_t fast = stats(a).fast_hits;
+		rw_analysis *an = analyze(a, t->sql);
+		CHECK_U64(stats(a).fast_hits - fast, 1, "%s: fast path", t->sql);
+		CHECK(an->nstmts == 1 && an->stmts[0].shape == shape && !an->error, "%s: same shape", t->sql);
+		for (size_t k = 0; k < 3; k++)
+			check_value(an, t->sql, 0, k, t->values[k]);
+		const rw_stmt *st = &an->stmts[0];
+		CHECK(st->location == (int)(strstr(t->sql, t->stmt) - t->sql) && st->length == (int)strlen(t->stmt),
+		      "%s: statement \"%.*s\"", t->sql, st->length, t->sql + st->location);
+		CHECK(shape->slots[0].rel_index == 0 && strcmp(shape->slots[0].column, "id") == 0, "%s: u.id", t->sql);
+		rw_analysis_free(an);
+	}
+	/* an integer too large for int32 is another token (FCONST): another shape */
+	CHECK(path_of_fast(a, "SELECT u.id, u.name FROM users u WHERE u.id = 2147483648 AND u.name = 'b' LIMIT 2") ==
+		      'p',
+	      "FCONST");
+	CHECK_U64(stats(a).shapes, 2, "two shapes");
+	rw_analysis_free(base);
+	rw_analyzer_free(a);
+}
+
+static void test_fast_learned_from_scan_path(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+	CHECK(path_of_fast(a, "BEGIN; SELECT * FROM t WHERE id = 1; COMMIT") == 'p', "new");
+	CHECK_U64(stats(a).fast_keys, 0, "several statements: no fast key");
+	CHECK(path_of_fast(a, "SELECT * FROM t WHERE id = 2") == 's', "scanned, then learned");
+	CHECK_U64(stats(a).fast_keys, 1, "learned");
+	CHECK(path_of_fast(a, "SELECT * FROM t WHERE id = 3") == 'F', "fast");
+	CHECK(path_of_fast(a, "SELECT * FROM T WHERE ID = 4") == 'F', "case folded as PostgreSQL does");
+	rw_analysis *an = analyze(a, "select * from t where id = 55555");
+	CHECK(stats(a).fast_hits == 3 && strcmp(an->stmts[0].shape->relations[0].name, "t") == 0, "relation t");
+	check_value(an, "select * from t where id = 55555", 0, 0, "55555");
+	rw_analysis_free(an);
+
+	/* a shape first parsed from mixed case is found for lower case (its facts are folded) */
+	CHECK(path_of_fast(a, "SELECT Name FROM Users WHERE Id = 1") == 'p', "new");
+	an = analyze(a, "select name from users where id = 2");
+	CHECK(stats(a).fast_hits == 4, "fast");
+	CHECK(strcmp(an->stmts[0].shape->relations[0].name, "users") == 0 &&
+		      strcmp(an->stmts[0].shape->slots[0].column, "id") == 0,
+	      "folded facts");
+	rw_analysis_free(an);
+	rw_analyzer_free(a);
+}
+
+typedef struct never_fast {
+	const char *first, *second;
+} never_fast;
+
+static const never_fast never_fast_cases[] = {
+	{"SELECT set_config('a.b', 'x', false)", "SELECT set_config('a.b', 'y', false)"}, /* literal-dependent */
+	{"EXPLAIN (ANALYZE 'off') SELECT 1", "EXPLAIN (ANALYZE 'on') SELECT 1"},
+	{"SELECT * FROM t WHERE a = E'x'", "SELECT * FROM t WHERE a = E'y'"},
+	{"SELECT * FROM t WHERE a = B'1'", "SELECT * FROM t WHERE a = B'10'"},
+	{"SELECT * FROM t WHERE a = U&'x'", "SELECT * FROM t WHERE a = U&'y'"},
+	{"SELECT * FROM t WHERE a = $$x$$", "SELECT * FROM t WHERE a = $$y$$"},
+	{"SELECT * FROM t WHERE a = 'x'\n'y'", "SELECT * FROM t WHERE a = 'z'\n'w'"},
+	{"SELECT * FROM t WHERE a = 'x\\'", "SELECT * FROM t WHERE a = 'y\\'"},
+	{"UPDATE t SET b = b + -5 WHERE id = 1", "UPDATE t SET b = b + -6 WHERE id = 2"},
+	{"SELECT * FROM t WHERE a = 1; SELECT 2", "SELECT * FROM t WHERE a = 3; SELECT 4"},
+	{"SELECT * FROM t WHERE a = $0", "SELECT * FROM t WHERE a = $0 AND b = 1"},
+	{"SELECT caf\xc3\xa9 FROM t WHERE a = 1", "SELECT caf\xc3\xa9 FROM t WHERE a = 2"},
+};
+
+static void test_fast_never_learned(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof never_fast_cases / sizeof *never_fast_cases; i++) {
+		const never_fast *c = &never_fast_cases[i];
+		rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+		rw_analysis_free(analyze(a, c->first));
+		char p = path_of_fast(a, c->second);
+		CHECK(p != 'F' && stats(a).fast_keys == 0, "%s then %s: path %c, %zu fast keys", c->first, c->second, p,
+		      stats(a).fast_keys);
+		rw_analyzer_free(a);
+	}
+}
+
+/* Near-identical texts: the second never comes from the first's fast key. */
+static const key_pair fast_distinct[] = {
+	{"SELECT * FROM a WHERE x = 1", "SELECT * FROM a WHERE x = '1'", "a"},
+	{"SELECT * FROM \"A\" WHERE x = 1", "SELECT * FROM a WHERE x = 1", "a"},
+	{"SELECT * FROM \"A\" WHERE x = 1", "SELECT * FROM A WHERE x = 1", "a"},
+	{"SELECT * FROM a WHERE x = 1", "SELECT * FROM \"a\" WHERE x = 1", "a"},
+	{"SELECT x ++ 1 FROM a", "SELECT x + + 1 FROM a", "a"},
+	{"SELECT x::int FROM a", "SELECT x: :int FROM a", NULL},
+	{"SELECT * FROM a WHERE x = 1.5", "SELECT * FROM a WHERE x = 15", "a"},
+	{"SELECT * FROM a WHERE x = 1", "SELECT * FROM a WHERE x = 1 LIMIT 1", "a"},
+	{"SELECT * FROM a_b WHERE x = 1", "SELECT * FROM a b WHERE x = 1", "a"},
+};
+
+static void test_fast_keys_distinct(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof fast_distinct / sizeof *fast_distinct; i++) {
+		const key_pair *p = &fast_distinct[i];
+		rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+		rw_analysis_free(analyze(a, p->a));
+		char path = path_of_fast(a, p->b);
+		CHECK(path != 'F', "%s after %s: took the fast path", p->b, p->a);
+		if (p->b_relation) {
+			rw_analysis *an = analyze(a, p->b);
+			CHECK(an->nstmts == 1 && an->stmts[0].shape->nrelations >= 1 &&
+				      strcmp(an->stmts[0].shape->relations[0].name, p->b_relation) == 0,
+			      "%s: relation %s", p->b, p->b_relation);
+			rw_analysis_free(an);
+		}
+		rw_analyzer_free(a);
+	}
+}
+
+static void test_fast_key_outlives_shape_table(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(2, BIG_BYTES);
+	rw_analysis *held = analyze(a, "SELECT * FROM keep_me km WHERE km.id = 1");
+	char sql[128];
+	for (int i = 0; i < 4; i++) { /* new shapes, no fast keys: push keep_me out of the shape table */
+		snprintf(sql, sizeof sql, "SELECT * FROM other%d WHERE id = 1; SELECT %d", i, i);
+		rw_analysis_free(analyze(a, sql));
+	}
+	rw_analyzer_stats st = stats(a);
+	CHECK(st.shapes == 2 && st.fast_keys == 1, "%zu shapes, %zu fast keys", st.shapes, st.fast_keys);
+	const char *again = "SELECT * FROM keep_me km WHERE km.id = 77";
+	rw_analysis *an = analyze(a, again);
+	CHECK_U64(stats(a).fast_hits, 1, "found by its fast key");
+	CHECK(an->stmts[0].shape == held->stmts[0].shape, "the same shape");
+	rw_analysis_free(held);
+	CHECK(strcmp(an->stmts[0].shape->relations[0].alias, "km") == 0, "alive");
+	check_value(an, again, 0, 0, "77");
+	rw_analysis_free(an);
+	rw_analyzer_free(a);
 }
 
 /* ---- never shared -------------------------------------------------------- */
@@ -283,6 +470,19 @@ static void test_unparsed_never_cached(void **state)
 	rw_analyzer_free(a);
 }
 
+/* libpg_query 15 misses a UESCAPE after a comment (PostgreSQL does not): such
+ * a text must not share the shape of one without the comment. */
+static void test_uescape_after_comment(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+	CHECK(path_of(a, "SELECT * FROM t WHERE k = U&'!0061' UESCAPE '!'") == 'p', "parsed");
+	CHECK(path_of(a, "SELECT * FROM t WHERE k = U&'!0062' UESCAPE '!'") == 's', "same shape");
+	CHECK(path_of(a, "SELECT * FROM t WHERE k = U&'!0063' /* c */ UESCAPE '!'") == 'f', "what libpg_query says");
+	CHECK(path_of(a, "SELECT * FROM U&\"!0061\" -- c\n UESCAPE '!'") == 'f', "identifiers too");
+	rw_analyzer_free(a);
+}
+
 static void test_begin_atomic_not_shared(void **state)
 {
 	(void)state;
@@ -311,11 +511,11 @@ static void test_lru_by_entries(void **state)
 		snprintf(sql, sizeof sql, "SELECT * FROM t%d WHERE id = %d", i, i);
 		CHECK(path_of(a, sql) == 'p', "%s", sql);
 		rw_analyzer_stats st = stats(a);
-		CHECK(st.entries <= 4 && st.shapes <= 4, "bounded after %d: %zu texts, %zu shapes", i, st.entries,
-		      st.shapes);
+		CHECK(st.entries <= 4 && st.shapes <= 4 && st.fast_keys <= 4,
+		      "bounded after %d: %zu texts, %zu shapes, %zu fast keys", i, st.entries, st.shapes, st.fast_keys);
 	}
 	rw_analyzer_stats st = stats(a);
-	CHECK_U64(st.evictions, 2 * (50 - 4), "evictions");
+	CHECK_U64(st.evictions, 3 * (50 - 4), "evictions (texts, shapes, fast keys)");
 	CHECK(path_of(a, "SELECT * FROM t49 WHERE id = 49") == 't', "most recent text kept");
 	CHECK(path_of(a, "SELECT * FROM t48 WHERE id = 0") == 's', "recent shape kept");
 	CHECK(path_of(a, "SELECT * FROM t0 WHERE id = 0") == 'p', "oldest evicted");
@@ -513,9 +713,15 @@ int main(void)
 		cmocka_unit_test(test_shape_hit_negative_and_strings),
 		cmocka_unit_test(test_multi_statement_shapes),
 		cmocka_unit_test(test_shape_keys_distinct),
+		cmocka_unit_test(test_fast_path_values),
+		cmocka_unit_test(test_fast_learned_from_scan_path),
+		cmocka_unit_test(test_fast_never_learned),
+		cmocka_unit_test(test_fast_keys_distinct),
+		cmocka_unit_test(test_fast_key_outlives_shape_table),
 		cmocka_unit_test(test_set_config_never_shared),
 		cmocka_unit_test(test_unparsed_never_cached),
 		cmocka_unit_test(test_begin_atomic_not_shared),
+		cmocka_unit_test(test_uescape_after_comment),
 		cmocka_unit_test(test_lru_by_entries),
 		cmocka_unit_test(test_shape_outlives_eviction),
 		cmocka_unit_test(test_analysis_outlives_analyzer),
