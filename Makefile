@@ -5,8 +5,10 @@
 #   make unit       build the C unit tests (tests/unit/test_*.c)
 #   make test       install what is missing, build, run every test; ends "N passed, N failed"
 #   make run        install what is missing, build, start throwaway PostgreSQL+Redis and pgfold
-#   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer, and the
-#                   per-statement cost of analysis -> BENCHMARKS.md
+#   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer, the
+#                   per-statement cost of analysis, and N+1 batching -> BENCHMARKS.md
+#   make bench-nplusone  SQLAlchemy lazy loading with/without pgfold over an emulated
+#                   network (bench/delay_relay.c) -> BENCHMARKS.md
 #   make format     clang-format every C file
 
 CC      ?= cc
@@ -34,8 +36,9 @@ UNIT_SRC     = $(wildcard tests/unit/test_*.c)
 UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BENCH_BIN    = $(BUILD)/bench/analysis_bench
+RELAY_BIN    = $(BUILD)/bench/delay_relay
 
-.PHONY: all asan asan-build unit bench-analysis test run bench format clean check-deps
+.PHONY: all asan asan-build unit bench-analysis bench-nplusone test run bench format clean check-deps
 all: $(BUILD)/pgfold
 
 $(BUILD)/pgfold: $(LIB_OBJ) $(MAIN_OBJ)
@@ -58,6 +61,15 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 bench-analysis: $(BENCH_BIN)
 	bench/run_analysis_bench.sh
 
+# The delaying relay is standalone: libuv only, none of pgfold's modules.
+$(RELAY_BIN): bench/delay_relay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) $(SAN) $(shell pkg-config --cflags libuv) $(CFLAGS) $(ALL_LDFLAGS) \
+		-o $@ $< $(shell pkg-config --libs libuv)
+
+bench-nplusone: $(BUILD)/pgfold $(RELAY_BIN)
+	bench/run_nplusone_bench.sh
+
 asan-build:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
@@ -71,9 +83,10 @@ test:
 run:
 	scripts/run.sh
 
-bench: $(BENCH_BIN)
+bench: $(BENCH_BIN) $(RELAY_BIN)
 	bench/run_bench.sh
 	bench/run_analysis_bench.sh
+	bench/run_nplusone_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

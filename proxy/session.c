@@ -628,9 +628,12 @@ static void backend_data(px_peer *peer)
 		s->backend_answered = true;
 		start_timer(s, s->server->cfg->client_login_timeout_ms);
 	}
-	if (s->state == PX_SESSION_ACTIVE && s->batch.phase != PX_BATCH_IDLE)
+	if (s->state == PX_SESSION_ACTIVE && s->batch.phase != PX_BATCH_IDLE) {
 		px_batch_backend(s); /* pgfold's own statement is being answered */
-	if ((s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) && s->batch.phase == PX_BATCH_IDLE) {
+		if (s->state == PX_SESSION_ACTIVE && s->batch.phase != PX_BATCH_IDLE)
+			return; /* the rest of its answer is still to come: keep the partial message */
+	}
+	if (s->state == PX_SESSION_LOGIN || s->state == PX_SESSION_ACTIVE) {
 		if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
 			px_session_close_if_idle(s);
 	} else {

@@ -112,6 +112,10 @@ WORKLOADS = {
 WORKLOADS["other_literal_differs"] = [PARENT] + [
     "SELECT id, title FROM rw_posts WHERE rw_posts.user_id = %d AND title <> '%s' ORDER BY id"
     % (k, "post 0 of %d" % k if k % 2 else "post 1 of 1") for k in USER_IDS]
+# a batch answer far larger than one read (the answer arrives in pieces)
+WORKLOADS["large_batch_answer"] = [PARENT] + [
+    "SELECT rw_posts.id, repeat(rw_posts.title, 200) AS big FROM rw_posts WHERE rw_posts.user_id = %d" % k
+    for k in USER_IDS]
 # a child whose batch raises for another key (user 13 has divisor 0) but not for its own
 WORKLOADS["batch_would_fail"] = ["BEGIN", PARENT] + [
     "SELECT rw_users.id, 100 / rw_users.divisor AS q FROM rw_users WHERE rw_users.id = %d" % k
