@@ -12,6 +12,7 @@
  * before it is handed out.
  */
 #include "batch.h"
+#include "analysis_int.h"
 
 #include <pg_query.h>
 #include <stdlib.h>
@@ -343,22 +344,6 @@ typedef struct child_text {
 static bool is_comment(int type)
 {
 	return type == PG_QUERY__TOKEN__SQL_COMMENT || type == PG_QUERY__TOKEN__C_COMMENT;
-}
-
-static bool is_slot(int type)
-{
-	switch (type) {
-	case PG_QUERY__TOKEN__PARAM:
-	case PG_QUERY__TOKEN__ICONST:
-	case PG_QUERY__TOKEN__FCONST:
-	case PG_QUERY__TOKEN__SCONST:
-	case PG_QUERY__TOKEN__BCONST:
-	case PG_QUERY__TOKEN__XCONST:
-	case PG_QUERY__TOKEN__USCONST:
-		return true;
-	default:
-		return false;
-	}
 }
 
 static void child_close(child_text *c)
@@ -773,7 +758,7 @@ static bool exists_shape(const rw_shape *sh, size_t slot)
 		size_t k = 0;
 		for (size_t i = 0; in && i < c.ntok; i++) {
 			const btok *t = &c.tok[i];
-			if (!is_slot(t->type) || k++ != slot)
+			if (!rw_token_is_slot(t->type) || k++ != slot)
 				continue;
 			int start = t->start;
 			long p = tok_prev(&c, (long)i);
