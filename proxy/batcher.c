@@ -260,7 +260,8 @@ bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const
 		rw_np_count_served(m.pattern, 1);
 		return true;
 	}
-	if (m.nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes)
+	if (m.nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes ||
+	    now_ms() < s->batch.over_budget_until_ms)
 		return false;
 	if (p) { /* a new parent: its old answers go */
 		s->batch.buffered_bytes -= p->bytes;
@@ -390,6 +391,9 @@ static void deliver(px_session *s, char status)
 		lens[i] = p->groups[i].key_len;
 	}
 	if (over) {
+		/* Prefetching does not fit in this session's budget: stop for a
+		 * while instead of batching again for every child. */
+		b->over_budget_until_ms = now_ms() + (uint64_t)s->server->cfg->nplusone_max_staleness_ms + 1000u;
 		prefetch_clear(p);
 		return;
 	}

@@ -66,6 +66,7 @@ typedef struct px_batcher {
 	px_prefetch building; /* the batch's answers as they arrive */
 	px_prefetch bufs[PX_MAX_PREFETCH];
 	size_t buffered_bytes;
+	uint64_t over_budget_until_ms; /* a batch did not fit: relay children unchanged until then */
 } px_batcher;
 
 /* A simple Query holding one statement arrived on an idle session: answer it

@@ -134,6 +134,37 @@ def test_rewrite_is_byte_identical(name, proxies, blog):
         assert again[i] == want[i], f"{name} (second run): answer to {sql!r} differs"
 
 
+def test_volatile_child_is_never_batched(proxies, blog, postgres):
+    """random() in the child: answers must come from PostgreSQL itself."""
+    _, rewrite = proxies
+    script = [PARENT] + ["SELECT id, random() < 2 AS r FROM rw_posts WHERE rw_posts.user_id = %d" % k
+                         for k in USER_IDS]
+    record(rewrite.port, blog, script)
+    reset_statements(postgres, blog)
+    record(rewrite.port, blog, script)
+    assert backend_statements(postgres, blog, "%random()%") == N_USERS
+
+
+def test_memory_budget_relays_children_unchanged(blog, postgres, pgfold_factory, proxies):
+    """With a buffer budget smaller than one batch, children are relayed as
+    they are (the client still gets exactly what it would have)."""
+    off, _ = proxies
+    tight = pgfold_factory(sets={"nplusone.mode": "rewrite", "nplusone.max_buffer_bytes": "1kB"},
+                           name="pgfold-np-tight")
+    script = [PARENT] + [
+        "SELECT rw_posts.id, repeat(rw_posts.title, 50) AS big FROM rw_posts WHERE rw_posts.user_id = %d" % k
+        for k in USER_IDS]
+    want = record(off.port, blog, script)
+    record(tight.port, blog, script)  # learn
+    reset_statements(postgres, blog)
+    got = record(tight.port, blog, script)
+    assert got == want
+    # one batch did not fit: the children after it reach the backend as they are
+    children = backend_statements(postgres, blog, "SELECT rw_posts.id, repeat(%")
+    batches = backend_statements(postgres, blog, "%pgfold_key%")
+    assert batches <= 1 and children >= N_USERS - 1, (batches, children)
+
+
 def test_backend_statements_drop(proxies, blog, postgres):
     off, rewrite = proxies
     script = WORKLOADS["one_to_many"]
