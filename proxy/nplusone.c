@@ -21,34 +21,58 @@ static bool detecting(const px_session *s)
 	return s->np != NULL && s->server->cfg->nplusone_mode != CF_NPLUSONE_OFF;
 }
 
+void px_np_capture_free(px_np_capture *c)
+{
+	pf_sb_free(&c->rowdesc);
+	pf_sb_free(&c->first_row);
+}
+
 void px_np_row_description(px_session *s, const uint8_t *body, size_t len)
 {
 	px_np_capture *c = &s->np_capture;
-	c->active = false;
+	px_np_abort(s);
 	const rw_stmt *st = px_track_current(&s->track);
 	int16_t n;
 	if (!detecting(s) || !st || st->shape->kind != RW_KIND_READ || pgw_read_row_desc(body, len, &n) != PGW_OK)
 		return;
+	bool keyed = false;
 	c->ncolumns = n < PX_NP_MAX_COLUMNS ? n : PX_NP_MAX_COLUMNS;
-	rw_np_result_begin(s->np, st->shape, c->ncolumns);
 	for (int16_t i = 0; i < c->ncolumns; i++) {
 		pgw_column col;
-		if (pgw_row_desc_column(body, len, i, &col) != PGW_OK) {
-			rw_np_result_abort(s->np);
+		if (pgw_row_desc_column(body, len, i, &col) != PGW_OK)
 			return;
-		}
 		c->types[i] = col.type_oid;
 		c->formats[i] = col.format;
-		rw_np_result_column(s->np, i, col.name, col.table_oid, col.attnum, col.type_oid);
+		keyed |= rw_np_key_type(col.type_oid);
 	}
+	if (!keyed)
+		return; /* no column could hold a key */
+	pf_sb_reset(&c->rowdesc);
+	pf_sb_append_n(&c->rowdesc, (const char *)body, len);
+	c->shape = st->shape;
+	c->rows = 0;
 	c->active = true;
 }
 
-void px_np_data_row(px_session *s, const uint8_t *body, size_t len)
+/* The second row arrived: the result is a possible parent from now on. */
+static void begin_parent(px_session *s)
+{
+	px_np_capture *c = &s->np_capture;
+	const uint8_t *body = (const uint8_t *)c->rowdesc.data;
+	rw_np_result_begin(s->np, c->shape, c->ncolumns);
+	for (int16_t i = 0; i < c->ncolumns; i++) {
+		pgw_column col;
+		(void)pgw_row_desc_column(body, c->rowdesc.len, i, &col); /* validated before */
+		rw_np_result_column(s->np, i, col.name, col.table_oid, col.attnum, col.type_oid);
+	}
+	c->begun = true;
+}
+
+static void feed_row(px_session *s, const uint8_t *body, size_t len)
 {
 	px_np_capture *c = &s->np_capture;
 	int16_t n;
-	if (!c->active || pgw_read_data_row(body, len, &n) != PGW_OK)
+	if (pgw_read_data_row(body, len, &n) != PGW_OK)
 		return;
 	char buf[PX_NP_MAX_COLUMNS][PX_NP_VALUE_MAX];
 	const char *values[PX_NP_MAX_COLUMNS];
@@ -67,18 +91,37 @@ void px_np_data_row(px_session *s, const uint8_t *body, size_t len)
 	rw_np_result_row(s->np, cols, values, lengths);
 }
 
+void px_np_data_row(px_session *s, const uint8_t *body, size_t len)
+{
+	px_np_capture *c = &s->np_capture;
+	if (!c->active)
+		return;
+	if (++c->rows == 1) {
+		pf_sb_reset(&c->first_row);
+		pf_sb_append_n(&c->first_row, (const char *)body, len);
+		return;
+	}
+	if (!c->begun) {
+		begin_parent(s);
+		feed_row(s, (const uint8_t *)c->first_row.data, c->first_row.len);
+	}
+	feed_row(s, body, len);
+}
+
 void px_np_complete(px_session *s)
 {
-	if (s->np_capture.active)
+	px_np_capture *c = &s->np_capture;
+	if (c->begun)
 		rw_np_result_end(s->np);
-	s->np_capture.active = false;
+	c->active = c->begun = false;
 }
 
 void px_np_abort(px_session *s)
 {
-	if (s->np_capture.active)
+	px_np_capture *c = &s->np_capture;
+	if (c->begun)
 		rw_np_result_abort(s->np);
-	s->np_capture.active = false;
+	c->active = c->begun = false;
 }
 
 /* ---- children ------------------------------------------------------------ */

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/strbuf.h"
 #include "../rewrite/analysis.h"
 #include "../rewrite/nplusone.h"
 
@@ -20,13 +21,23 @@ typedef struct px_session px_session;
 #define PX_NP_MAX_COLUMNS 64 /* result columns looked at (further ones are ignored) */
 #define PX_NP_KEY_MAX 128    /* longer values are never keys */
 
-/* Per-session capture of the result being received. */
+/* Per-session capture of the result being received.  A result becomes a
+ * possible parent only from its second row on (one row can never have N
+ * children worth batching), so the common one-row lookups cost a copy of
+ * their RowDescription and first row, not a parent entry. */
 typedef struct px_np_capture {
-	bool active;
+	bool active;             /* the result may become a parent */
+	bool begun;              /* rw_np_result_begin was called (second row seen) */
+	const rw_shape *shape;   /* the statement's (held by the track until it completes) */
+	uint32_t rows;
+	pf_sb rowdesc;           /* RowDescription body, kept until the second row */
+	pf_sb first_row;         /* first DataRow body */
 	int16_t ncolumns; /* looked-at columns */
 	uint32_t types[PX_NP_MAX_COLUMNS];
 	int16_t formats[PX_NP_MAX_COLUMNS];
 } px_np_capture;
+
+void px_np_capture_free(px_np_capture *c);
 
 void px_np_row_description(px_session *s, const uint8_t *body, size_t len);
 void px_np_data_row(px_session *s, const uint8_t *body, size_t len);

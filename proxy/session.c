@@ -78,6 +78,7 @@ void px_session_unref(px_session *s)
 	px_peer_release(&s->client);
 	px_peer_release(&s->backend);
 	px_batch_free(s);
+	px_np_capture_free(&s->np_capture);
 	px_track_free(&s->track);
 	rw_np_session_free(s->np);
 	pf_free(s->startup_packet);
