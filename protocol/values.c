@@ -9,18 +9,8 @@
 #include <string.h>
 
 #include "pgwire.h"
+#include "pgtypes.h"
 
-enum {
-	OID_NAME = 19,
-	OID_INT8 = 20,
-	OID_INT2 = 21,
-	OID_INT4 = 23,
-	OID_TEXT = 25,
-	OID_OID = 26,
-	OID_BPCHAR = 1042,
-	OID_VARCHAR = 1043,
-	OID_UUID = 2950,
-};
 
 static int copy_out(const uint8_t *value, size_t len, char *out, size_t size, size_t *out_len)
 {

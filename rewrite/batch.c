@@ -19,50 +19,11 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../protocol/pgtypes.h"
 #include <pg_query/pg_query.pb-c.h>
 
 /* ---- types --------------------------------------------------------------- */
 
-enum {
-	OID_BOOL = 16,
-	OID_BYTEA = 17,
-	OID_NAME = 19,
-	OID_INT8 = 20,
-	OID_INT2 = 21,
-	OID_INT4 = 23,
-	OID_TEXT = 25,
-	OID_OID = 26,
-	OID_JSON = 114,
-	OID_CIDR = 650,
-	OID_FLOAT4 = 700,
-	OID_FLOAT8 = 701,
-	OID_MACADDR = 829,
-	OID_INET = 869,
-	OID_BOOL_ARRAY = 1000,
-	OID_INT2_ARRAY = 1005,
-	OID_INT4_ARRAY = 1007,
-	OID_TEXT_ARRAY = 1009,
-	OID_VARCHAR_ARRAY = 1015,
-	OID_INT8_ARRAY = 1016,
-	OID_FLOAT4_ARRAY = 1021,
-	OID_FLOAT8_ARRAY = 1022,
-	OID_BPCHAR = 1042,
-	OID_VARCHAR = 1043,
-	OID_DATE = 1082,
-	OID_TIME = 1083,
-	OID_TIMESTAMP = 1114,
-	OID_TIMESTAMP_ARRAY = 1115,
-	OID_DATE_ARRAY = 1182,
-	OID_TIMESTAMPTZ = 1184,
-	OID_TIMESTAMPTZ_ARRAY = 1185,
-	OID_INTERVAL = 1186,
-	OID_NUMERIC_ARRAY = 1231,
-	OID_TIMETZ = 1266,
-	OID_NUMERIC = 1700,
-	OID_UUID = 2950,
-	OID_UUID_ARRAY = 2951,
-	OID_JSONB = 3802,
-};
 
 typedef struct type_entry {
 	uint32_t oid;

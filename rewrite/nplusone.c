@@ -16,6 +16,7 @@
  * registry's reference; the last unref frees it.
  */
 #include "nplusone_int.h"
+#include "../protocol/pgtypes.h"
 
 #include <string.h>
 
@@ -26,14 +27,14 @@
 bool rw_np_key_type(uint32_t type_oid)
 {
 	switch (type_oid) {
-	case 20:   /* int8 */
-	case 21:   /* int2 */
-	case 23:   /* int4 */
-	case 25:   /* text */
-	case 26:   /* oid */
-	case 1042: /* bpchar */
-	case 1043: /* varchar */
-	case 2950: /* uuid */
+	case OID_INT8:
+	case OID_INT2:
+	case OID_INT4:
+	case OID_TEXT:
+	case OID_OID:
+	case OID_BPCHAR:
+	case OID_VARCHAR:
+	case OID_UUID:
 		return true;
 	default:
 		return false;
