@@ -120,6 +120,9 @@ enum rw_flag {
 	RW_TOUCHES_TEMP = 1u << 14,    /* a relation is pg_temp-qualified or created TEMP here (an
 	                                  unqualified name of an existing temp table is not known here) */
 	RW_TOUCHES_CATALOG = 1u << 15, /* pg_catalog.* / pg_toast.* / information_schema.* / pg_* relation */
+	RW_EXISTS_QUERY = 1u << 16,    /* the whole statement is SELECT EXISTS (<select>) [AS name] (no FROM,
+	                                  WHERE or other clause around it): slot columns come from the
+	                                  inner select's WHERE (rw_slot) */
 };
 
 /* One relation named in the statement (CTE references are not relations).
@@ -143,7 +146,9 @@ typedef struct rw_slot {
 	                           equality in the WHERE of a top-level SELECT (no set operation),
 	                           UPDATE or DELETE, combined by AND only: the index into relations
 	                           of the column's table (alias resolved; an unqualified column
-	                           resolves only when FROM holds exactly one table), else -1 */
+	                           resolves only when FROM holds exactly one table), else -1.  For
+	                           an RW_EXISTS_QUERY statement: in the WHERE of the EXISTS
+	                           subquery, resolved against that subquery's FROM */
 	const char *column;     /* that column's name (also when rel_index is -1), else NULL */
 } rw_slot;
 

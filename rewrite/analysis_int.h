@@ -9,7 +9,7 @@
  *   analysis_shape.c  one parsed statement -> an immutable rw_shape_obj
  *   analysis_walk.c   tree walker: kind, relations, CTE scopes, clause flags
  *   analysis_expr.c   functions called, aggregates/windows, subqueries
- *   analysis_where.c  top-level WHERE `column = value` equalities
+ *   analysis_where.c  top-level WHERE `column = value` equalities (and SELECT EXISTS's)
  *   analysis_tx.c     transaction and session statements, set_config
  */
 #ifndef PGFOLD_REWRITE_ANALYSIS_INT_H
@@ -194,6 +194,11 @@ bool rw_visit_a_const(rw_builder *b, const PgQuery__AConst *c);
 
 /* analysis_where.c */
 void rw_where_collect(rw_builder *b, const PgQuery__Node *stmt);
+/* s is SELECT EXISTS (<select>) [AS name] and nothing else (no FROM, WHERE or
+ * other clause, one target without indirection, the subquery without set
+ * operation): that inner select, else NULL.  The RW_EXISTS_QUERY test, shared
+ * with batch.c so that the analysis and the EXISTS form agree. */
+const PgQuery__SelectStmt *rw_exists_inner(const PgQuery__SelectStmt *s);
 
 /* analysis_tx.c */
 rw_kind rw_tx_transaction(rw_builder *b, const PgQuery__TransactionStmt *t);

@@ -8,6 +8,13 @@
  * table name, or schema.table; an unqualified column resolves only when FROM
  * holds exactly one item and that item is a table.  A qualifier naming a
  * subquery, a function or a CTE gives rel_index -1 with the column kept.
+ *
+ * One exception to "never under a subquery": a statement that is nothing
+ * but SELECT EXISTS (<select>) [AS name] (rw_exists_inner: the existence
+ * check SQLAlchemy's select(exists().where(...)) emits) is flagged
+ * RW_EXISTS_QUERY and its equalities are those of the inner select's WHERE,
+ * resolved against the inner FROM — exactly where rewrite/batch.c looks for
+ * the key of the EXISTS form.
  */
 #include "analysis_int.h"
 
@@ -175,6 +182,25 @@ static void conjuncts(rw_builder *b, const from_list *fl, const PgQuery__Node *e
 	}
 }
 
+const PgQuery__SelectStmt *rw_exists_inner(const PgQuery__SelectStmt *s)
+{
+	if (s->op != PG_QUERY__SET_OPERATION__SETOP_NONE || s->n_from_clause || s->where_clause || s->n_group_clause ||
+	    s->having_clause || s->n_window_clause || s->n_sort_clause || s->limit_count || s->limit_offset ||
+	    s->n_locking_clause || s->with_clause || s->n_distinct_clause || s->into_clause || s->n_values_lists ||
+	    s->n_target_list != 1)
+		return NULL;
+	const PgQuery__Node *t = s->target_list[0];
+	if (t->node_case != PG_QUERY__NODE__NODE_RES_TARGET || !t->res_target->val || t->res_target->n_indirection)
+		return NULL;
+	const PgQuery__Node *v = t->res_target->val;
+	if (v->node_case != PG_QUERY__NODE__NODE_SUB_LINK ||
+	    v->sub_link->sub_link_type != PG_QUERY__SUB_LINK_TYPE__EXISTS_SUBLINK || !v->sub_link->subselect ||
+	    v->sub_link->subselect->node_case != PG_QUERY__NODE__NODE_SELECT_STMT)
+		return NULL;
+	const PgQuery__SelectStmt *in = v->sub_link->subselect->select_stmt;
+	return in->op == PG_QUERY__SET_OPERATION__SETOP_NONE ? in : NULL;
+}
+
 void rw_where_collect(rw_builder *b, const PgQuery__Node *stmt)
 {
 	from_list fl = {0};
@@ -183,9 +209,13 @@ void rw_where_collect(rw_builder *b, const PgQuery__Node *stmt)
 	size_t nfrom = 0;
 	switch (stmt->node_case) {
 	case PG_QUERY__NODE__NODE_SELECT_STMT: {
-		const PgQuery__SelectStmt *s = stmt->select_stmt;
+		const PgQuery__SelectStmt *s = stmt->select_stmt, *in = rw_exists_inner(s);
 		if (s->op != PG_QUERY__SET_OPERATION__SETOP_NONE)
 			return;
+		if (in) {
+			b->flags |= RW_EXISTS_QUERY;
+			s = in;
+		}
 		fl.with = s->with_clause;
 		from = s->from_clause, nfrom = s->n_from_clause, where = s->where_clause;
 		break;

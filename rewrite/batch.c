@@ -3,13 +3,13 @@
  * the forms and the exactness rules).
  *
  * The child's statement text is scanned (pg_query_scan) and parsed
- * (pg_query_parse_protobuf) again: the tree tells
- * which top-level WHERE conjunct is the key's `column = value` (by the
- * value's location), the tokens give the exact bytes of its two sides, of the
- * '=' (checked to be the '=' token, not OPERATOR(...)) and of every $n.  The
- * batch is the child's text with a few byte ranges replaced (an edit list
- * applied in one pass), wrapped for LATERAL/EXISTS, and parsed once more
- * before it is handed out.
+ * (pg_query_parse_protobuf) again: the tree tells which top-level WHERE
+ * conjunct (for EXISTS: of the subquery's WHERE, rw_exists_inner) is the
+ * key's `column = value` (by the value's location), the tokens give the
+ * exact bytes of its two sides, of the '=' (checked to be the '=' token, not
+ * OPERATOR(...)) and of every $n.  The batch is the child's text with a few
+ * byte ranges replaced (an edit list applied in one pass), wrapped for
+ * LATERAL/EXISTS, and parsed once more before it is handed out.
  */
 #include "batch.h"
 #include "analysis_int.h"
@@ -684,57 +684,6 @@ static int locate_key(const child_text *c, const PgQuery__Node *where, int start
 	return 0;
 }
 
-/* ---- EXISTS children -------------------------------------------------------- */
-
-/* SELECT EXISTS (<select>) [AS name] and nothing else: the inner select. */
-static const PgQuery__SelectStmt *exists_inner(const PgQuery__SelectStmt *s)
-{
-	if (s->op != PG_QUERY__SET_OPERATION__SETOP_NONE || s->n_from_clause || s->where_clause || s->n_group_clause ||
-	    s->having_clause || s->n_window_clause || s->n_sort_clause || s->limit_count || s->limit_offset ||
-	    s->n_locking_clause || s->with_clause || s->n_distinct_clause || s->into_clause || s->n_values_lists ||
-	    s->n_target_list != 1)
-		return NULL;
-	const PgQuery__Node *t = s->target_list[0];
-	if (t->node_case != PG_QUERY__NODE__NODE_RES_TARGET || !t->res_target->val || t->res_target->n_indirection)
-		return NULL;
-	const PgQuery__Node *v = t->res_target->val;
-	if (v->node_case != PG_QUERY__NODE__NODE_SUB_LINK ||
-	    v->sub_link->sub_link_type != PG_QUERY__SUB_LINK_TYPE__EXISTS_SUBLINK || !v->sub_link->subselect ||
-	    v->sub_link->subselect->node_case != PG_QUERY__NODE__NODE_SELECT_STMT)
-		return NULL;
-	const PgQuery__SelectStmt *in = v->sub_link->subselect->select_stmt;
-	return in->op == PG_QUERY__SET_OPERATION__SETOP_NONE ? in : NULL;
-}
-
-/* The slot-th literal or $n token of shape->normalized sits in a conjunct of
- * an EXISTS child's subquery WHERE. */
-static bool exists_shape(const rw_shape *sh, size_t slot)
-{
-	if (!sh->normalized)
-		return false;
-	child_text c;
-	bool ok = false;
-	if (child_open(&c, sh->normalized, strlen(sh->normalized)) == 0) {
-		const PgQuery__SelectStmt *in = exists_inner(c.sel);
-		size_t k = 0;
-		for (size_t i = 0; in && i < c.ntok; i++) {
-			const btok *t = &c.tok[i];
-			if (!rw_token_is_slot(t->type) || k++ != slot)
-				continue;
-			int start = t->start;
-			long p = tok_prev(&c, (long)i);
-			if (t->type != PG_QUERY__TOKEN__PARAM && tok_type(&c, p) == PG_QUERY__TOKEN__ASCII_45)
-				start = c.tok[p].start; /* a minus the parser may have folded */
-			keypos kp;
-			ok = locate_key(&c, in->where_clause, t->start, t->end, &kp) == 0 ||
-			     locate_key(&c, in->where_clause, start, t->end, &kp) == 0;
-			break;
-		}
-	}
-	child_close(&c);
-	return ok;
-}
-
 /* ---- forms --------------------------------------------------------------- */
 
 rw_batch_form rw_batch_form_for(const rw_shape *child, size_t slot)
@@ -747,8 +696,11 @@ rw_batch_form rw_batch_form_for(const rw_shape *child, size_t slot)
 		return RW_BATCH_NONE;
 	const rw_slot *s = &child->slots[slot];
 	if (s->rel_index < 0 || !s->column)
-		return !s->column && (child->flags & RW_HAS_EXISTS) && exists_shape(child, slot) ? RW_BATCH_EXISTS
-												 : RW_BATCH_NONE;
+		return RW_BATCH_NONE;
+	/* the analysis found the slot in the EXISTS subquery's WHERE (rw_exists_inner,
+	 * as plan_open looks for it) */
+	if (child->flags & RW_EXISTS_QUERY)
+		return RW_BATCH_EXISTS;
 	/* IN only for one table: a join's row order follows its join method, which
 	 * a many-key IN plans differently from one key (LATERAL keeps the child's
 	 * plan per key). */
@@ -917,7 +869,7 @@ static int plan_open(plan *p, const rw_batch_request *req, rw_batch_form form)
 		return -1;
 	const rw_value *v = &st->values[req->slot];
 	const PgQuery__SelectStmt *where_of = p->c.sel;
-	if (form == RW_BATCH_EXISTS && !(where_of = exists_inner(p->c.sel)))
+	if (form == RW_BATCH_EXISTS && !(where_of = rw_exists_inner(p->c.sel)))
 		return -1;
 	if (locate_key(&p->c, where_of->where_clause, v->location - st->location,
 		       v->location - st->location + v->length, &p->k) < 0)

@@ -25,9 +25,10 @@
  *            number taken over the child's own output keeps each key's rows in
  *            the child's order; groups come in key order.
  *   EXISTS   SELECT EXISTS (SELECT ... WHERE col = v ...) [AS name] — the key is
- *            inside the EXISTS subquery, so the analysis gives the slot no
- *            column: rw_batch_form_for() recognises the shape by parsing its
- *            normalized text.  Built like LATERAL without the row number (the
+ *            inside the EXISTS subquery: the analysis flags the statement
+ *            RW_EXISTS_QUERY and gives the slot the inner WHERE's column (and
+ *            its table from the inner FROM), so N+1 detection sees it as any
+ *            other child.  Built like LATERAL without the row number (the
  *            child returns exactly one row):
  *              SELECT pgfold_k.pgfold_key, pgfold_s.* FROM (VALUES ...) AS pgfold_k(pgfold_key, pgfold_ord)
  *              CROSS JOIN LATERAL (<child, v replaced>) AS pgfold_s ORDER BY pgfold_k.pgfold_ord
@@ -125,11 +126,11 @@ const char *rw_batch_form_name(rw_batch_form form); /* "none", "in", "lateral", 
 /* The form a child shape needs for key slot `slot`, or RW_BATCH_NONE: kind
  * READ only; never with FOR UPDATE/SHARE, a set operation, a CTE, a temp
  * table, SELECT INTO; the slot must be a top-level `column = value` of a
- * known table (rel_index >= 0) — or the key of a SELECT EXISTS(...) child
- * (EXISTS, found by parsing shape->normalized: some tens of µs, so decide
- * once per pattern, not per child).  IN when the child reads one relation
- * and no LIMIT, OFFSET, ORDER BY, GROUP BY, aggregate, DISTINCT or window
- * function appears anywhere; LATERAL otherwise.  Volatility is the caller's
+ * known table (rel_index >= 0) — for an RW_EXISTS_QUERY child, one of its
+ * subquery's WHERE, which always takes the EXISTS form.  Otherwise IN when
+ * the child reads one relation and no LIMIT, OFFSET, ORDER BY, GROUP BY,
+ * aggregate, DISTINCT or window function appears anywhere; LATERAL
+ * otherwise.  From the shape alone (no parse).  Volatility is the caller's
  * to check. */
 rw_batch_form rw_batch_form_for(const rw_shape *child, size_t slot);
 

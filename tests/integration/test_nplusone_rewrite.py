@@ -5,9 +5,12 @@ nplusone.mode = off and one with rewrite; every message the client receives
 must be byte-for-byte the same (BackendKeyData aside), while the backend runs
 far fewer statements (pg_stat_statements).  Workloads: one-to-many lazy
 loading with literal keys, nested users -> posts -> comments, first post per
-user (ORDER BY + LIMIT), count(*) per parent, the same inside a transaction
-block, a write between two children, a child whose batch would fail (division
-by zero for another key), REPEATABLE READ, and SQLAlchemy 1.4 lazy loading.
+user (ORDER BY + LIMIT), count(*) per parent, existence per parent (SELECT
+EXISTS (...) and SELECT 1 ... LIMIT 1), the same inside a transaction block,
+a write between two children, a child whose batch would fail (division by
+zero for another key), REPEATABLE READ, and SQLAlchemy 1.4 ORM workloads:
+lazy one-to-many, lazy many-to-one, count(), first row by ORDER BY + LIMIT
+and exists() per parent.
 """
 
 import pytest
@@ -95,6 +98,11 @@ WORKLOADS = {
         "SELECT id, title FROM rw_posts WHERE user_id = %d ORDER BY id DESC LIMIT 1", USER_IDS),
     "count_per_user": [PARENT] + lazy_children("SELECT count(*) FROM rw_posts WHERE rw_posts.user_id = %d",
                                                USER_IDS),
+    # users 7, 14 and 21 have no posts: true and false answers both occur
+    "exists_per_user": [PARENT] + lazy_children(
+        "SELECT EXISTS (SELECT 1 FROM rw_posts WHERE rw_posts.user_id = %d) AS anon_1", USER_IDS),
+    "exists_as_select_1_limit_1": [PARENT] + lazy_children(
+        "SELECT 1 AS x FROM rw_posts WHERE user_id = %d LIMIT 1", USER_IDS),
     "in_a_block": ["BEGIN", PARENT] + lazy_children(POSTS, USER_IDS) + ["COMMIT"],
     "repeatable_read": ["BEGIN ISOLATION LEVEL REPEATABLE READ", PARENT] + lazy_children(POSTS, USER_IDS)
                        + ["COMMIT"],
@@ -181,6 +189,23 @@ def test_backend_statements_drop(proxies, blog, postgres):
     assert b'"children_served"' in body
 
 
+@pytest.mark.parametrize("name", ["exists_per_user", "exists_as_select_1_limit_1"])
+def test_backend_statements_drop_for_existence_checks(name, proxies, blog, postgres):
+    off, rewrite = proxies
+    script = WORKLOADS[name]
+    record(rewrite.port, blog, script)  # learn the pattern
+    reset_statements(postgres, blog)
+    record(off.port, blog, script)
+    unbatched = backend_statements(postgres, blog, "%FROM rw_posts%")
+    reset_statements(postgres, blog)
+    record(rewrite.port, blog, script)
+    batched = backend_statements(postgres, blog, "%FROM rw_posts%")
+    batches = backend_statements(postgres, blog, "%pgfold_key%")
+    print(f"{name}: {unbatched} backend statements direct, {batched} through rewrite ({batches} batches)")
+    assert unbatched == N_USERS
+    assert 1 <= batches <= batched <= 3, f"{name}: {batched} backend statements for {N_USERS} children"
+
+
 def test_failed_batch_disables_the_pattern_and_the_client_never_sees_it(proxies, blog):
     _, rewrite = proxies
     script = ["BEGIN", PARENT] + [
@@ -245,3 +270,89 @@ def test_sqlalchemy_lazy_loading_through_rewrite(proxies, blog, postgres):
     assert got == want
     assert direct_count > 50
     assert batched_count <= 3, f"{batched_count} statements instead of {direct_count}"
+
+
+# ---- SQLAlchemy 1.4 ORM workloads, each child pattern batched ------------------
+
+SABase = orm.declarative_base()
+
+
+class SAAuthor(SABase):
+    __tablename__ = "rw_users"
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.Text)
+
+
+class SAPost(SABase):
+    __tablename__ = "rw_posts"
+    id = sa.Column(sa.Integer, primary_key=True)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("rw_users.id"))
+    title = sa.Column(sa.Text)
+    score = sa.Column(sa.Numeric(6, 2))
+    author = orm.relationship(SAAuthor, lazy="select")
+
+
+def sa_run(port, db, work):
+    """work(session) -> result, in a fresh Session (empty identity map) on a
+    fresh engine through the pgfold at port."""
+    eng = sa.create_engine(f"postgresql+psycopg2://app@127.0.0.1:{port}/{db}", future=True)
+    try:
+        with orm.Session(eng) as s:
+            return work(s)
+    finally:
+        eng.dispose()
+
+
+def sa_users(s):
+    return s.execute(sa.select(SAAuthor).order_by(SAAuthor.id)).scalars().all()
+
+
+def sa_many_to_one(s):
+    # posts first, then post.author: one lazy load per distinct user not yet in the identity map
+    posts = s.execute(sa.select(SAPost).order_by(SAPost.id)).scalars().all()
+    return [(p.id, p.author.id, p.author.name) for p in posts]
+
+
+def sa_count_per_user(s):
+    return [(u.id, s.scalar(sa.select(sa.func.count()).select_from(SAPost).where(SAPost.user_id == u.id)))
+            for u in sa_users(s)]
+
+
+def sa_first_post_per_user(s):
+    out = []
+    for u in sa_users(s):
+        p = s.execute(sa.select(SAPost).where(SAPost.user_id == u.id).order_by(SAPost.id.desc()).limit(1)).scalar()
+        out.append((u.id, None if p is None else (p.id, p.title, p.score)))
+    return out
+
+
+def sa_exists_per_user(s):
+    # SQLAlchemy 1.4 emits SELECT EXISTS (SELECT * FROM rw_posts WHERE rw_posts.user_id = <k>) AS anon_1
+    return [(u.id, s.scalar(sa.select(sa.exists().where(SAPost.user_id == u.id)))) for u in sa_users(s)]
+
+
+SA_WORKLOADS = {
+    # name: (work, LIKE pattern of the child statements in pg_stat_statements, their batches included)
+    "lazy_many_to_one": (sa_many_to_one, "%FROM rw_users%WHERE rw_users.id%"),
+    "count_per_user": (sa_count_per_user, "%count(*)%FROM rw_posts%WHERE rw_posts.user_id = %"),
+    "first_post_per_user": (sa_first_post_per_user, "%FROM rw_posts%WHERE rw_posts.user_id = %LIMIT%"),
+    "exists_per_user": (sa_exists_per_user, "%EXISTS (SELECT%FROM rw_posts%WHERE rw_posts.user_id = %"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SA_WORKLOADS))
+def test_sqlalchemy_workloads_through_rewrite(name, proxies, blog, postgres):
+    work, like = SA_WORKLOADS[name]
+    off, rewrite = proxies
+    sa_run(rewrite.port, blog, work)  # warm-up: teaches the pattern
+    reset_statements(postgres, blog)
+    want = sa_run(off.port, blog, work)
+    direct = backend_statements(postgres, blog, like)
+    reset_statements(postgres, blog)
+    got = sa_run(rewrite.port, blog, work)
+    batched = backend_statements(postgres, blog, like)
+    batches = backend_statements(postgres, blog, "%pgfold_key%")
+    print(f"{name}: {direct} child statements direct, {batched} through rewrite ({batches} batches)")
+    assert got == want
+    assert direct > 20, f"{name}: only {direct} child statements direct"
+    assert 1 <= batches <= batched <= 3, f"{name}: {batched} statements ({batches} batches) instead of {direct}"

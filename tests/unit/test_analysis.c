@@ -106,7 +106,7 @@ static rw_analyzer_stats stats(const rw_analyzer *a)
 static const char *const flag_names[] = {"LIMIT",    "OFFSET",	 "ORDER_BY",    "GROUP_BY",  "AGGREGATE",
 					 "DISTINCT", "WINDOW",	 "SET_OP",	"SUBQUERY",  "EXISTS",
 					 "CTE",	     "FOR_UPDATE", "SELECT_INTO", "WRITABLE_CTE", "TEMP",
-					 "CATALOG"};
+					 "CATALOG",  "EXISTS_QUERY"};
 
 static void put_relname(pf_sb *sb, const rw_relation *r, bool with_alias)
 {

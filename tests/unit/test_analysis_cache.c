@@ -10,7 +10,8 @@
  *                  pg_query_scan (values, ranges, case folding); never
  *                  learned for what fastscan refuses or a shape that may not
  *                  be shared; near-identical texts never share a fast key;
- *                  a fast key keeps its shape alive past the shape table
+ *                  a fast key keeps its shape alive past the shape table;
+ *                  a SELECT EXISTS (...) child's key column by every path
  *   shape keys     statements differing in a table, column, operator,
  *                  keyword, literal type, $n, quoting, U&"" name or list
  *                  length never share a shape, and each gets its own facts
@@ -316,6 +317,43 @@ static void test_fast_path_values(void **state)
 	      "FCONST");
 	CHECK_U64(stats(a).shapes, 2, "two shapes");
 	rw_analysis_free(base);
+	rw_analyzer_free(a);
+}
+
+/* A SELECT EXISTS (...) child (SQLAlchemy's select(exists().where(...))):
+ * its key slot has the subquery's column by every path — parse, fast key,
+ * pg_query_scan shape hit (a folded minus, which fastscan leaves alone). */
+static void test_exists_query_every_path(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+	static const struct {
+		const char *sql, *value;
+		char path;
+	} texts[] = {
+		{"SELECT EXISTS (SELECT * \nFROM posts \nWHERE posts.user_id = 5) AS anon_1", "5", 'p'},
+		{"SELECT EXISTS (SELECT * \nFROM posts \nWHERE posts.user_id = 17) AS anon_1", "17", 'F'},
+		{"select exists (select * from POSTS where posts.user_id = 123456) as anon_1", "123456", 'F'},
+		{"SELECT EXISTS (SELECT * FROM posts WHERE posts.user_id = -5) AS anon_1", "-5", 'p'},
+		{"SELECT EXISTS (SELECT * FROM posts WHERE posts.user_id = -6) AS anon_1", "-6", 's'},
+	};
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+		const char *sql = texts[i].sql;
+		rw_analyzer_stats b = stats(a);
+		rw_analysis *an = analyze(a, sql);
+		rw_analyzer_stats e = stats(a);
+		char path = e.full_parses != b.full_parses ? 'p' : e.fast_hits != b.fast_hits ? 'F' : 's';
+		CHECK(path == texts[i].path && e.failures == b.failures, "%s: path %c, want %c", sql, path,
+		      texts[i].path);
+		CHECK(an->nstmts == 1, "%s: one statement", sql);
+		const rw_shape *sh = an->stmts[0].shape;
+		CHECK(sh->flags & RW_EXISTS_QUERY, "%s: EXISTS query", sql);
+		CHECK(sh->nslots == 1 && sh->slots[0].rel_index == 0 && sh->slots[0].column &&
+			      strcmp(sh->slots[0].column, "user_id") == 0 && strcmp(sh->relations[0].name, "posts") == 0,
+		      "%s: posts.user_id", sql);
+		check_value(an, sql, 0, 0, texts[i].value);
+		rw_analysis_free(an);
+	}
 	rw_analyzer_free(a);
 }
 
@@ -714,6 +752,7 @@ int main(void)
 		cmocka_unit_test(test_multi_statement_shapes),
 		cmocka_unit_test(test_shape_keys_distinct),
 		cmocka_unit_test(test_fast_path_values),
+		cmocka_unit_test(test_exists_query_every_path),
 		cmocka_unit_test(test_fast_learned_from_scan_path),
 		cmocka_unit_test(test_fast_never_learned),
 		cmocka_unit_test(test_fast_keys_distinct),

@@ -215,6 +215,20 @@ static const batch_case CASES[] = {
 	 .params = {{INT4, "5"}}, .nparams = 1, .slot = 2, .want_for = RW_BATCH_EXISTS, .want = RW_BATCH_EXISTS,
 	 .want_sql = EXISTS_SQL(K567, "SELECT EXISTS (SELECT 1 FROM posts WHERE (pgfold_k.pgfold_key::bigint) = "
 				      "posts.user_id AND posts.published)")},
+	{"select exists, the slot found by the analysis (alias, join, inner LIMIT)",
+	 "SELECT EXISTS (SELECT 1 FROM posts AS p JOIN users u ON u.id = p.user_id WHERE u.active AND "
+	 "p.user_id = 5 LIMIT 1) AS e",
+	 {"5", "6", "7"}, .want_for = RW_BATCH_EXISTS, .want = RW_BATCH_EXISTS,
+	 .want_sql = EXISTS_SQL(K567, "SELECT EXISTS (SELECT 1 FROM posts AS p JOIN users u ON u.id = p.user_id "
+				      "WHERE u.active AND p.user_id = (pgfold_k.pgfold_key::bigint) LIMIT 1) AS e")},
+	{"select exists, negative key", "SELECT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = -5)",
+	 {"-5", "6"}, .want_for = RW_BATCH_EXISTS, .want = RW_BATCH_EXISTS,
+	 .want_sql = EXISTS_SQL("('-5', 1), ('6', 2)", "SELECT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = "
+						      "(pgfold_k.pgfold_key::bigint))")},
+	{"existence check as SELECT 1 ... LIMIT 1", "SELECT 1 AS x FROM posts WHERE posts.user_id = 5 LIMIT 1",
+	 {"5", "6", "7"}, .want_for = RW_BATCH_LATERAL, .want = RW_BATCH_LATERAL,
+	 .want_sql = LATERAL_SQL(K567, "SELECT 1 AS x FROM posts WHERE posts.user_id = (pgfold_k.pgfold_key::bigint) "
+				       "LIMIT 1")},
 
 	/* ---- refused ---------------------------------------------------------------- */
 	{"FOR UPDATE", "SELECT posts.id FROM posts WHERE posts.user_id = 5 FOR UPDATE", {"5"}, .slot = 1},
@@ -229,6 +243,16 @@ static const batch_case CASES[] = {
 	{"NOT EXISTS", "SELECT NOT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = 5)", {"5"}, .slot = 1},
 	{"exists with a FROM", "SELECT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = 5) FROM users", {"5"},
 	 .slot = 1},
+	{"exists: the slot outside the WHERE", "SELECT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = 5)", {"5"},
+	 .slot = 1},
+	{"exists: the key under OR", "SELECT EXISTS (SELECT 1 FROM posts WHERE posts.user_id = 5 OR posts.id = 1)",
+	 {"5"}, .slot = 2},
+	{"exists: unqualified column with two tables",
+	 "SELECT EXISTS (SELECT 1 FROM posts p JOIN users u ON u.id = p.user_id WHERE user_id = 5)", {"5"}, .slot = 2},
+	{"exists: CTE inside", "SELECT EXISTS (WITH p AS (SELECT * FROM posts) SELECT 1 FROM p WHERE p.user_id = 5)",
+	 {"5"}, .slot = 2},
+	{"LATERAL asked for an EXISTS child", "SELECT EXISTS (SELECT * FROM posts WHERE posts.user_id = 5) AS anon_1",
+	 {"5"}, .request = RW_BATCH_LATERAL, .want_for = RW_BATCH_EXISTS},
 	{"bare string, text key, column type unknown", "SELECT users.id FROM users WHERE users.name = 'x'",
 	 {"x", "y"}, TEXT, .want_for = RW_BATCH_IN},
 	{"number literal, key not a number", "SELECT posts.id FROM posts WHERE posts.user_id = 5", {"5", "five"},

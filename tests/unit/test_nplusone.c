@@ -7,10 +7,10 @@
  * keys to batch; fetched marks (a fetched child gets no keys: answer it from
  * the buffer) and their reset; a second session; values in no parent;
  * nested lazy loading (two patterns, one per level); many-to-one with
- * duplicate keys; bound parameters; every bound (rows, bytes, parents ring,
- * registry eviction) with its counts; forget; disable; JSON and text
- * reports with the suggested fix; pattern references outliving the
- * registry.  Under build-asan/ the same run checks for leaks.
+ * duplicate keys; bound parameters; a SELECT EXISTS (...) child; every bound
+ * (rows, bytes, parents ring, registry eviction) with its counts; forget;
+ * disable; JSON and text reports with the suggested fix; pattern references
+ * outliving the registry.  Under build-asan/ the same run checks for leaks.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +38,7 @@
 	"comments WHERE %d = comments.post_id"
 #define ALL_POSTS "SELECT posts.id AS posts_id, posts.title AS posts_title, posts.user_id AS posts_user_id FROM posts"
 #define USER_BY_ID "SELECT users.id AS users_id, users.name AS users_name FROM users WHERE users.id = %d"
+#define POSTS_EXIST "SELECT EXISTS (SELECT * \nFROM posts \nWHERE posts.user_id = %d) AS anon_1"
 
 #define INT4 23u
 #define TEXT 25u
@@ -298,6 +299,21 @@ static void test_bound_parameter(void **state)
 	rw_np_child(c->s, sh, unknown, NULL, 4, &m);
 	assert_null(m.pattern);
 	rw_analysis_free(a);
+}
+
+/* SQLAlchemy's select(exists().where(Post.user_id == u.id)) per user: the key
+ * is in the EXISTS subquery's WHERE, a child like any other. */
+static void test_exists_child(void **state)
+{
+	ctx *c = *state;
+	rw_np_match m;
+	feed_users(c, c->s, 30);
+	for (int v = 1; v <= 3; v++)
+		child(c, c->s, POSTS_EXIST, v, 5, &m);
+	expect_match(&m, RW_NP_ACTIVE, true, "EXISTS child 3 confirms");
+	assert_int_equal(m.slot, 0);
+	expect_key_range(&m, 3, 7, "EXISTS child 3");
+	expect_contains(render_text(c), "users_id (users) -> posts.user_id");
 }
 
 static void test_second_session(void **state)
@@ -830,6 +846,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test_setup_teardown(test_one_to_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bound_parameter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exists_child, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_match, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_to_one, setup, teardown),
