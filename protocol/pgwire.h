@@ -10,6 +10,7 @@
  *   pgw_startup_parse()     StartupMessage / SSLRequest / GSSENCRequest / CancelRequest
  *   pgw_reader_*            cursor over a message body; sticky error, never overreads
  *   pgw_read_*()            whole-message readers (body in, fields out)
+ *   pgw_ext_group_scan()    one extended-protocol statement [Parse] Bind [Describe] Execute Sync
  *   pgw_buf_*               growable output buffer with a sticky error flag
  *   pgw_build_*()           message builders on top of pgw_buf
  *
@@ -273,6 +274,27 @@ int pgw_read_bind(const uint8_t *body, size_t len, pgw_bind_msg *out);
 /* Describe and Close: kind 'S' (statement) or 'P' (portal) and a name. */
 int pgw_read_describe_close(const uint8_t *body, size_t len, char *kind, const char **name);
 int pgw_read_execute(const uint8_t *body, size_t len, const char **portal, int32_t *max_rows);
+/* ParameterDescription: n parameter type OIDs (big-endian int32s at *types). */
+int pgw_read_param_desc(const uint8_t *body, size_t len, int16_t *n, const uint8_t **types);
+
+/* One extended-protocol statement as drivers send it when nothing else is
+ * pipelined: [Parse ""] Bind "" <stmt> [Describe portal ""] Execute "" Sync
+ * (a Parse in the group must be the statement the Bind uses). */
+typedef struct pgw_ext_group {
+	size_t len;              /* bytes of the whole group */
+	const uint8_t *parse;    /* the whole Parse message (header included), or NULL */
+	size_t parse_len;
+	pgw_parse_msg parse_msg;
+	pgw_bind_msg bind;
+	bool describe;           /* the portal is described (RowDescription wanted) */
+	int32_t max_rows;        /* Execute's row limit, 0 = all */
+} pgw_ext_group;
+/* Does buf (the client's unconsumed bytes, starting at a message) begin with
+ * such a group of at most max_len bytes?  PGW_OK: *out describes it (pointers
+ * into buf); PGW_NEED_MORE: what is there could be the start of one;
+ * PGW_ERR_MALFORMED: it is not one (or a header is invalid: the caller's
+ * framer reports that). */
+int pgw_ext_group_scan(const uint8_t *buf, size_t len, size_t max_len, pgw_ext_group *out);
 
 /* RowDescription: validates every field; iterate with pgw_row_desc_next(). */
 typedef struct pgw_column {

@@ -271,6 +271,17 @@ int pgw_read_execute(const uint8_t *body, size_t len, const char **portal, int32
 	return pgw_reader_finish(&r);
 }
 
+int pgw_read_param_desc(const uint8_t *body, size_t len, int16_t *n, const uint8_t **types)
+{
+	pgw_reader r;
+	pgw_reader_init(&r, body, len);
+	*n = pgw_read_i16(&r);
+	if (r.err == PGW_OK && *n < 0)
+		set_malformed(&r);
+	*types = pgw_read_bytes(&r, r.err == PGW_OK ? 4 * (size_t)*n : 0);
+	return pgw_reader_finish(&r);
+}
+
 /* ---- RowDescription ----------------------------------------------------- */
 
 int pgw_row_desc_next(pgw_reader *r, pgw_column *out)

@@ -10,7 +10,7 @@
  * savepoint (inside a block) is rolled back and the child goes to the
  * backend unchanged.
  */
-#include "batcher.h"
+#include "batcher_int.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,11 +21,10 @@
 #include "../protocol/pgwire.h"
 #include "../rewrite/batch.h"
 #include "nplusone.h"
-#include "session.h"
 
 #define SAVEPOINT "pgfold_batch_sp"
 
-static uint64_t now_ms(void)
+uint64_t px_batch_now_ms(void)
 {
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
@@ -42,7 +41,7 @@ static void prefetch_clear(px_prefetch *p)
 	}
 	pf_free(p->groups);
 	pf_sb_free(&p->rowdesc);
-	pf_sb_free(&p->child_text);
+	pf_sb_free(&p->identity);
 	rw_np_pattern_unref(p->pattern);
 	memset(p, 0, sizeof(*p));
 }
@@ -73,10 +72,16 @@ void px_batch_ready(px_session *s, char status)
 
 void px_batch_free(px_session *s)
 {
+	px_batcher *b = &s->batch;
 	px_batch_drop_all(s);
-	prefetch_clear(&s->batch.building);
-	pf_free(s->batch.child_msg);
-	s->batch.child_msg = NULL;
+	prefetch_clear(&b->building);
+	pf_free(b->child_msg);
+	b->child_msg = NULL;
+	pf_sb_free(&b->parse_error);
+	pf_sb_free(&b->unnamed);
+	px_batch_forget_types(s);
+	pf_free(b->describe_key);
+	b->describe_key = NULL;
 }
 
 static px_prefetch *buffer_for(px_session *s, const rw_np_pattern *p)
@@ -97,38 +102,61 @@ static px_group *group_for(px_prefetch *p, const char *key, size_t len)
 
 static bool fresh(const px_session *s, const px_prefetch *p)
 {
-	return p->snapshot_block || now_ms() - p->created_ms <= (uint64_t)s->server->cfg->nplusone_max_staleness_ms;
+	return p->snapshot_block ||
+	       px_batch_now_ms() - p->created_ms <= (uint64_t)s->server->cfg->nplusone_max_staleness_ms;
 }
 
-/* The statement's text with the key slot's bytes replaced by one marker. */
-static void text_without_key(pf_sb *out, const rw_stmt *st, const char *sql, size_t slot)
+void px_batch_identity(pf_sb *out, const px_child *c)
 {
-	const rw_value *v = &st->values[slot];
-	pf_sb_append_n(out, sql + st->location, (size_t)(v->location - st->location));
+	const rw_stmt *st = c->st;
+	const rw_value *v = &st->values[c->m->slot];
+	pf_sb_append_n(out, c->sql + st->location, (size_t)(v->location - st->location));
 	pf_sb_append_n(out, "\x01", 1);
 	size_t after = (size_t)(v->location + v->length);
-	pf_sb_append_n(out, sql + after, (size_t)(st->location + st->length) - after);
+	pf_sb_append_n(out, c->sql + after, (size_t)(st->location + st->length) - after);
+	int key_param = st->shape->slots[c->m->slot].param;
+	for (size_t i = 0; i < c->nparams; i++) {
+		if ((int)i + 1 == key_param)
+			continue;
+		int32_t len = c->param_values[i] ? (int32_t)c->param_lengths[i] : -1;
+		pf_sb_append_n(out, (const char *)&c->param_types[i], sizeof(uint32_t));
+		pf_sb_append_n(out, (const char *)&len, sizeof(len));
+		if (len > 0)
+			pf_sb_append_n(out, c->param_values[i], (size_t)len);
+	}
 }
 
-static bool same_child(const px_prefetch *p, const rw_stmt *st, const char *sql, size_t slot)
+static bool same_child(const px_prefetch *p, const px_child *c)
 {
 	pf_sb t;
 	pf_sb_init(&t);
-	text_without_key(&t, st, sql, slot);
-	bool same = t.len == p->child_text.len && memcmp(pf_sb_str(&t), pf_sb_str(&p->child_text), t.len) == 0;
+	px_batch_identity(&t, c);
+	bool same = t.len == p->identity.len && memcmp(pf_sb_str(&t), pf_sb_str(&p->identity), t.len) == 0;
 	pf_sb_free(&t);
 	return same;
 }
 
 /* ---- answering the client ------------------------------------------------ */
 
-/* RowDescription, the group's rows, CommandComplete and ReadyForQuery, as
- * the backend would have sent them for the child alone. */
-static void answer_child(px_session *s, const px_prefetch *p, const px_group *g, char status)
+static void put_empty(pgw_buf *out, uint8_t type)
+{
+	pgw_buf_begin(out, type);
+	pgw_buf_end(out);
+}
+
+/* What the backend would have sent for the child alone: ParseComplete and
+ * BindComplete when asked (extended), RowDescription, the group's rows,
+ * CommandComplete and ReadyForQuery. */
+static void answer_child(px_session *s, const px_prefetch *p, const px_group *g, char status, px_answer_form form)
 {
 	pgw_buf out;
 	pgw_buf_init(&out, 0);
-	pgw_buf_put_bytes(&out, p->rowdesc.data, p->rowdesc.len);
+	if (form.parse_complete)
+		put_empty(&out, PGW_BE_PARSE_COMPLETE);
+	if (form.bind_complete)
+		put_empty(&out, PGW_BE_BIND_COMPLETE);
+	if (form.row_desc)
+		pgw_buf_put_bytes(&out, p->rowdesc.data, p->rowdesc.len);
 	pgw_buf_put_bytes(&out, g->rows.data, g->rows.len);
 	char tag[32];
 	snprintf(tag, sizeof(tag), "SELECT %u", g->nrows);
@@ -146,26 +174,31 @@ static void answer_child(px_session *s, const px_prefetch *p, const px_group *g,
 
 /* ---- building a batch ---------------------------------------------------- */
 
-static bool batching_allowed(const px_session *s)
+bool px_batch_allowed(const px_session *s)
 {
 	const px_sstate *st = &s->track.state;
 	return s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE && s->batch.phase == PX_BATCH_IDLE &&
 	       s->tx_status != 'E' && !st->cur.unknown && s->pending_ready == 1 && !s->extended_open &&
-	       px_track_inflight(&s->track) == 2; /* this Query's statement and its end marker */
+	       px_track_inflight(&s->track) == 2; /* this child's statement and its end marker */
 }
 
-static bool start_batch_sql(px_session *s, const rw_stmt *st, const char *sql, const rw_np_match *m, pf_sb *q)
+static bool start_batch_sql(px_session *s, const px_child *c, pf_sb *q)
 {
+	const rw_np_match *m = c->m;
 	rw_batch_request req = {
-		.sql = sql,
-		.sql_len = strlen(sql),
-		.stmt = st,
+		.sql = c->sql,
+		.sql_len = strlen(c->sql),
+		.stmt = c->st,
 		.slot = m->slot,
 		.form = RW_BATCH_NONE,
 		.key_type = m->key_type,
 		.nkeys = m->nkeys,
 		.keys = m->keys,
 		.key_lengths = m->key_lengths,
+		.nparams = c->nparams,
+		.param_values = c->param_values,
+		.param_lengths = c->param_lengths,
+		.param_types = c->param_types,
 	};
 	rw_batch_layout layout;
 	bool block = s->tx_status == 'T';
@@ -180,13 +213,14 @@ static bool start_batch_sql(px_session *s, const rw_stmt *st, const char *sql, c
 	return true;
 }
 
-static void begin_building(px_session *s, const rw_np_match *m, const rw_stmt *st, const char *sql)
+static void begin_building(px_session *s, const px_child *c)
 {
+	const rw_np_match *m = c->m;
 	px_prefetch *p = &s->batch.building;
 	prefetch_clear(p);
-	text_without_key(&p->child_text, st, sql, m->slot);
+	px_batch_identity(&p->identity, c);
 	p->pattern = rw_np_pattern_ref(m->pattern);
-	p->created_ms = now_ms();
+	p->created_ms = px_batch_now_ms();
 	p->in_block = s->tx_status == 'T';
 	rw_isolation iso = px_sstate_isolation(&s->track.state);
 	p->snapshot_block = p->in_block && (iso == RW_ISO_REPEATABLE_READ || iso == RW_ISO_SERIALIZABLE);
@@ -204,12 +238,11 @@ static void begin_building(px_session *s, const rw_np_match *m, const rw_stmt *s
 	}
 }
 
-static bool send_batch(px_session *s, const rw_stmt *st, const char *sql, const rw_np_match *m, const uint8_t *msg,
-		       size_t msg_len)
+static bool send_batch(px_session *s, const px_child *c)
 {
 	pf_sb q;
 	pf_sb_init(&q);
-	if (!start_batch_sql(s, st, sql, m, &q)) {
+	if (!start_batch_sql(s, c, &q)) {
 		pf_sb_free(&q);
 		return false;
 	}
@@ -219,55 +252,86 @@ static bool send_batch(px_session *s, const rw_stmt *st, const char *sql, const 
 	pgw_buf_put_cstr(&out, pf_sb_str(&q));
 	pgw_buf_end(&out);
 	pf_sb_free(&q);
+	if (c->restore) {
+		pgw_buf_put_bytes(&out, c->restore, c->restore_len);
+		put_empty(&out, PGW_FE_SYNC);
+	}
 	bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
 	pgw_buf_free(&out);
 	if (!ok)
 		return false;
 	px_batcher *b = &s->batch;
-	begin_building(s, m, st, sql);
+	begin_building(s, c);
 	b->phase = PX_BATCH_RUNNING;
+	b->ready_left = c->restore ? 2 : 1;
 	b->failed = false;
 	b->reason[0] = '\0';
-	b->child_msg = pf_malloc(msg_len);
-	memcpy(b->child_msg, msg, msg_len);
-	b->child_len = msg_len;
+	b->form = c->form;
+	b->restore_is_childs = c->restore && c->restore_is_childs;
+	b->parse_failed = false;
+	pf_sb_reset(&b->parse_error);
+	pf_sb_reset(&b->restore);
+	if (c->restore)
+		pf_sb_append_n(&b->restore, (const char *)c->restore, c->restore_len);
+	/* the Query destroys the unnamed statement; the restore makes it again */
+	b->unnamed_state = PX_UNNAMED_NONE;
+	b->unnamed_deferred = false;
+	b->child_msg = pf_malloc(c->msg_len);
+	memcpy(b->child_msg, c->msg, c->msg_len);
+	b->child_len = c->msg_len;
 	px_peer_set_want_read(&s->client, false); /* answers come in order: wait for the batch */
 	return true;
 }
 
-bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const uint8_t *msg, size_t msg_len)
+/* A child of an active pattern whose keys px_np_statement_keys() gave. */
+bool px_batch_child(px_session *s, const px_child *c)
 {
-	const rw_stmt *st = &an->stmts[0];
-	bool allowed = batching_allowed(s);
-	rw_np_match m;
-	px_np_statement_keys(s, st, sql, NULL, allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);
-	if (!allowed || !m.pattern || m.status != RW_NP_ACTIVE)
-		return false;
-	px_prefetch *p = buffer_for(s, m.pattern);
-	if (m.already_fetched) {
+	const rw_np_match *m = c->m;
+	px_prefetch *p = buffer_for(s, m->pattern);
+	if (m->already_fetched) {
 		char value[PX_NP_KEY_MAX];
 		size_t len;
-		if (p && !same_child(p, st, sql, m.slot))
-			return false; /* same shape, other literals: not what was fetched */
-		px_group *g = p && fresh(s, p) && px_np_child_value(s, st, sql, m.slot, value, sizeof(value), &len)
+		if (p && !same_child(p, c))
+			return false; /* same shape, other literals or values: not what was fetched */
+		px_group *g = p && fresh(s, p) &&
+				      px_np_child_value(s, c->st, c->sql, c->portal, m->slot, value, sizeof(value), &len)
 				      ? group_for(p, value, len)
 				      : NULL;
 		if (!g) {
 			px_batch_drop_all(s); /* stale or dropped: fetch again next time */
 			return false;
 		}
-		answer_child(s, p, g, s->tx_status);
-		rw_np_count_served(m.pattern, 1);
+		answer_child(s, p, g, s->tx_status, c->form);
+		rw_np_count_served(m->pattern, 1);
 		return true;
 	}
-	if (m.nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes ||
-	    now_ms() < s->batch.over_budget_until_ms)
+	if (m->nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes ||
+	    px_batch_now_ms() < s->batch.over_budget_until_ms)
 		return false;
 	if (p) { /* a new parent: its old answers go */
 		s->batch.buffered_bytes -= p->bytes;
 		prefetch_clear(p);
 	}
-	return send_batch(s, st, sql, &m, msg, msg_len);
+	return send_batch(s, c);
+}
+
+bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const uint8_t *msg, size_t msg_len)
+{
+	const rw_stmt *st = &an->stmts[0];
+	bool allowed = px_batch_allowed(s);
+	rw_np_match m;
+	px_np_statement_keys(s, st, sql, NULL, allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);
+	if (!allowed || !m.pattern || m.status != RW_NP_ACTIVE)
+		return false;
+	px_child c = {
+		.st = st,
+		.sql = sql,
+		.m = &m,
+		.msg = msg,
+		.msg_len = msg_len,
+		.form = {.row_desc = true},
+	};
+	return px_batch_child(s, &c);
 }
 
 /* ---- the batch's answers ------------------------------------------------- */
@@ -382,7 +446,7 @@ static void deliver(px_session *s, char status)
 	px_prefetch *p = &b->building;
 	bool over = b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes;
 	batch_as_parent(s, p);
-	answer_child(s, p, &p->groups[0], status);
+	answer_child(s, p, &p->groups[0], status, b->form);
 	rw_np_count_batch(p->pattern, 1, 0);
 	const char *keys[p->ngroups];
 	size_t lens[p->ngroups];
@@ -393,7 +457,8 @@ static void deliver(px_session *s, char status)
 	if (over) {
 		/* Prefetching does not fit in this session's budget: stop for a
 		 * while instead of batching again for every child. */
-		b->over_budget_until_ms = now_ms() + (uint64_t)s->server->cfg->nplusone_max_staleness_ms + 1000u;
+		b->over_budget_until_ms =
+			px_batch_now_ms() + (uint64_t)s->server->cfg->nplusone_max_staleness_ms + 1000u;
 		prefetch_clear(p);
 		return;
 	}
@@ -414,6 +479,34 @@ static void deliver(px_session *s, char status)
 	memset(p, 0, sizeof(*p));
 }
 
+/* The batch worked but the child's own Parse, sent after it, failed: the
+ * child alone would have failed there too, with this error. */
+static void answer_parse_error(px_session *s, char status)
+{
+	px_batcher *b = &s->batch;
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_put_bytes(&out, b->parse_error.data, b->parse_error.len);
+	pgw_build_ready(&out, status);
+	if (pgw_buf_ok(&out))
+		(void)px_peer_write(&s->client, out.data, out.len);
+	pgw_buf_free(&out);
+	px_track_error(&s->track, uv_hrtime() / 1000u);
+	px_session_ready(s, status);
+}
+
+static void send_query(px_session *s, const char *sql)
+{
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_begin(&out, PGW_FE_QUERY);
+	pgw_buf_put_cstr(&out, sql);
+	pgw_buf_end(&out);
+	if (pgw_buf_ok(&out))
+		(void)px_peer_write(&s->backend, out.data, out.len);
+	pgw_buf_free(&out);
+}
+
 /* The batch failed: undo it, then let the child through unchanged. */
 static void fall_back(px_session *s, char status)
 {
@@ -422,27 +515,43 @@ static void fall_back(px_session *s, char status)
 		rw_np_disable(b->building.pattern, b->reason);
 		px_session_log(PF_LOG_WARN, s, "N+1 batch failed, pattern disabled: %s", b->reason);
 		if (status == 'E') { /* inside a block: the savepoint takes the batch back */
-			static const char undo[] = "ROLLBACK TO SAVEPOINT " SAVEPOINT "; RELEASE SAVEPOINT " SAVEPOINT;
-			pgw_buf out;
-			pgw_buf_init(&out, 0);
-			pgw_buf_begin(&out, PGW_FE_QUERY);
-			pgw_buf_put_cstr(&out, undo);
-			pgw_buf_end(&out);
 			b->phase = PX_BATCH_UNDOING;
-			bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
-			pgw_buf_free(&out);
-			if (ok)
-				return;
+			b->ready_left = 1;
+			b->unnamed_state = PX_UNNAMED_NONE;
+			send_query(s, "ROLLBACK TO SAVEPOINT " SAVEPOINT "; RELEASE SAVEPOINT " SAVEPOINT);
+			return;
 		}
 	}
 	(void)px_peer_write(&s->backend, b->child_msg, b->child_len);
+	if (b->form.parse_complete) { /* the child's own Parse goes along */
+		const uint8_t *m = b->child_msg;
+		size_t len = 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+		px_batch_note_parse(s, "", m, len);
+		px_session_parse_sent(s);
+	}
 }
 
+/* The last ReadyForQuery of pgfold's round trip arrived. */
 static void batch_done(px_session *s, char status)
 {
 	px_batcher *b = &s->batch;
+	if (b->phase == PX_BATCH_RUNNING && b->restore.len > 0) {
+		if (b->parse_failed) {
+			b->unnamed_state = PX_UNNAMED_NONE; /* a failed Parse drops the unnamed statement */
+			if (!b->restore_is_childs)
+				fail(b, "the statement pgfold parsed again after the batch failed");
+		} else {
+			b->unnamed_state = PX_UNNAMED_KNOWN;
+			b->unnamed_deferred = false;
+			pf_sb_reset(&b->unnamed);
+			pf_sb_append_n(&b->unnamed, b->restore.data, b->restore.len);
+		}
+	}
 	if (b->phase == PX_BATCH_RUNNING && !b->failed) {
-		deliver(s, status);
+		if (b->parse_failed)
+			answer_parse_error(s, status);
+		else
+			deliver(s, status);
 	} else {
 		fall_back(s, status);
 		if (b->phase == PX_BATCH_UNDOING && status == 'E')
@@ -455,22 +564,44 @@ static void batch_done(px_session *s, char status)
 	px_session_resume_client(s);
 }
 
-/* One whole message of the batch's answer.  False when the batch is over. */
+/* An ErrorResponse in pgfold's round trip: the batch's own, or (after the
+ * batch's ReadyForQuery) the re-sent Parse's. */
+static void on_error(px_session *s, const uint8_t *msg, size_t len)
+{
+	px_batcher *b = &s->batch;
+	if (b->phase == PX_BATCH_RUNNING && b->ready_left == 1 && b->restore.len > 0) {
+		b->parse_failed = true;
+		pf_sb_reset(&b->parse_error);
+		pf_sb_append_n(&b->parse_error, (const char *)msg, len);
+		return;
+	}
+	fail(b, b->phase == PX_BATCH_DESCRIBING ? "describing the statement failed"
+						: "the batched statement failed on the server");
+}
+
+/* One whole message of the answer to pgfold's round trip.  False when the
+ * round trip is over. */
 static bool batch_message(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
+	px_batcher *b = &s->batch;
 	const uint8_t *body = msg + PGW_HEADER_LEN;
 	size_t len = ch->frame.body_len;
+	bool batch_rows = b->phase == PX_BATCH_RUNNING && b->ready_left == (b->restore.len > 0 ? 2 : 1);
 	switch (ch->frame.type) {
 	case PGW_BE_ROW_DESC:
-		if (s->batch.phase == PX_BATCH_RUNNING)
+		if (batch_rows)
 			on_row_desc(s, body, len);
 		return true;
 	case PGW_BE_DATA_ROW:
-		if (s->batch.phase == PX_BATCH_RUNNING)
+		if (batch_rows)
 			on_data_row(s, body, len);
 		return true;
+	case PGW_BE_PARAM_DESC:
+		if (b->phase == PX_BATCH_DESCRIBING)
+			px_batch_learn_types(s, body, len);
+		return true;
 	case PGW_BE_ERROR:
-		fail(&s->batch, "the batched statement failed on the server");
+		on_error(s, msg, ch->frame.frame_len);
 		return true;
 	case PGW_BE_NOTIFICATION:
 	case PGW_BE_PARAM_STATUS:
@@ -479,11 +610,17 @@ static bool batch_message(px_session *s, const pgw_chunk *ch, const uint8_t *msg
 	case PGW_BE_READY: {
 		char status = 'I';
 		(void)pgw_read_ready(body, len, &status);
+		if (--b->ready_left > 0)
+			return true;
+		if (b->phase == PX_BATCH_DESCRIBING) {
+			px_batch_described(s);
+			return false;
+		}
 		batch_done(s, status);
 		return false;
 	}
 	default:
-		return true; /* CommandComplete, notices: the batch's own */
+		return true; /* CommandComplete, ParseComplete, notices: pgfold's own */
 	}
 }
 

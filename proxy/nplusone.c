@@ -162,10 +162,10 @@ static bool slot_value(px_session *s, const rw_stmt *st, size_t k, const char *t
 	return rw_literal_text(text + v->location, (size_t)v->length, buf, size, len) == 0;
 }
 
-bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, size_t k, char *buf, size_t size,
-		       size_t *len)
+bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, const char *portal, size_t k, char *buf,
+		       size_t size, size_t *len)
 {
-	return k < stmt->shape->nslots && slot_value(s, stmt, k, text, NULL, buf, size, len);
+	return k < stmt->shape->nslots && slot_value(s, stmt, k, text, portal, buf, size, len);
 }
 
 static void log_confirmed(px_session *s, const rw_np_match *m)
@@ -190,6 +190,8 @@ void px_np_statement_keys(px_session *s, const rw_stmt *st, const char *text, co
 	if (!detecting(s) || !st)
 		return;
 	const rw_shape *sh = st->shape;
+	if (sh->kind == RW_KIND_DDL || sh->kind == RW_KIND_SESSION)
+		px_batch_forget_types(s); /* parameter types may be inferred differently now */
 	if (px_sstate_is_write(sh) || sh->kind == RW_KIND_SESSION) {
 		/* A write, DDL or session change: earlier results are history, and
 		 * answers prefetched before it may be stale. */

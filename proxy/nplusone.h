@@ -51,8 +51,8 @@ void px_np_abort(px_session *s);
 void px_np_statement(px_session *s, const rw_stmt *stmt, const char *text, const char *portal);
 /* Slot k's value in text form, as the server sees it (a literal's value, or
  * the bound parameter of `portal`).  False when unknown or too long. */
-bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, size_t k, char *buf, size_t size,
-		       size_t *len);
+bool px_np_child_value(px_session *s, const rw_stmt *stmt, const char *text, const char *portal, size_t k, char *buf,
+		       size_t size, size_t *len);
 /* The same, asking for up to `want` keys to batch; *out describes the
  * match (out->pattern NULL when the statement is no child). */
 void px_np_statement_keys(px_session *s, const rw_stmt *stmt, const char *text, const char *portal, size_t want,

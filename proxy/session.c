@@ -193,6 +193,7 @@ typedef enum relay_verdict {
 	RELAY_FORWARD,     /* pass it on and carry on */
 	RELAY_FORWARD_END, /* pass it on, then close the session */
 	RELAY_CONSUME,     /* pgfold answered it: do not pass it on */
+	RELAY_UNNAMED,     /* it uses the unnamed statement, whose Parse pgfold deferred: send that first */
 } relay_verdict;
 
 static uint64_t now_us(void)
@@ -258,8 +259,12 @@ static void on_parse(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	pgw_parse_msg m;
 	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_parse(body, ch->frame.body_len, &m) != PGW_OK) {
 		px_track_forget_prepared(&s->track); /* cannot tell which name it replaced */
+		if (!s->in_group)
+			px_batch_note_parse(s, NULL, NULL, 0);
 		return;
 	}
+	if (!s->in_group)
+		px_batch_note_parse(s, m.stmt_name, body - PGW_HEADER_LEN, ch->frame.frame_len);
 	rw_analysis *an = analyze(s, m.query, m.query_len);
 	px_track_parse(&s->track, m.stmt_name, an, m.query);
 	px_track_parse_types(&s->track, m.stmt_name, m.nparams, m.param_types);
@@ -277,6 +282,66 @@ static void on_bind(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	px_track_bind_params(&s->track, m.portal, m.stmt_name, &m);
 }
 
+void px_session_parse_sent(px_session *s)
+{
+	s->parses_out++;
+}
+
+/* Does the message use the unnamed statement while its Parse is deferred
+ * (batcher.h)?  Then that Parse must reach the backend first. */
+static bool needs_deferred_parse(const px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	if (!s->batch.unnamed_deferred || s->in_group)
+		return false;
+	if (ch->kind != PGW_CHUNK_MESSAGE)
+		return true; /* unreadable: assume it does */
+	if (ch->frame.type == PGW_FE_BIND) {
+		pgw_bind_msg m;
+		return pgw_read_bind(body, ch->frame.body_len, &m) != PGW_OK || m.stmt_name[0] == '\0';
+	}
+	char kind;
+	const char *name;
+	return pgw_read_describe_close(body, ch->frame.body_len, &kind, &name) != PGW_OK ||
+	       (kind == 'S' && name[0] == '\0');
+}
+
+/* Send the deferred Parse in front of the message at hand; its
+ * ParseComplete comes after those of the client's Parses still unanswered. */
+static bool send_deferred_parse(px_session *s)
+{
+	px_batcher *b = &s->batch;
+	if (px_peer_write(&s->backend, b->unnamed.data, b->unnamed.len) < 0)
+		return false;
+	b->unnamed_deferred = false;
+	s->swallow_parse = true;
+	s->swallow_after = s->parses_out;
+	return true;
+}
+
+/* A ParseComplete from the backend: the deferred Parse's is pgfold's own. */
+static relay_verdict on_parse_complete(px_session *s)
+{
+	if (s->swallow_parse && s->swallow_after == 0) {
+		s->swallow_parse = false;
+		return RELAY_CONSUME;
+	}
+	if (s->swallow_parse)
+		s->swallow_after--;
+	if (s->parses_out > 0)
+		s->parses_out--;
+	return RELAY_FORWARD;
+}
+
+/* ReadyForQuery: every message before the Sync is answered or was skipped
+ * after an error (a deferred Parse skipped so is still to be sent). */
+static void parses_settled(px_session *s)
+{
+	if (s->swallow_parse)
+		s->batch.unnamed_deferred = true;
+	s->swallow_parse = false;
+	s->parses_out = 0;
+}
+
 static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 {
 	const char *portal;
@@ -286,15 +351,18 @@ static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 	if (ch->kind != PGW_CHUNK_MESSAGE || pgw_read_execute(body, ch->frame.body_len, &portal, &max_rows) != PGW_OK)
 		portal = "\x01"; /* no portal has this name: tracked as unknown */
 	px_track_execute(&s->track, portal, now_us());
-	px_np_statement(s, px_track_last(&s->track), NULL, portal);
+	if (!s->in_group) /* a group's child is matched by px_batch_extended() */
+		px_np_statement(s, px_track_last(&s->track), NULL, portal);
 }
 
 static void on_close_message(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 {
 	char kind;
 	const char *name;
-	if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_describe_close(body, ch->frame.body_len, &kind, &name) == PGW_OK)
+	if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_describe_close(body, ch->frame.body_len, &kind, &name) == PGW_OK) {
 		px_track_close(&s->track, kind, name);
+		px_batch_note_close(s, kind, name);
+	}
 }
 
 static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
@@ -304,6 +372,7 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 	case PGW_FE_QUERY:
 		s->server->stats.queries++;
 		s->pending_ready++;
+		px_batch_note_query(s);
 		return on_query(s, ch, body);
 	case PGW_FE_EXECUTE:
 		on_execute(s, ch, body);
@@ -311,8 +380,12 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 	case PGW_FE_PARSE:
 		s->extended_open = true;
 		on_parse(s, ch, body);
+		if (!s->in_group)
+			s->parses_out++;
 		break;
 	case PGW_FE_BIND:
+		if (needs_deferred_parse(s, ch, body))
+			return RELAY_UNNAMED;
 		s->extended_open = true;
 		on_bind(s, ch, body);
 		break;
@@ -321,6 +394,10 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 		on_close_message(s, ch, body);
 		break;
 	case PGW_FE_DESCRIBE:
+		if (needs_deferred_parse(s, ch, body))
+			return RELAY_UNNAMED;
+		s->extended_open = true;
+		break;
 	case PGW_FE_FLUSH:
 		s->extended_open = true;
 		break;
@@ -390,8 +467,11 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 	const uint8_t *body = msg + PGW_HEADER_LEN;
 	switch (ch->frame.type) {
 	case PGW_BE_READY:
+		parses_settled(s);
 		on_ready_for_query(s, body, ch->frame.body_len);
 		break;
+	case PGW_BE_PARSE_COMPLETE:
+		return on_parse_complete(s);
 	case PGW_BE_KEY_DATA:
 		s->has_key = pgw_read_key_data(body, ch->frame.body_len, &s->backend_pid, &s->backend_key) == PGW_OK;
 		break;
@@ -448,6 +528,63 @@ static void protocol_violation(px_session *s, px_peer *src, int rc, const pgw_ch
 	px_session_close(s, "protocol violation", "08P01", msg);
 }
 
+/* ---- extended-protocol children ------------------------------------------ */
+
+#define PX_GROUP_MAX (64 * 1024) /* larger groups are relayed message by message */
+
+typedef enum group_verdict {
+	GROUP_NONE,      /* not a group: relay message by message */
+	GROUP_WAIT,      /* could be one: wait for the rest */
+	GROUP_TAKEN,     /* pgfold answers it */
+	GROUP_FORWARDED, /* tracked; pass its bytes on */
+	GROUP_FORWARDED_UNNAMED, /* ... after the deferred Parse of the unnamed statement it uses */
+} group_verdict;
+
+/* Could the client's next message begin an N+1 child the batcher might take
+ * whole?  Only on an idle session (nothing in flight, between messages). */
+static bool group_possible(const px_session *s, const px_peer *src, const uint8_t *at)
+{
+	return src == &s->client && s->np && s->state == PX_SESSION_ACTIVE &&
+	       s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE && s->batch.phase == PX_BATCH_IDLE &&
+	       s->pending_ready == 0 && !s->extended_open && px_track_inflight(&s->track) == 0 &&
+	       src->framer.remaining == 0 && (at[0] == PGW_FE_PARSE || at[0] == PGW_FE_BIND);
+}
+
+/* Track each message of the group as the relay would have. */
+static void track_group(px_session *s, const uint8_t *at, size_t len)
+{
+	s->in_group = true;
+	for (size_t pos = 0; pos < len;) {
+		pgw_chunk ch = {.kind = PGW_CHUNK_MESSAGE};
+		(void)pgw_frame_header(at + pos, len - pos, PGW_FROM_FRONTEND, len, &ch.frame); /* scanned before */
+		ch.len = ch.frame.frame_len;
+		(void)inspect_frontend(s, &ch, at + pos);
+		pos += ch.frame.frame_len;
+	}
+	s->in_group = false;
+}
+
+static group_verdict relay_group(px_session *s, const uint8_t *at, size_t avail, size_t *len)
+{
+	pgw_ext_group g;
+	int rc = pgw_ext_group_scan(at, avail, PX_GROUP_MAX, &g);
+	if (rc == PGW_NEED_MORE)
+		return GROUP_WAIT;
+	if (rc != PGW_OK)
+		return GROUP_NONE;
+	*len = g.len;
+	track_group(s, at, g.len);
+	if (px_batch_extended(s, &g, at))
+		return GROUP_TAKEN;
+	if (g.parse) {
+		px_batch_note_parse(s, "", g.parse, g.parse_len);
+		s->parses_out++;
+	}
+	if (!g.parse && !g.bind.stmt_name[0] && s->batch.unnamed_deferred)
+		return GROUP_FORWARDED_UNNAMED;
+	return GROUP_FORWARDED;
+}
+
 /* Frame and forward whatever src holds.  Returns false if the session closed. */
 static bool relay(px_session *s, px_peer *src, px_peer *dst)
 {
@@ -456,6 +593,27 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 	while (off < src->in_len && verdict != RELAY_FORWARD_END && s->batch.phase == PX_BATCH_IDLE) {
 		pgw_chunk ch;
 		const uint8_t *at = src->in + off;
+		if (group_possible(s, src, at)) {
+			size_t len = 0;
+			group_verdict g = relay_group(s, at, src->in_len - off, &len);
+			if (g == GROUP_WAIT)
+				break;
+			if (g == GROUP_TAKEN) {
+				if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
+					break;
+				fwd = off + len;
+			}
+			if (g == GROUP_FORWARDED_UNNAMED) {
+				if ((off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0) ||
+				    !send_deferred_parse(s))
+					break;
+				fwd = off;
+			}
+			if (g != GROUP_NONE) {
+				off += len;
+				continue;
+			}
+		}
 		int rc = pgw_stream_next(&src->framer, at, src->in_len - off, &ch, &need);
 		if (rc == PGW_NEED_MORE)
 			break;
@@ -467,6 +625,15 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		verdict = RELAY_FORWARD;
 		if (ch.kind == PGW_CHUNK_MESSAGE || ch.first)
 			verdict = src == &s->client ? inspect_frontend(s, &ch, at) : inspect_backend(s, &ch, at);
+		if (verdict == RELAY_UNNAMED) {
+			/* forward what came before, then the deferred Parse; the
+			 * message itself is looked at again on the next turn */
+			if ((off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0) || !send_deferred_parse(s))
+				break;
+			fwd = off;
+			verdict = RELAY_FORWARD;
+			continue;
+		}
 		if (verdict == RELAY_CONSUME) {
 			/* pgfold answered this one: forward what came before it, skip it */
 			if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
@@ -735,7 +902,8 @@ static px_session *session_new(px_server *server)
 	px_peer_init(&s->backend, &backend_ops, s, "backend", PX_BACKEND_BUF_INITIAL, PX_BUF_MAX);
 	pgw_stream_init(&s->client.framer, PGW_FROM_FRONTEND, cfg->max_message_bytes, PX_WHOLE_LIMIT);
 	pgw_stream_want_whole(&s->client.framer, PGW_FE_TERMINATE);
-	static const uint8_t analysed[] = {PGW_FE_QUERY, PGW_FE_PARSE, PGW_FE_BIND, PGW_FE_EXECUTE, PGW_FE_CLOSE};
+	static const uint8_t analysed[] = {PGW_FE_QUERY,   PGW_FE_PARSE, PGW_FE_BIND,
+					   PGW_FE_EXECUTE, PGW_FE_CLOSE, PGW_FE_DESCRIBE};
 	for (size_t i = 0; i < sizeof(analysed); i++)
 		pgw_stream_want_whole(&s->client.framer, analysed[i]);
 	pgw_stream_init(&s->backend.framer, PGW_FROM_BACKEND, (size_t)PGW_MAX_LENGTH + 1, PX_WHOLE_LIMIT);
@@ -745,6 +913,8 @@ static px_session *session_new(px_server *server)
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_COMMAND_COMPLETE);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_ROW_DESC);
 	pgw_stream_want_whole(&s->backend.framer, PGW_BE_DATA_ROW);
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_PARAM_DESC); /* the batcher learns types from it */
+	pgw_stream_want_whole(&s->backend.framer, PGW_BE_PARSE_COMPLETE); /* a deferred Parse's is dropped */
 	if (server->np_registry)
 		s->np = rw_np_session_new(server->np_registry);
 	px_track_init(&s->track, statement_done, s);

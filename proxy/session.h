@@ -67,6 +67,10 @@ struct px_session {
 	px_np_capture np_capture;
 	px_batcher batch;       /* N+1 batch in flight and prefetched answers */
 	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
+	bool in_group;          /* tracking an extended group the batcher may take whole */
+	uint32_t parses_out;    /* client Parse messages sent, ParseComplete not yet relayed (this Sync) */
+	bool swallow_parse;     /* pgfold sent a deferred Parse: drop its ParseComplete, */
+	uint32_t swallow_after; /* ... which follows this many of the client's */
 	px_session *prev, *next;
 };
 
@@ -91,6 +95,8 @@ void px_cancel_forward(uv_loop_t *loop, const px_session *target, uint32_t pid, 
 
 /* A ReadyForQuery reached the client (relayed or made by pgfold). */
 void px_session_ready(px_session *session, char status);
+/* A client Parse went to the backend outside the relay (batcher). */
+void px_session_parse_sent(px_session *session);
 /* Start reading the client again and relay what it already sent. */
 void px_session_resume_client(px_session *session);
 

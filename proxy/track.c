@@ -43,6 +43,7 @@ struct px_named {
 	rw_analysis *an;
 	uint32_t index;
 	char *sql; /* the prepared statement's text (for session-state statements) */
+	char *text;            /* statements: the whole query text when <= PX_TRACK_TEXT_MAX */
 	uint32_t *param_types; /* statements: OIDs from Parse (0 unspecified) */
 	int16_t nparam_types;
 	char *params;          /* portals: the bound values as text, len-prefixed; NULL when not kept */
@@ -184,6 +185,7 @@ static void named_free(px_named *n)
 		rw_analysis_free(n->an);
 	pf_free(n->name);
 	pf_free(n->sql);
+	pf_free(n->text);
 	pf_free(n->param_types);
 	pf_free(n->params);
 	pf_free(n);
@@ -224,6 +226,8 @@ void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const 
 	n->an = ref(an);
 	if (an->nstmts == 0)
 		return;
+	if (strlen(text) <= PX_TRACK_TEXT_MAX)
+		n->text = pf_strdup(text);
 	if (affects_session(an->stmts[0].shape)) {
 		const rw_stmt *st = &an->stmts[0];
 		n->sql = pf_malloc((size_t)st->length + 1);
@@ -270,7 +274,8 @@ static int32_t be32(const uint8_t *p)
 	return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]);
 }
 
-/* Append parameter i's value in text form (len -1 when NULL or unknown). */
+/* Append parameter i's value in text form (len -1 when NULL, -2 when it has
+ * no text form pgfold knows). */
 static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m, int16_t i, const uint8_t *v,
 			 int32_t len)
 {
@@ -279,8 +284,8 @@ static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m
 	char text[PX_TRACK_PARAM_TEXT_MAX];
 	size_t n = 0;
 	int32_t out_len = -1;
-	if (len >= 0 && pgw_value_text(type, format, v, len, text, sizeof(text), &n) == PGW_OK)
-		out_len = (int32_t)n;
+	if (len >= 0)
+		out_len = pgw_value_text(type, format, v, len, text, sizeof(text), &n) == PGW_OK ? (int32_t)n : -2;
 	pf_sb_append_n(out, (const char *)&out_len, sizeof(out_len));
 	if (out_len > 0)
 		pf_sb_append_n(out, text, (size_t)out_len);
@@ -314,11 +319,11 @@ void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name
 	}
 }
 
-bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len)
+int px_track_portal_value(const px_track *t, const char *portal, int n, const char **value, size_t *len)
 {
 	const px_named *p = *named_find((px_named **)&t->portals, portal);
 	if (!p || !p->params || n < 1 || n > p->nparams)
-		return false;
+		return -1;
 	size_t pos = 0;
 	for (int i = 1; pos + 4 <= p->params_len; i++) {
 		int32_t l;
@@ -326,14 +331,25 @@ bool px_track_portal_param(const px_track *t, const char *portal, int n, const c
 		pos += 4;
 		if (i == n) {
 			if (l < 0)
-				return false;
+				return l == -1 ? 0 : -1;
 			*value = p->params + pos;
 			*len = (size_t)l;
-			return true;
+			return 1;
 		}
 		pos += l > 0 ? (size_t)l : 0;
 	}
-	return false;
+	return -1;
+}
+
+bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len)
+{
+	return px_track_portal_value(t, portal, n, value, len) == 1;
+}
+
+int16_t px_track_portal_nparams(const px_track *t, const char *portal)
+{
+	const px_named *p = *named_find((px_named **)&t->portals, portal);
+	return p && p->params ? p->nparams : 0;
 }
 
 void px_track_execute(px_track *t, const char *portal, uint64_t now_us)
@@ -523,6 +539,18 @@ const rw_analysis *px_track_prepared(const px_track *t, const char *name)
 		if (strcmp((*list)->name, name) == 0)
 			return (*list)->an;
 	return NULL;
+}
+
+bool px_track_statement(const px_track *t, const char *name, px_track_stmt *out)
+{
+	const px_named *n = *named_find((px_named **)&t->prepared, name);
+	if (!n)
+		return false;
+	out->an = n->an;
+	out->text = n->text;
+	out->ntypes = n->nparam_types;
+	out->types = n->param_types;
+	return true;
 }
 
 static const rw_stmt *item_stmt(const px_track_item *it)

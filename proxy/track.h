@@ -33,6 +33,7 @@
 #define PX_TRACK_MAX_PREPARED 10000
 #define PX_TRACK_PARAMS_MAX 4096      /* bound values kept per portal (text form), else none */
 #define PX_TRACK_PARAM_TEXT_MAX 256   /* longer values are not kept */
+#define PX_TRACK_TEXT_MAX 16384       /* longer statement texts are not kept */
 
 /* One finished statement: stmt is NULL when pgfold did not know what ran. */
 typedef void (*px_track_done_fn)(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, uint64_t rows, bool error);
@@ -71,6 +72,10 @@ void px_track_parse_types(px_track *t, const char *name, int16_t n, const uint8_
 void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name, const pgw_bind_msg *m);
 /* Parameter $n of a portal in text form; false when NULL or not kept. */
 bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len);
+/* The same telling the two apart: 1 (value), 0 (SQL NULL), -1 (not kept). */
+int px_track_portal_value(const px_track *t, const char *portal, int n, const char **value, size_t *len);
+/* How many parameters the portal's kept values cover (0: none kept). */
+int16_t px_track_portal_nparams(const px_track *t, const char *portal);
 /* The statement the server is answering now (head of the queue), or NULL. */
 const rw_stmt *px_track_current(const px_track *t);
 /* The statement most recently queued (tail), or NULL. */
@@ -89,6 +94,17 @@ void px_track_empty(px_track *t, uint64_t now_us);
 void px_track_suspended(px_track *t, uint64_t now_us);
 void px_track_error(px_track *t, uint64_t now_us);
 void px_track_ready(px_track *t, char status);
+
+/* A prepared statement as the client parsed it: its analysis (NULL when
+ * unknown), its whole query text (NULL when over PX_TRACK_TEXT_MAX) and the
+ * parameter types its Parse gave (0 = unspecified). */
+typedef struct px_track_stmt {
+	const rw_analysis *an;
+	const char *text;
+	int16_t ntypes;
+	const uint32_t *types;
+} px_track_stmt;
+bool px_track_statement(const px_track *t, const char *name, px_track_stmt *out);
 
 /* The analysis of a prepared statement ("" = unnamed), or NULL. */
 const rw_analysis *px_track_prepared(const px_track *t, const char *name);

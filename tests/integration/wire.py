@@ -74,7 +74,7 @@ def parse(sql, name="", param_types=()):
                    + b"".join(struct.pack("!I", t) for t in param_types))
 
 
-def bind(params=(), portal="", statement=""):
+def bind(params=(), portal="", statement="", result_formats=()):
     body = cstr(portal) + cstr(statement) + struct.pack("!H", 0) + struct.pack("!H", len(params))
     for p in params:
         if p is None:
@@ -82,7 +82,8 @@ def bind(params=(), portal="", statement=""):
         else:
             b = p if isinstance(p, bytes) else str(p).encode()
             body += struct.pack("!I", len(b)) + b
-    return message(b"B", body + struct.pack("!H", 0))
+    return message(b"B", body + struct.pack("!H", len(result_formats))
+                   + b"".join(struct.pack("!H", f) for f in result_formats))
 
 
 def describe_portal(portal=""):

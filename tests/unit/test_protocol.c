@@ -1473,6 +1473,186 @@ static void test_buf_growth(void **state)
 	assert_int_equal(b.cap, 0);
 }
 
+/* ---- extended groups ------------------------------------------------------ */
+
+static void put_parse(pgw_buf *b, const char *name, const char *sql)
+{
+	pgw_buf_begin(b, PGW_FE_PARSE);
+	pgw_buf_put_cstr(b, name);
+	pgw_buf_put_cstr(b, sql);
+	pgw_buf_put_i16(b, 1);
+	pgw_buf_put_i32(b, 23);
+	pgw_buf_end(b);
+}
+
+static void put_bind(pgw_buf *b, const char *portal, const char *stmt)
+{
+	pgw_buf_begin(b, PGW_FE_BIND);
+	pgw_buf_put_cstr(b, portal);
+	pgw_buf_put_cstr(b, stmt);
+	pgw_buf_put_i16(b, 0);
+	pgw_buf_put_i16(b, 1);
+	pgw_buf_put_i32(b, 2);
+	pgw_buf_put_bytes(b, "42", 2);
+	pgw_buf_put_i16(b, 0);
+	pgw_buf_end(b);
+}
+
+static void put_name_msg(pgw_buf *b, uint8_t type, char kind, const char *name)
+{
+	pgw_buf_begin(b, type);
+	pgw_buf_put_u8(b, (uint8_t)kind);
+	pgw_buf_put_cstr(b, name);
+	pgw_buf_end(b);
+}
+
+static void put_execute(pgw_buf *b, const char *portal, int32_t max_rows)
+{
+	pgw_buf_begin(b, PGW_FE_EXECUTE);
+	pgw_buf_put_cstr(b, portal);
+	pgw_buf_put_i32(b, max_rows);
+	pgw_buf_end(b);
+}
+
+static void put_plain(pgw_buf *b, uint8_t type)
+{
+	pgw_buf_begin(b, type);
+	pgw_buf_end(b);
+}
+
+/* Parse "" / Bind / Describe P / Execute / Sync, then a Query after it. */
+static void libpq_group(pgw_buf *b)
+{
+	put_parse(b, "", "SELECT * FROM t WHERE id = $1");
+	put_bind(b, "", "");
+	put_name_msg(b, PGW_FE_DESCRIBE, 'P', "");
+	put_execute(b, "", 0);
+	put_plain(b, PGW_FE_SYNC);
+}
+
+static void test_ext_group_whole(void **state)
+{
+	(void)state;
+	pgw_buf b;
+	pgw_buf_init(&b, 0);
+	libpq_group(&b);
+	size_t group_len = b.len;
+	pgw_buf_begin(&b, PGW_FE_QUERY);
+	pgw_buf_put_cstr(&b, "SELECT 1");
+	pgw_buf_end(&b);
+	pgw_ext_group g;
+	assert_int_equal(pgw_ext_group_scan(b.data, b.len, 65536, &g), PGW_OK);
+	assert_int_equal(g.len, group_len);
+	assert_ptr_equal(g.parse, b.data);
+	assert_string_equal(g.parse_msg.query, "SELECT * FROM t WHERE id = $1");
+	assert_int_equal(g.bind.nparams, 1);
+	assert_true(g.describe);
+	assert_int_equal(g.max_rows, 0);
+	/* every shorter prefix could still become the group */
+	for (size_t n = 0; n < group_len; n++)
+		assert_int_equal(pgw_ext_group_scan(b.data, n, 65536, &g), PGW_NEED_MORE);
+	/* ... unless it could not fit in max_len */
+	assert_int_equal(pgw_ext_group_scan(b.data, group_len, group_len - 1, &g), PGW_ERR_MALFORMED);
+	pgw_buf_free(&b);
+}
+
+static void test_ext_group_prepared(void **state)
+{
+	(void)state;
+	pgw_buf b;
+	pgw_buf_init(&b, 0);
+	put_bind(&b, "", "stmt1"); /* PQsendQueryPrepared: no Parse, no Describe needed */
+	put_execute(&b, "", 0);
+	put_plain(&b, PGW_FE_SYNC);
+	pgw_ext_group g;
+	assert_int_equal(pgw_ext_group_scan(b.data, b.len, 65536, &g), PGW_OK);
+	assert_null(g.parse);
+	assert_false(g.describe);
+	assert_string_equal(g.bind.stmt_name, "stmt1");
+	pgw_buf_free(&b);
+}
+
+typedef void (*group_builder)(pgw_buf *b);
+
+static void named_parse(pgw_buf *b)
+{
+	put_parse(b, "s1", "SELECT 1");
+}
+static void bind_other_than_parsed(pgw_buf *b)
+{
+	put_parse(b, "", "SELECT $1");
+	put_bind(b, "", "s1");
+}
+static void named_portal(pgw_buf *b)
+{
+	put_bind(b, "p1", "");
+}
+static void describe_statement(pgw_buf *b)
+{
+	put_bind(b, "", "");
+	put_name_msg(b, PGW_FE_DESCRIBE, 'S', "");
+}
+static void flush_instead_of_sync(pgw_buf *b)
+{
+	put_bind(b, "", "");
+	put_execute(b, "", 0);
+	put_plain(b, PGW_FE_FLUSH);
+}
+static void two_executes(pgw_buf *b)
+{
+	put_bind(b, "", "");
+	put_execute(b, "", 0);
+	put_execute(b, "", 0);
+}
+static void query_first(pgw_buf *b)
+{
+	pgw_buf_begin(b, PGW_FE_QUERY);
+	pgw_buf_put_cstr(b, "SELECT 1");
+	pgw_buf_end(b);
+}
+static void close_inside(pgw_buf *b)
+{
+	put_bind(b, "", "");
+	put_name_msg(b, PGW_FE_CLOSE, 'S', "x");
+}
+static void bad_length(pgw_buf *b)
+{
+	static const uint8_t bad[] = {'B', 0, 0, 0, 2};
+	pgw_buf_put_bytes(b, bad, sizeof(bad));
+}
+
+static void test_ext_group_not_a_group(void **state)
+{
+	(void)state;
+	const group_builder builders[] = {named_parse,	 bind_other_than_parsed, named_portal, describe_statement,
+					  flush_instead_of_sync, two_executes,		 query_first,  close_inside,
+					  bad_length};
+	for (size_t i = 0; i < sizeof(builders) / sizeof(builders[0]); i++) {
+		pgw_buf b;
+		pgw_buf_init(&b, 0);
+		builders[i](&b);
+		pgw_ext_group g;
+		assert_int_equal(pgw_ext_group_scan(b.data, b.len, 65536, &g), PGW_ERR_MALFORMED);
+		pgw_buf_free(&b);
+	}
+}
+
+static void test_read_param_desc(void **state)
+{
+	(void)state;
+	const uint8_t two[] = {0, 2, 0, 0, 0, 23, 0, 0, 0, 25};
+	int16_t n;
+	const uint8_t *types;
+	assert_int_equal(pgw_read_param_desc(two, sizeof(two), &n, &types), PGW_OK);
+	assert_int_equal(n, 2);
+	assert_ptr_equal(types, two + 2);
+	assert_int_equal(pgw_read_param_desc(two, sizeof(two) - 1, &n, &types), PGW_ERR_TRUNCATED);
+	const uint8_t negative[] = {0xff, 0xff};
+	assert_int_equal(pgw_read_param_desc(negative, sizeof(negative), &n, &types), PGW_ERR_MALFORMED);
+	const uint8_t trailing[] = {0, 0, 1};
+	assert_int_equal(pgw_read_param_desc(trailing, sizeof(trailing), &n, &types), PGW_ERR_TRAILING);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1507,6 +1687,10 @@ int main(void)
 		cmocka_unit_test(test_buf_sticky_limit),
 		cmocka_unit_test(test_buf_misuse),
 		cmocka_unit_test(test_buf_growth),
+		cmocka_unit_test(test_ext_group_whole),
+		cmocka_unit_test(test_ext_group_prepared),
+		cmocka_unit_test(test_ext_group_not_a_group),
+		cmocka_unit_test(test_read_param_desc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
