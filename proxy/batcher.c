@@ -79,6 +79,7 @@ void px_batch_free(px_session *s)
 	b->child_msg = NULL;
 	pf_sb_free(&b->parse_error);
 	pf_sb_free(&b->unnamed);
+	pf_sb_free(&b->restore);
 	px_batch_forget_types(s);
 	pf_free(b->describe_key);
 	b->describe_key = NULL;
