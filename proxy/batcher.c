@@ -21,6 +21,7 @@
 #include "../protocol/pgwire.h"
 #include "../rewrite/batch.h"
 #include "nplusone.h"
+#include "volatility.h"
 
 #define SAVEPOINT "pgfold_batch_sp"
 
@@ -183,6 +184,19 @@ bool px_batch_allowed(const px_session *s)
 	       px_track_inflight(&s->track) == 2; /* this child's statement and its end marker */
 }
 
+/* The type of the column the key is compared with (pg_attribute through the
+ * control connection), or 0: batch.h types bare string keys with it. */
+static uint32_t key_column_type(px_session *s, const px_child *c)
+{
+	const rw_shape *sh = c->st->shape;
+	const rw_slot *slot = &sh->slots[c->m->slot];
+	if (!s->server->volatility || slot->rel_index < 0 || (size_t)slot->rel_index >= sh->nrelations || !slot->column)
+		return 0;
+	const rw_relation *rel = &sh->relations[slot->rel_index];
+	return px_volatility_column_type(s->server->volatility, s->database, s->user, rel->schema, rel->name,
+					 slot->column);
+}
+
 static bool start_batch_sql(px_session *s, const px_child *c, pf_sb *q)
 {
 	const rw_np_match *m = c->m;
@@ -193,6 +207,7 @@ static bool start_batch_sql(px_session *s, const px_child *c, pf_sb *q)
 		.slot = m->slot,
 		.form = RW_BATCH_NONE,
 		.key_type = m->key_type,
+		.column_type = key_column_type(s, c),
 		.nkeys = m->nkeys,
 		.keys = m->keys,
 		.key_lengths = m->key_lengths,

@@ -24,6 +24,7 @@
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/alloc.h"
@@ -41,17 +42,29 @@
 #define VOL_STR(x) #x
 #define VOL_XSTR(x) VOL_STR(x)
 
-/* One row per (schema, name): the most volatile overload ('i' < 's' < 'v'
- * as text).  Everything qualified, so no search_path can shadow it. */
-static const char vol_sql[] = "SELECT n.nspname, p.proname, pg_catalog.max(p.provolatile::pg_catalog.text) "
-			      "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-			      "GROUP BY 1, 2 LIMIT " VOL_XSTR(VOL_MAX_ROWS) " + 1";
+/* Functions: one row per (schema, name), the most volatile overload ('i' <
+ * 's' < 'v' as text).  Columns of tables, views and foreign tables outside
+ * the system schemas: their type OIDs (the N+1 batcher types its keys with
+ * them).  Everything qualified, so no search_path can shadow it. */
+static const char vol_sql[] =
+	"(SELECT 'f'::pg_catalog.text, n.nspname, p.proname, NULL::pg_catalog.name, "
+	"pg_catalog.max(p.provolatile::pg_catalog.text) "
+	"FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+	"GROUP BY n.nspname, p.proname LIMIT " VOL_XSTR(VOL_MAX_ROWS) " + 1) UNION ALL "
+	"(SELECT 'c'::pg_catalog.text, n.nspname, c.relname, a.attname, a.atttypid::pg_catalog.text "
+	"FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+	"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+	"AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
+	"LIMIT " VOL_XSTR(VOL_MAX_ROWS) " + 1)";
 
 typedef struct vol_db {
 	px_volatility *owner;
 	char name[VOL_NAME_MAX + 1];
 	char user[VOL_NAME_MAX + 1]; /* the client user to connect as when control_user is empty */
 	pf_strmap *map;              /* NULL until the first load; values are (void *)(uintptr_t)'i' ... */
+	pf_strmap *columns;          /* "schema.table.column" and "table.column" -> type OID (0: differs
+	                                between schemas); NULL until the first load */
 	size_t functions;            /* rows of the last load */
 	px_pgctl *conn;              /* the control connection, or NULL */
 	bool conn_used;              /* conn already completed a load (it is lingering) */
@@ -111,35 +124,74 @@ static bool lower_copy(char *dst, size_t size, const char *src)
 	return true;
 }
 
-/* A map from the rows of vol_sql; NULL when the result is not usable. */
-static pf_strmap *map_from_result(const PGresult *res, const char *db, size_t *rows)
+/* One function row into the function map. */
+static void put_function(pf_strmap *map, const PGresult *res, int i)
+{
+	char nsp[VOL_NAME_MAX * 2 + 2], name[VOL_NAME_MAX * 2 + 2], key[sizeof(nsp) + sizeof(name)];
+	const char *vol = PQgetvalue(res, i, 4);
+	char c = vol[0] == 'i' || vol[0] == 's' ? vol[0] : 'v';
+	if (!lower_copy(nsp, sizeof(nsp), PQgetvalue(res, i, 1)) ||
+	    !lower_copy(name, sizeof(name), PQgetvalue(res, i, 2)))
+		return; /* longer than a name can be: never looked up */
+	snprintf(key, sizeof(key), "%s.%s", nsp, name);
+	map_put_max(map, key, c);
+	map_put_max(map, name, c);
+}
+
+/* A column's type under key; two tables of one name in different schemas
+ * whose columns differ in type make the bare key ambiguous (0). */
+static void put_column_key(pf_strmap *map, const char *key, uint32_t type)
+{
+	void *old;
+	if (pf_strmap_get(map, key, &old) && (uint32_t)(uintptr_t)old != type)
+		type = 0;
+	pf_strmap_put(map, key, (void *)(uintptr_t)type, NULL);
+}
+
+/* One column row into the column map (names are case-sensitive here). */
+static void put_column(pf_strmap *map, const PGresult *res, int i)
+{
+	char key[VOL_NAME_MAX * 3 + 3];
+	const char *nsp = PQgetvalue(res, i, 1), *rel = PQgetvalue(res, i, 2), *att = PQgetvalue(res, i, 3);
+	uint32_t type = (uint32_t)strtoul(PQgetvalue(res, i, 4), NULL, 10);
+	if (strlen(nsp) > VOL_NAME_MAX || strlen(rel) > VOL_NAME_MAX || strlen(att) > VOL_NAME_MAX)
+		return;
+	snprintf(key, sizeof(key), "%s.%s.%s", nsp, rel, att);
+	put_column_key(map, key, type);
+	snprintf(key, sizeof(key), "%s.%s", rel, att);
+	put_column_key(map, key, type);
+}
+
+/* The function and column maps from the rows of vol_sql; false when the
+ * result is not usable. */
+static bool maps_from_result(const PGresult *res, const char *db, pf_strmap **functions, pf_strmap **columns,
+			     size_t *nfunctions)
 {
 	int n = PQntuples(res);
-	*rows = (size_t)(n > 0 ? n : 0);
-	if (PQnfields(res) != 3) {
+	if (PQnfields(res) != 5) {
 		pf_warn("volatility: database \"%s\": unexpected catalog result (%d columns)", db, PQnfields(res));
-		return NULL;
+		return false;
 	}
-	pf_strmap *map = pf_strmap_new();
-	if (n > VOL_MAX_ROWS) {
-		/* A partial map could call a name immutable whose volatile
-		 * overload was cut off: keep an empty one (all volatile). */
+	size_t nf = 0, nc = 0;
+	for (int i = 0; i < n; i++)
+		*PQgetvalue(res, i, 0) == 'f' ? nf++ : nc++;
+	*nfunctions = nf;
+	*functions = pf_strmap_new();
+	*columns = pf_strmap_new();
+	/* A partial function map could call a name immutable whose volatile
+	 * overload was cut off: keep an empty one (all volatile); likewise a
+	 * partial column map stays empty (no key types). */
+	if (nf > VOL_MAX_ROWS)
 		pf_warn("volatility: database \"%s\" has more than %d functions; all count as volatile", db,
 			VOL_MAX_ROWS);
-		return map;
-	}
-	char nsp[VOL_NAME_MAX * 2 + 2], name[VOL_NAME_MAX * 2 + 2], key[sizeof(nsp) + sizeof(name)];
 	for (int i = 0; i < n; i++) {
-		const char *vol = PQgetvalue(res, i, 2);
-		char c = vol[0] == 'i' || vol[0] == 's' ? vol[0] : 'v';
-		if (!lower_copy(nsp, sizeof(nsp), PQgetvalue(res, i, 0)) ||
-		    !lower_copy(name, sizeof(name), PQgetvalue(res, i, 1)))
-			continue; /* longer than a name can be: never looked up */
-		snprintf(key, sizeof(key), "%s.%s", nsp, name);
-		map_put_max(map, key, c);
-		map_put_max(map, name, c);
+		bool function = *PQgetvalue(res, i, 0) == 'f';
+		if (function && nf <= VOL_MAX_ROWS)
+			put_function(*functions, res, i);
+		else if (!function && nc <= VOL_MAX_ROWS)
+			put_column(*columns, res, i);
 	}
-	return map;
+	return true;
 }
 
 static char map_lookup(const pf_strmap *map, const char *function)
@@ -233,13 +285,15 @@ static void on_loaded(const PGresult *res, const char *err, void *ctx)
 		return;
 	}
 	size_t rows;
-	pf_strmap *map = map_from_result(res, db->name, &rows);
-	if (!map) {
+	pf_strmap *map, *columns;
+	if (!maps_from_result(res, db->name, &map, &columns, &rows)) {
 		load_failed(db, "unexpected catalog result");
 		return;
 	}
 	pf_strmap_free(db->map);
+	pf_strmap_free(db->columns);
 	db->map = map;
+	db->columns = columns;
 	db->functions = rows;
 	db->loads++;
 	db->conn_used = true;
@@ -380,6 +434,7 @@ static void db_free(vol_db *db)
 {
 	drop_conn(db);
 	pf_strmap_free(db->map);
+	pf_strmap_free(db->columns);
 	pf_free(db);
 }
 
@@ -434,7 +489,9 @@ void px_volatility_configure(px_volatility *v, const cf_config *cfg)
 		drop_conn(db);
 		if (moved) {
 			pf_strmap_free(db->map); /* another server's catalog */
+			pf_strmap_free(db->columns);
 			db->map = NULL;
+			db->columns = NULL;
 			db->functions = 0;
 			db->stale = true;
 		}
@@ -457,6 +514,26 @@ char px_volatility_of(px_volatility *v, const char *database, const char *client
 	db_note_user(db, client_user);
 	maybe_load(db);
 	return map_lookup(db->map, function);
+}
+
+uint32_t px_volatility_column_type(px_volatility *v, const char *database, const char *client_user,
+				   const char *schema, const char *table, const char *column)
+{
+	if (!v || v->closing || !database || !table || !column)
+		return 0;
+	vol_db *db = db_track(v, database);
+	if (!db)
+		return 0;
+	db->last_used = uv_now(v->loop);
+	db_note_user(db, client_user);
+	maybe_load(db);
+	char key[VOL_NAME_MAX * 3 + 3];
+	void *val;
+	if (snprintf(key, sizeof(key), "%s%s%s.%s", schema ? schema : "", schema ? "." : "", table, column) >=
+		    (int)sizeof(key) ||
+	    !db->columns || !pf_strmap_get(db->columns, key, &val))
+		return 0;
+	return (uint32_t)(uintptr_t)val;
 }
 
 char px_volatility_of_shape(px_volatility *v, const char *database, const char *client_user, const rw_shape *shape)

@@ -1,8 +1,9 @@
 /*
- * volatility.h — per-database function volatility (pg_proc.provolatile),
- * read from the database itself through a control connection (px_pgctl) and
- * kept in memory, so statement analysis can tell whether a call is
- * immutable, stable or volatile without a round trip.
+ * volatility.h — per-database function volatility (pg_proc.provolatile)
+ * and column types (pg_attribute.atttypid), read from the database itself
+ * through a control connection (px_pgctl) and kept in memory, so statement
+ * analysis can tell whether a call is immutable, stable or volatile, and the
+ * N+1 batcher what type a key column has, without a round trip.
  *
  * Interface
  *   px_volatility_new(loop)          empty; answers 'v' until configured and loaded
@@ -10,6 +11,7 @@
  *                                    connect_timeout; at start and after each reload
  *   px_volatility_of(v, db, user, fn)  'i', 's' or 'v'; the first call for a
  *                                    database starts its load in the background
+ *   px_volatility_column_type(...)   a column's type OID, 0 when unknown
  *   px_volatility_invalidate(v, db)  after DDL: reload in the background
  *   px_volatility_loaded(v, db)      a map for db has arrived
  *   px_volatility_close(v)           idempotent; frees once its handles closed
@@ -41,6 +43,7 @@
 #define PGFOLD_PROXY_VOLATILITY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "../rewrite/analysis.h"
@@ -69,6 +72,13 @@ char px_volatility_of(px_volatility *v, const char *database, const char *client
  * none, 'v' when any is unknown (same rules as px_volatility_of). */
 char px_volatility_of_shape(px_volatility *v, const char *database, const char *client_user, const rw_shape *shape);
 void px_volatility_invalidate(px_volatility *v, const char *database);
+/* The type OID of column of table (schema NULL: as written unqualified) in
+ * database, from the same load as the volatility map; 0 when unknown: not
+ * loaded, no such column, or an unqualified table whose namesakes in other
+ * schemas give the column other types.  Names are compared exactly (as the
+ * parser folds them).  Loads like px_volatility_of(). */
+uint32_t px_volatility_column_type(px_volatility *v, const char *database, const char *client_user,
+				   const char *schema, const char *table, const char *column);
 bool px_volatility_loaded(const px_volatility *v, const char *database);
 /* How long an idle control connection stays open, and how long a database
  * must be unused before a new one may take its place in a full table; 0

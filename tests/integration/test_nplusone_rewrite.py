@@ -22,7 +22,7 @@ from wire import WireConn, query
 N_USERS = 25
 
 SCHEMA = """
-DROP TABLE IF EXISTS rw_comments, rw_posts, rw_users;
+DROP TABLE IF EXISTS rw_tagged, rw_tags, rw_comments, rw_posts, rw_users;
 CREATE TABLE rw_users (id int PRIMARY KEY, name text NOT NULL, divisor int NOT NULL);
 CREATE TABLE rw_posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES rw_users, title text,
                        score numeric(6,2));
@@ -33,6 +33,10 @@ INSERT INTO rw_users SELECT g, 'user ' || g, CASE WHEN g = 13 THEN 0 ELSE g END 
 INSERT INTO rw_posts SELECT u * 10 + p, u, 'post ' || p || ' of ' || u, CASE WHEN p = 1 THEN NULL ELSE u * 1.25 END
   FROM generate_series(1, 25) u, generate_series(0, 2 + u % 3) p WHERE u % 7 <> 0;
 INSERT INTO rw_comments SELECT p.id * 10 + c, p.id, 'c' || c FROM rw_posts p, generate_series(0, p.id % 3) c;
+CREATE TABLE rw_tags (name text PRIMARY KEY, label text);
+CREATE TABLE rw_tagged (tag_name varchar(20) NOT NULL, post_id int NOT NULL, note char(6));
+INSERT INTO rw_tags SELECT 'tag' || g, 'label ' || g FROM generate_series(1, 12) g;
+INSERT INTO rw_tagged SELECT 'tag' || (g % 12 + 1), g, 'n' || (g % 3) FROM generate_series(1, 60) g;
 """
 
 
@@ -115,6 +119,14 @@ WORKLOADS = {
     "rolled_back_block": ["BEGIN", PARENT] + lazy_children(POSTS, USER_IDS[:10]) + ["ROLLBACK"]
                          + lazy_children(POSTS, USER_IDS[10:]),
 }
+# text keys: typed by the child's column (varchar, char(n)) read from pg_attribute
+TAGS = [f"tag{g}" for g in range(1, 13)]
+WORKLOADS["text_keys_varchar_column"] = ["SELECT name, label FROM rw_tags ORDER BY name"] + [
+    "SELECT rw_tagged.post_id FROM rw_tagged WHERE rw_tagged.tag_name = '%s'" % t for t in TAGS]
+WORKLOADS["text_keys_ordered"] = ["SELECT name, label FROM rw_tags ORDER BY name"] + [
+    "SELECT post_id, note FROM rw_tagged WHERE tag_name = '%s' ORDER BY post_id DESC" % t for t in TAGS]
+WORKLOADS["text_keys_bpchar_column"] = ["SELECT k FROM (VALUES ('n0'), ('n1'), ('n2'), ('n3')) v(k)"] + [
+    "SELECT post_id FROM rw_tagged WHERE note = '%s' ORDER BY post_id" % k for k in ("n0", "n1", "n2", "n3")]
 # one shape, another literal besides the key: answers fetched for one variant
 # must never answer the other
 WORKLOADS["other_literal_differs"] = [PARENT] + [
@@ -204,6 +216,17 @@ def test_backend_statements_drop_for_existence_checks(name, proxies, blog, postg
     print(f"{name}: {unbatched} backend statements direct, {batched} through rewrite ({batches} batches)")
     assert unbatched == N_USERS
     assert 1 <= batches <= batched <= 3, f"{name}: {batched} backend statements for {N_USERS} children"
+
+
+def test_text_keys_fold(proxies, blog, postgres):
+    """Keys compared with a varchar column: typed from pg_attribute, batched."""
+    off, rewrite = proxies
+    script = WORKLOADS["text_keys_varchar_column"]
+    record(rewrite.port, blog, script)  # learn (and load the catalog)
+    reset_statements(postgres, blog)
+    record(rewrite.port, blog, script)
+    n = backend_statements(postgres, blog, "%FROM rw_tagged%")
+    assert n <= 3, f"{n} statements for {len(TAGS)} children"
 
 
 def test_failed_batch_disables_the_pattern_and_the_client_never_sees_it(proxies, blog):
