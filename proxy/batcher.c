@@ -116,6 +116,10 @@ void px_batch_identity(pf_sb *out, const px_child *c)
 	pf_sb_append_n(out, "\x01", 1);
 	size_t after = (size_t)(v->location + v->length);
 	pf_sb_append_n(out, c->sql + after, (size_t)(st->location + st->length) - after);
+	uint16_t nformats = (uint16_t)c->nresult_formats;
+	pf_sb_append_n(out, (const char *)&nformats, sizeof(nformats));
+	if (nformats)
+		pf_sb_append_n(out, (const char *)c->result_formats, 2 * (size_t)nformats);
 	int key_param = st->shape->slots[c->m->slot].param;
 	for (size_t i = 0; i < c->nparams; i++) {
 		if ((int)i + 1 == key_param)
@@ -197,7 +201,7 @@ static uint32_t key_column_type(px_session *s, const px_child *c)
 					 slot->column);
 }
 
-static bool start_batch_sql(px_session *s, const px_child *c, pf_sb *q)
+static bool start_batch_sql(px_session *s, const px_child *c, bool block, pf_sb *q)
 {
 	const rw_np_match *m = c->m;
 	rw_batch_request req = {
@@ -217,7 +221,6 @@ static bool start_batch_sql(px_session *s, const px_child *c, pf_sb *q)
 		.param_types = c->param_types,
 	};
 	rw_batch_layout layout;
-	bool block = s->tx_status == 'T';
 	if (block)
 		pf_sb_append(q, "SAVEPOINT " SAVEPOINT "; ");
 	size_t before = q->len;
@@ -254,32 +257,94 @@ static void begin_building(px_session *s, const px_child *c)
 	}
 }
 
+static bool binary_results(const px_child *c)
+{
+	for (size_t i = 0; i < c->nresult_formats; i++)
+		if (c->result_formats[2 * i] || c->result_formats[2 * i + 1])
+			return true;
+	return false;
+}
+
+static void put_query(pgw_buf *out, const char *sql)
+{
+	pgw_buf_begin(out, PGW_FE_QUERY);
+	pgw_buf_put_cstr(out, sql);
+	pgw_buf_end(out);
+}
+
+/* The batch as one extended-protocol statement whose result columns come in
+ * the child's formats (its key columns in text), for children that asked
+ * for binary results; inside a block between SAVEPOINT and RELEASE Queries.
+ * The ReadyForQuery messages before the batch's own: returned. */
+static int put_extended_batch(pgw_buf *out, const px_child *c, const char *sql, size_t extra, bool block)
+{
+	if (block)
+		put_query(out, "SAVEPOINT " SAVEPOINT);
+	pgw_buf_begin(out, PGW_FE_PARSE);
+	pgw_buf_put_cstr(out, "");
+	pgw_buf_put_cstr(out, sql);
+	pgw_buf_put_i16(out, 0);
+	pgw_buf_end(out);
+	pgw_buf_begin(out, PGW_FE_BIND);
+	pgw_buf_put_cstr(out, "");
+	pgw_buf_put_cstr(out, "");
+	pgw_buf_put_i16(out, 0); /* no parameters: their values are inlined */
+	pgw_buf_put_i16(out, 0);
+	size_t n = c->nresult_formats;
+	pgw_buf_put_i16(out, (int16_t)(n <= 1 ? n : extra + n));
+	for (size_t i = 0; n > 1 && i < extra; i++)
+		pgw_buf_put_i16(out, 0); /* the key columns: text, to split rows by */
+	pgw_buf_put_bytes(out, c->result_formats, 2 * n);
+	pgw_buf_end(out);
+	pgw_buf_begin(out, PGW_FE_DESCRIBE);
+	pgw_buf_put_u8(out, 'P');
+	pgw_buf_put_cstr(out, "");
+	pgw_buf_end(out);
+	pgw_buf_begin(out, PGW_FE_EXECUTE);
+	pgw_buf_put_cstr(out, "");
+	pgw_buf_put_i32(out, 0);
+	pgw_buf_end(out);
+	put_empty(out, PGW_FE_SYNC);
+	if (block)
+		put_query(out, "RELEASE SAVEPOINT " SAVEPOINT);
+	return block ? 1 : 0;
+}
+
 static bool send_batch(px_session *s, const px_child *c)
 {
+	bool block = s->tx_status == 'T';
+	bool extended = binary_results(c);
 	pf_sb q;
 	pf_sb_init(&q);
-	if (!start_batch_sql(s, c, &q)) {
+	if (!start_batch_sql(s, c, block && !extended, &q)) {
 		pf_sb_free(&q);
 		return false;
 	}
+	px_batcher *b = &s->batch;
 	pgw_buf out;
 	pgw_buf_init(&out, 0);
-	pgw_buf_begin(&out, PGW_FE_QUERY);
-	pgw_buf_put_cstr(&out, pf_sb_str(&q));
-	pgw_buf_end(&out);
+	int before = 0, total = 1;
+	if (extended) {
+		before = put_extended_batch(&out, c, pf_sb_str(&q), b->extra_columns, block);
+		total = block ? 3 : 1;
+	} else {
+		put_query(&out, pf_sb_str(&q));
+	}
 	pf_sb_free(&q);
 	if (c->restore) {
 		pgw_buf_put_bytes(&out, c->restore, c->restore_len);
 		put_empty(&out, PGW_FE_SYNC);
+		total++;
 	}
 	bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
 	pgw_buf_free(&out);
 	if (!ok)
 		return false;
-	px_batcher *b = &s->batch;
 	begin_building(s, c);
 	b->phase = PX_BATCH_RUNNING;
-	b->ready_left = c->restore ? 2 : 1;
+	b->ready_left = total;
+	b->ready_total = total;
+	b->ready_before = before;
 	b->failed = false;
 	b->reason[0] = '\0';
 	b->form = c->form;
@@ -289,7 +354,7 @@ static bool send_batch(px_session *s, const px_child *c)
 	pf_sb_reset(&b->restore);
 	if (c->restore)
 		pf_sb_append_n(&b->restore, (const char *)c->restore, c->restore_len);
-	/* the Query destroys the unnamed statement; the restore makes it again */
+	/* the batch destroys the unnamed statement; the restore makes it again */
 	b->unnamed_state = PX_UNNAMED_NONE;
 	b->unnamed_deferred = false;
 	b->child_msg = pf_malloc(c->msg_len);
@@ -307,8 +372,14 @@ bool px_batch_child(px_session *s, const px_child *c)
 	if (m->already_fetched) {
 		char value[PX_NP_KEY_MAX];
 		size_t len;
-		if (p && !same_child(p, c))
-			return false; /* same shape, other literals or values: not what was fetched */
+		if (p && !same_child(p, c)) {
+			/* same shape, other literals, values or formats: not what was
+			 * fetched.  Twice in a row with nothing served between (a driver
+			 * that switched to binary results, say): fetch afresh. */
+			if (++p->mismatches >= 2)
+				px_batch_drop_all(s);
+			return false;
+		}
 		px_group *g = p && fresh(s, p) &&
 				      px_np_child_value(s, c->st, c->sql, c->portal, m->slot, value, sizeof(value), &len)
 				      ? group_for(p, value, len)
@@ -317,6 +388,7 @@ bool px_batch_child(px_session *s, const px_child *c)
 			px_batch_drop_all(s); /* stale or dropped: fetch again next time */
 			return false;
 		}
+		p->mismatches = 0;
 		answer_child(s, p, g, s->tx_status, c->form);
 		rw_np_count_served(m->pattern, 1);
 		return true;
@@ -405,6 +477,13 @@ static void on_row_desc(px_session *s, const uint8_t *body, size_t len)
 		fail(b, "unexpected RowDescription");
 		return;
 	}
+	pgw_column key;
+	if (pgw_row_desc_column(body, len, 0, &key) != PGW_OK) {
+		fail(b, "unexpected RowDescription");
+		return;
+	}
+	b->key_type = key.type_oid;
+	b->key_format = key.format;
 	pf_sb_reset(&b->building.rowdesc);
 	strip_fields(&b->building.rowdesc, PGW_BE_ROW_DESC, body, len, from, b->extra_columns);
 }
@@ -419,12 +498,15 @@ static void on_data_row(px_session *s, const uint8_t *body, size_t len)
 	size_t from = data_row_skip(body, len, b->extra_columns);
 	if (b->failed)
 		return;
+	char text[PX_NP_KEY_MAX];
+	size_t tlen;
 	if (!from || pgw_read_data_row(body, len, &n) != PGW_OK ||
-	    pgw_data_row_value(body, len, 0, &key, &klen) != PGW_OK || !key) {
+	    pgw_data_row_value(body, len, 0, &key, &klen) != PGW_OK || !key ||
+	    pgw_value_text(b->key_type, b->key_format, key, klen, text, sizeof(text), &tlen) != PGW_OK) {
 		fail(b, "unexpected DataRow");
 		return;
 	}
-	px_group *g = group_for(p, (const char *)key, (size_t)klen);
+	px_group *g = group_for(p, text, tlen);
 	if (!g) {
 		fail(b, "a row for a key not asked for");
 		return;
@@ -585,7 +667,7 @@ static void batch_done(px_session *s, char status)
 static void on_error(px_session *s, const uint8_t *msg, size_t len)
 {
 	px_batcher *b = &s->batch;
-	if (b->phase == PX_BATCH_RUNNING && b->ready_left == 1 && b->restore.len > 0) {
+	if (b->phase == PX_BATCH_RUNNING && b->ready_left == 1 && b->restore.len > 0) { /* the restore's */
 		b->parse_failed = true;
 		pf_sb_reset(&b->parse_error);
 		pf_sb_append_n(&b->parse_error, (const char *)msg, len);
@@ -602,7 +684,7 @@ static bool batch_message(px_session *s, const pgw_chunk *ch, const uint8_t *msg
 	px_batcher *b = &s->batch;
 	const uint8_t *body = msg + PGW_HEADER_LEN;
 	size_t len = ch->frame.body_len;
-	bool batch_rows = b->phase == PX_BATCH_RUNNING && b->ready_left == (b->restore.len > 0 ? 2 : 1);
+	bool batch_rows = b->phase == PX_BATCH_RUNNING && b->ready_total - b->ready_left == b->ready_before;
 	switch (ch->frame.type) {
 	case PGW_BE_ROW_DESC:
 		if (batch_rows)

@@ -65,6 +65,7 @@ typedef struct px_prefetch {
 	size_t ngroups;
 	px_group *groups;       /* one per key, in key order */
 	size_t bytes;
+	unsigned mismatches;    /* children of the pattern not equal to it, since one was served */
 } px_prefetch;
 
 /* What the client's messages asked for, in front of the rows. */
@@ -105,6 +106,10 @@ typedef struct px_batcher {
 	uint8_t *child_msg;  /* the client's Query (or extended group), sent unchanged if the batch fails */
 	size_t child_len;
 	int ready_left;      /* ReadyForQuery messages still due for pgfold's round trip */
+	int ready_total;     /* ... in all */
+	int ready_before;    /* ... before the batch's own (SAVEPOINT of an extended batch) */
+	uint32_t key_type;   /* the batch's key column: type and format (binary when the child */
+	int16_t key_format;  /* asked for binary results and gave one format for all columns) */
 	px_answer_form form; /* what the child's messages ask for */
 	pf_sb restore;       /* the Parse re-sent after the batch (empty: none) */
 	bool restore_is_childs; /* ... is the child's own */

@@ -160,14 +160,6 @@ typedef struct ext_values {
 	bool types_known;
 } ext_values;
 
-static bool text_results(const pgw_bind_msg *bind)
-{
-	for (int16_t i = 0; i < bind->nresult_formats; i++)
-		if (bind->result_formats[2 * i] || bind->result_formats[2 * i + 1])
-			return false;
-	return true;
-}
-
 /* The bound values in text form and every parameter's type: the Parse's, or
  * the ones learned for this statement text. */
 static bool ext_values_open(const px_session *s, const pgw_ext_group *g, const px_track_stmt *ts, const pf_sb *key,
@@ -231,6 +223,8 @@ static bool ext_child(px_session *s, const pgw_ext_group *g, const uint8_t *byte
 		.param_lengths = v->lengths,
 		.param_types = v->types,
 		.portal = "",
+		.nresult_formats = (size_t)g->bind.nresult_formats,
+		.result_formats = g->bind.result_formats,
 		.form = {.parse_complete = g->parse != NULL, .bind_complete = true, .row_desc = g->describe},
 	};
 	if (!g->parse && !g->bind.stmt_name[0] && s->batch.unnamed_state != PX_UNNAMED_KNOWN)
@@ -253,7 +247,7 @@ bool px_batch_extended(px_session *s, const pgw_ext_group *g, const uint8_t *byt
 	px_track_stmt ts;
 	bool known = px_track_statement(&s->track, g->bind.stmt_name, &ts) && ts.an && ts.an->nstmts == 1 && ts.text;
 	const rw_stmt *st = known ? &ts.an->stmts[0] : NULL;
-	bool allowed = known && px_batch_allowed(s) && g->max_rows == 0 && text_results(&g->bind);
+	bool allowed = known && px_batch_allowed(s) && g->max_rows == 0;
 	rw_np_match m;
 	px_np_statement_keys(s, st, known ? ts.text : NULL, "",
 			     allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);

@@ -23,6 +23,8 @@ typedef struct px_child {
 	const size_t *param_lengths;
 	const uint32_t *param_types;
 	const char *portal;         /* extended: "" (the key may be a bound value); NULL otherwise */
+	size_t nresult_formats;     /* extended: the Bind's result format codes (big-endian int16s) */
+	const uint8_t *result_formats;
 	px_answer_form form;
 	const uint8_t *restore;     /* a Parse to send after the batch (the Query destroys the unnamed
 	                               statement), or NULL */

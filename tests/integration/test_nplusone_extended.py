@@ -106,6 +106,14 @@ WORKLOADS = {
         group("SELECT id, title FROM rw_posts WHERE user_id = $1 AND title <> $2 ORDER BY id",
               [k, "post 0 of %d" % k if k % 2 else "post 1 of 1"], (INT4, TEXT)) for k in USER_IDS],
     "binary_results": [query(PARENT)] + children(POSTS, (INT4,), result_formats=(1,)),
+    "binary_results_per_column": [query(PARENT)] + children(POSTS, (INT4,), result_formats=(1, 0, 0, 1)),
+    "binary_results_in_a_block": [query("BEGIN"), query(PARENT)]
+                                 + children(FIRST, (INT4,), result_formats=(1,)) + [query("COMMIT")],
+    "binary_results_change": [query(PARENT)] + children(POSTS, (INT4,), keys=USER_IDS[:5], result_formats=(1,))
+                             + children(POSTS, (INT4,), keys=USER_IDS[5:]),
+    "binary_batch_would_fail": [query("BEGIN"), query(PARENT)] + children(
+        "SELECT rw_users.id, 100 / rw_users.divisor AS q FROM rw_users WHERE rw_users.id = $1", (INT4,),
+        keys=USER_IDS[:12], result_formats=(1,)) + [query("SELECT 1"), query("COMMIT")],
     "write_between": [query(PARENT)] + children(POSTS, (INT4,), keys=USER_IDS[:5])
                      + [query("UPDATE rw_posts SET title = title WHERE id = 70")]
                      + children(POSTS, (INT4,), keys=USER_IDS[5:]),
@@ -151,7 +159,9 @@ def reset(postgres):
 
 
 @pytest.mark.parametrize("name,most", [("typed_int4", 1), ("untyped", 2), ("named_untyped", 2), ("in_a_block", 1),
-                                       ("interleaved_untyped", 4), ("deferred_parse_then_bind", 5)])
+                                       ("interleaved_untyped", 4), ("deferred_parse_then_bind", 5),
+                                       ("binary_results", 1), ("binary_results_per_column", 1),
+                                       ("binary_results_in_a_block", 1)])
 def test_extended_children_fold(name, most, proxies, blog, postgres):
     """Once the pattern is known, one batched statement per pattern (the
     parent has 25 rows, under batch_size); with untyped parameters the first
@@ -233,3 +243,41 @@ def test_node_pg_lazy_loading(proxies, blog, postgres):
     assert len(want) == N_USERS
     n = calls(postgres, "%FROM rw_posts WHERE user_id%")
     assert n <= 6, f"{n} statements for {2 * N_USERS} node-postgres children"
+
+
+JAR = Path("/usr/share/java/postgresql.jar")
+JAVA_DIR = Path(__file__).resolve().parents[1] / "java"
+
+
+@pytest.fixture(scope="module")
+def jdbc_lazy(tmp_path_factory):
+    javac = shutil.which("javac")
+    assert javac and JAR.exists(), "javac or /usr/share/java/postgresql.jar missing (scripts/install-deps.sh)"
+    out = tmp_path_factory.mktemp("jdbc-lazy")
+    proc = subprocess.run([javac, "-cp", str(JAR), "-d", str(out), str(JAVA_DIR / "JdbcLazy.java")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def jdbc_run(classes, port):
+    proc = subprocess.run(["java", "-cp", f"{JAR}:{classes}", "JdbcLazy", "127.0.0.1", str(port), DB],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.timeout(300)
+def test_jdbc_lazy_loading(jdbc_lazy, proxies, blog, postgres):
+    """PgJDBC: unnamed statements, then named ones with binary results after
+    prepareThreshold; a new PreparedStatement per child for the count."""
+    off, rewrite = proxies
+    jdbc_run(jdbc_lazy, rewrite.port)  # learn
+    want = jdbc_run(jdbc_lazy, off.port)
+    reset(postgres)
+    got = jdbc_run(jdbc_lazy, rewrite.port)
+    assert got == want
+    assert len(want) == N_USERS and "post=" in want[0]
+    n = calls(postgres, "%FROM rw_posts WHERE%user_id = $1%")
+    seen = postgres.query("SELECT calls, left(query, 90) FROM pg_stat_statements WHERE query LIKE '%rw_posts%'", dbname=DB)
+    assert n <= 6, f"{n} statements for {2 * N_USERS} JDBC children: {seen}"
