@@ -204,6 +204,7 @@ static uint32_t key_column_type(px_session *s, const px_child *c)
 static bool start_batch_sql(px_session *s, const px_child *c, bool block, pf_sb *q)
 {
 	const rw_np_match *m = c->m;
+	uint32_t column_type = key_column_type(s, c);
 	rw_batch_request req = {
 		.sql = c->sql,
 		.sql_len = strlen(c->sql),
@@ -211,7 +212,8 @@ static bool start_batch_sql(px_session *s, const px_child *c, bool block, pf_sb 
 		.slot = m->slot,
 		.form = RW_BATCH_NONE,
 		.key_type = m->key_type,
-		.column_type = key_column_type(s, c),
+		.column_type = column_type,
+		.column_type_name = px_volatility_type_name(s->server->volatility, s->database, column_type),
 		.nkeys = m->nkeys,
 		.keys = m->keys,
 		.key_lengths = m->key_lengths,

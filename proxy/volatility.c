@@ -44,8 +44,9 @@
 
 /* Functions: one row per (schema, name), the most volatile overload ('i' <
  * 's' < 'v' as text).  Columns of tables, views and foreign tables outside
- * the system schemas: their type OIDs (the N+1 batcher types its keys with
- * them).  Everything qualified, so no search_path can shadow it. */
+ * the system schemas: their type OIDs; base, domain and enum types outside
+ * them: their names (the N+1 batcher types its keys with both).  Everything
+ * qualified, so no search_path can shadow it. */
 static const char vol_sql[] =
 	"(SELECT 'f'::pg_catalog.text, n.nspname, p.proname, NULL::pg_catalog.name, "
 	"pg_catalog.max(p.provolatile::pg_catalog.text) "
@@ -56,6 +57,10 @@ static const char vol_sql[] =
 	"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
 	"AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' "
+	"LIMIT " VOL_XSTR(VOL_MAX_ROWS) " + 1) UNION ALL "
+	"(SELECT 't'::pg_catalog.text, n.nspname, t.typname, NULL, t.oid::pg_catalog.text "
+	"FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+	"WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' AND t.typtype IN ('b', 'd', 'e') "
 	"LIMIT " VOL_XSTR(VOL_MAX_ROWS) " + 1)";
 
 typedef struct vol_db {
@@ -65,6 +70,7 @@ typedef struct vol_db {
 	pf_strmap *map;              /* NULL until the first load; values are (void *)(uintptr_t)'i' ... */
 	pf_strmap *columns;          /* "schema.table.column" and "table.column" -> type OID (0: differs
 	                                between schemas); NULL until the first load */
+	pf_strmap *types;            /* type OID in decimal -> its quoted, qualified name (owned) */
 	size_t functions;            /* rows of the last load */
 	px_pgctl *conn;              /* the control connection, or NULL */
 	bool conn_used;              /* conn already completed a load (it is lingering) */
@@ -162,10 +168,47 @@ static void put_column(pf_strmap *map, const PGresult *res, int i)
 	put_column_key(map, key, type);
 }
 
-/* The function and column maps from the rows of vol_sql; false when the
- * result is not usable. */
+/* Append name as a quoted identifier. */
+static void put_ident(char *out, size_t size, const char *name)
+{
+	size_t n = strlen(out);
+	if (n + 1 < size)
+		out[n++] = '"';
+	for (; *name && n + 2 < size; name++) {
+		if (*name == '"')
+			out[n++] = '"';
+		out[n++] = *name;
+	}
+	if (n + 1 < size)
+		out[n++] = '"';
+	out[n] = '\0';
+}
+
+/* One type row: OID -> "schema"."name". */
+static void put_type(pf_strmap *map, const PGresult *res, int i)
+{
+	char name[VOL_NAME_MAX * 4 + 8] = "";
+	put_ident(name, sizeof(name), PQgetvalue(res, i, 1));
+	strcat(name, ".");
+	put_ident(name, sizeof(name), PQgetvalue(res, i, 2));
+	void *old = NULL;
+	pf_strmap_put(map, PQgetvalue(res, i, 4), pf_strdup(name), &old);
+	pf_free(old);
+}
+
+static void types_free(pf_strmap *map)
+{
+	size_t pos = 0;
+	void *val;
+	while (map && pf_strmap_next(map, &pos, NULL, &val))
+		pf_free(val);
+	pf_strmap_free(map);
+}
+
+/* The function, column and type maps from the rows of vol_sql; false when
+ * the result is not usable. */
 static bool maps_from_result(const PGresult *res, const char *db, pf_strmap **functions, pf_strmap **columns,
-			     size_t *nfunctions)
+			     pf_strmap **types, size_t *nfunctions)
 {
 	int n = PQntuples(res);
 	if (PQnfields(res) != 5) {
@@ -173,11 +216,15 @@ static bool maps_from_result(const PGresult *res, const char *db, pf_strmap **fu
 		return false;
 	}
 	size_t nf = 0, nc = 0;
-	for (int i = 0; i < n; i++)
-		*PQgetvalue(res, i, 0) == 'f' ? nf++ : nc++;
+	for (int i = 0; i < n; i++) {
+		char kind = *PQgetvalue(res, i, 0);
+		nf += kind == 'f';
+		nc += kind == 'c';
+	}
 	*nfunctions = nf;
 	*functions = pf_strmap_new();
 	*columns = pf_strmap_new();
+	*types = pf_strmap_new();
 	/* A partial function map could call a name immutable whose volatile
 	 * overload was cut off: keep an empty one (all volatile); likewise a
 	 * partial column map stays empty (no key types). */
@@ -185,11 +232,13 @@ static bool maps_from_result(const PGresult *res, const char *db, pf_strmap **fu
 		pf_warn("volatility: database \"%s\" has more than %d functions; all count as volatile", db,
 			VOL_MAX_ROWS);
 	for (int i = 0; i < n; i++) {
-		bool function = *PQgetvalue(res, i, 0) == 'f';
-		if (function && nf <= VOL_MAX_ROWS)
+		char kind = *PQgetvalue(res, i, 0);
+		if (kind == 'f' && nf <= VOL_MAX_ROWS)
 			put_function(*functions, res, i);
-		else if (!function && nc <= VOL_MAX_ROWS)
+		else if (kind == 'c' && nc <= VOL_MAX_ROWS)
 			put_column(*columns, res, i);
+		else if (kind == 't')
+			put_type(*types, res, i);
 	}
 	return true;
 }
@@ -285,15 +334,17 @@ static void on_loaded(const PGresult *res, const char *err, void *ctx)
 		return;
 	}
 	size_t rows;
-	pf_strmap *map, *columns;
-	if (!maps_from_result(res, db->name, &map, &columns, &rows)) {
+	pf_strmap *map, *columns, *types;
+	if (!maps_from_result(res, db->name, &map, &columns, &types, &rows)) {
 		load_failed(db, "unexpected catalog result");
 		return;
 	}
 	pf_strmap_free(db->map);
 	pf_strmap_free(db->columns);
+	types_free(db->types);
 	db->map = map;
 	db->columns = columns;
+	db->types = types;
 	db->functions = rows;
 	db->loads++;
 	db->conn_used = true;
@@ -435,6 +486,7 @@ static void db_free(vol_db *db)
 	drop_conn(db);
 	pf_strmap_free(db->map);
 	pf_strmap_free(db->columns);
+	types_free(db->types);
 	pf_free(db);
 }
 
@@ -490,8 +542,10 @@ void px_volatility_configure(px_volatility *v, const cf_config *cfg)
 		if (moved) {
 			pf_strmap_free(db->map); /* another server's catalog */
 			pf_strmap_free(db->columns);
+			types_free(db->types);
 			db->map = NULL;
 			db->columns = NULL;
+			db->types = NULL;
 			db->functions = 0;
 			db->stale = true;
 		}
@@ -534,6 +588,15 @@ uint32_t px_volatility_column_type(px_volatility *v, const char *database, const
 	    !db->columns || !pf_strmap_get(db->columns, key, &val))
 		return 0;
 	return (uint32_t)(uintptr_t)val;
+}
+
+const char *px_volatility_type_name(px_volatility *v, const char *database, uint32_t type_oid)
+{
+	char key[16];
+	void *val;
+	vol_db *db = v && !v->closing && database ? db_find(v, database) : NULL;
+	snprintf(key, sizeof(key), "%u", type_oid);
+	return db && db->types && pf_strmap_get(db->types, key, &val) ? val : NULL;
 }
 
 char px_volatility_of_shape(px_volatility *v, const char *database, const char *client_user, const rw_shape *shape)

@@ -79,6 +79,10 @@ void px_volatility_invalidate(px_volatility *v, const char *database);
  * parser folds them).  Loads like px_volatility_of(). */
 uint32_t px_volatility_column_type(px_volatility *v, const char *database, const char *client_user,
 				   const char *schema, const char *table, const char *column);
+/* The SQL name ("schema"."name", quoted) of a base, domain or enum type
+ * outside the system schemas, from the last load of database; NULL when
+ * unknown.  Valid until the next call into v. */
+const char *px_volatility_type_name(px_volatility *v, const char *database, uint32_t type_oid);
 bool px_volatility_loaded(const px_volatility *v, const char *database);
 /* How long an idle control connection stays open, and how long a database
  * must be unused before a new one may take its place in a full table; 0

@@ -818,6 +818,8 @@ static int plan_lateral_type(plan *p)
 		if (req->column_type == 0 && is_text_like(req->key_type))
 			return -1;
 		p->slot_type = type_name(req->column_type ? req->column_type : req->key_type);
+		if (!p->slot_type && req->column_type)
+			p->slot_type = req->column_type_name; /* an enum, domain or extension type */
 		return p->slot_type ? 0 : -1;
 	}
 	return -1;

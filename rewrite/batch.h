@@ -75,7 +75,8 @@
  *                 text goes under the child's own cast.  The prefix form
  *                 uuid '...' is refused for LATERAL/EXISTS.
  *   bare string   its type comes from the column it is compared with: cast to
- *                 column_type when known, else to key_type — except text-like
+ *                 column_type when known (by column_type_name when it is not
+ *                 built in), else to key_type — except text-like
  *                 key types (text, varchar, bpchar, name) with column_type 0:
  *                 a citext, char(n) or nondeterministic-collation column would
  *                 compare differently from text, so the batch is refused unless
@@ -149,6 +150,9 @@ typedef struct rw_batch_request {
 	                             IN would do; IN/EXISTS: that form (IN may still come out LATERAL) */
 	uint32_t key_type;        /* the parent column's type OID */
 	uint32_t column_type;     /* the child's key column's type OID when known (pg_attribute), else 0 */
+	const char *column_type_name; /* its SQL name when it is no built-in type (an enum, a domain,
+	                             citext: "schema"."name"), else NULL; a bare string key compared
+	                             with such a column is cast to it (LATERAL / EXISTS only) */
 	size_t nkeys;             /* >= 1 */
 	const char *const *keys;  /* key values in text form, the child's own first */
 	const size_t *key_lengths;

@@ -22,7 +22,8 @@ from wire import WireConn, query
 N_USERS = 25
 
 SCHEMA = """
-DROP TABLE IF EXISTS rw_tagged, rw_tags, rw_comments, rw_posts, rw_users;
+DROP TABLE IF EXISTS rw_feelings, rw_tagged, rw_tags, rw_comments, rw_posts, rw_users;
+DROP TYPE IF EXISTS rw_mood;
 CREATE TABLE rw_users (id int PRIMARY KEY, name text NOT NULL, divisor int NOT NULL);
 CREATE TABLE rw_posts (id int PRIMARY KEY, user_id int NOT NULL REFERENCES rw_users, title text,
                        score numeric(6,2));
@@ -37,6 +38,9 @@ CREATE TABLE rw_tags (name text PRIMARY KEY, label text);
 CREATE TABLE rw_tagged (tag_name varchar(20) NOT NULL, post_id int NOT NULL, note char(6));
 INSERT INTO rw_tags SELECT 'tag' || g, 'label ' || g FROM generate_series(1, 12) g;
 INSERT INTO rw_tagged SELECT 'tag' || (g % 12 + 1), g, 'n' || (g % 3) FROM generate_series(1, 60) g;
+CREATE TYPE rw_mood AS ENUM ('happy', 'sad', 'meh', 'bored');
+CREATE TABLE rw_feelings (user_id int NOT NULL, mood rw_mood NOT NULL);
+INSERT INTO rw_feelings SELECT g, (ARRAY['happy', 'sad', 'meh']::rw_mood[])[g % 3 + 1] FROM generate_series(1, 25) g;
 """
 
 
@@ -127,6 +131,9 @@ WORKLOADS["text_keys_ordered"] = ["SELECT name, label FROM rw_tags ORDER BY name
     "SELECT post_id, note FROM rw_tagged WHERE tag_name = '%s' ORDER BY post_id DESC" % t for t in TAGS]
 WORKLOADS["text_keys_bpchar_column"] = ["SELECT k FROM (VALUES ('n0'), ('n1'), ('n2'), ('n3')) v(k)"] + [
     "SELECT post_id FROM rw_tagged WHERE note = '%s' ORDER BY post_id" % k for k in ("n0", "n1", "n2", "n3")]
+# an enum column: the key is cast to the type's name from pg_type
+WORKLOADS["enum_key_column"] = ["SELECT m::text AS mood FROM unnest(enum_range(NULL::rw_mood)) m"] + [
+    "SELECT user_id FROM rw_feelings WHERE mood = '%s' ORDER BY user_id" % m for m in ("happy", "sad", "meh", "bored")]
 # one shape, another literal besides the key: answers fetched for one variant
 # must never answer the other
 WORKLOADS["other_literal_differs"] = [PARENT] + [
@@ -227,6 +234,17 @@ def test_text_keys_fold(proxies, blog, postgres):
     record(rewrite.port, blog, script)
     n = backend_statements(postgres, blog, "%FROM rw_tagged%")
     assert n <= 3, f"{n} statements for {len(TAGS)} children"
+
+
+def test_enum_keys_fold(proxies, blog, postgres):
+    """Keys compared with an enum column: cast to the enum by name, batched."""
+    off, rewrite = proxies
+    script = WORKLOADS["enum_key_column"]
+    record(rewrite.port, blog, script)  # learn (and load the catalog)
+    reset_statements(postgres, blog)
+    record(rewrite.port, blog, script)
+    n = backend_statements(postgres, blog, "%FROM rw_feelings%")
+    assert n <= 1, f"{n} statements for 4 children"
 
 
 def test_failed_batch_disables_the_pattern_and_the_client_never_sees_it(proxies, blog):

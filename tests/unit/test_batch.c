@@ -40,6 +40,7 @@ typedef struct batch_case {
 	const char *keys[MAXK]; /* NULL-terminated */
 	uint32_t key_type;      /* 0: int4 */
 	uint32_t column_type;
+	const char *column_type_name; /* a non-built-in column_type's SQL name */
 	param params[MAXP];
 	size_t nparams;
 	rw_batch_form request; /* the form asked for (NONE: rw_batch_form_for's) */
@@ -154,6 +155,12 @@ static const batch_case CASES[] = {
 	 .want_for = RW_BATCH_IN, .want = RW_BATCH_LATERAL,
 	 .want_sql = LATERAL_SQL("('c2    ', 1), ('c4', 2)",
 				 "SELECT users.id FROM users WHERE users.code = (pgfold_k.pgfold_key::bpchar)")},
+	{"enum column", "SELECT users.id FROM users WHERE users.mood = 'sad'", {"sad", "happy"}, TEXT, 90001,
+	 .column_type_name = "\"public\".\"mood\"", .want_for = RW_BATCH_IN, .want = RW_BATCH_LATERAL,
+	 .want_sql = LATERAL_SQL("('sad', 1), ('happy', 2)",
+				 "SELECT users.id FROM users WHERE users.mood = (pgfold_k.pgfold_key::\"public\".\"mood\")")},
+	{"unknown column type without a name", "SELECT users.id FROM users WHERE users.mood = 'sad'", {"sad", "happy"},
+	 TEXT, 90001, .want_for = RW_BATCH_IN, .want = RW_BATCH_NONE},
 	{"$n key used twice", "SELECT posts.id, $1::int FROM posts WHERE posts.user_id = $1", {"5", "6", "7"},
 	 .params = {{INT4, "5"}}, .nparams = 1, .slot = 2, .want_for = RW_BATCH_IN, .want = RW_BATCH_LATERAL,
 	 .want_sql = LATERAL_SQL(K567, "SELECT posts.id, (pgfold_k.pgfold_key::integer)::int FROM posts WHERE "
@@ -309,7 +316,7 @@ static bool run_case(rw_analyzer *az, const batch_case *c)
 		.sql = c->sql, .sql_len = strlen(c->sql), .stmt = st,
 		.slot = c->slot ? (size_t)c->slot - 1 : auto_slot(st->shape), .form = c->request,
 		.key_type = c->key_type ? c->key_type : INT4, .column_type = c->column_type,
-		.nkeys = nkeys, .keys = c->keys, .key_lengths = lens,
+		.column_type_name = c->column_type_name, .nkeys = nkeys, .keys = c->keys, .key_lengths = lens,
 		.nparams = c->nparams, .param_values = pvals, .param_lengths = plens, .param_types = ptypes,
 	};
 	rw_batch_form ff = rw_batch_form_for(st->shape, req.slot);
