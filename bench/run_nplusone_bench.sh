@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # run_nplusone_bench.sh — what `make bench-nplusone` does (and `make bench`
-# too): SQLAlchemy 1.4 lazy loading (the N+1) with and without pgfold's N+1
-# batching, over an emulated network between the application's side and
-# PostgreSQL, written into BENCHMARKS.md between <!-- bench:nplusone --> and
-# <!-- /bench:nplusone --> (other sections of the file are kept).
+# too): lazy loading (the N+1) with and without pgfold's N+1 batching, over
+# an emulated network between the application's side and PostgreSQL, with
+# SQLAlchemy 1.4 + psycopg2 (simple Query), psycopg 3 (server-side binding:
+# extended protocol) and node-postgres (extended protocol), written into
+# BENCHMARKS.md between <!-- bench:nplusone --> and <!-- /bench:nplusone -->
+# (other sections of the file are kept).
 #
 # The kernel has no netem, so build/bench/delay_relay (bench/delay_relay.c)
 # emulates the network: a TCP relay on loopback delaying every chunk by
@@ -13,6 +15,7 @@
 #   app -> relay(delay) -> PostgreSQL                    (a), (d)
 #   app -> pgfold(rewrite) -> relay(delay) -> PostgreSQL  (b)
 #   app -> PostgreSQL                                     (c)
+#   app -> pgfold(rewrite) -> PostgreSQL                  (e)
 #
 # It starts its own PostgreSQL 15 (scripts/servers.sh; pg_stat_statements
 # with track_planning on), two relays (delay NPLUS_DELAY_US and delay 0), two
@@ -26,16 +29,20 @@
 #      (SQLAlchemy 1.4 + psycopg2): (a) lazy loading direct over the delayed
 #      link, (b) lazy loading through pgfold over it, (c) lazy loading direct
 #      with no delay, (d) selectinload(User.posts) direct over the delayed
-#      link, and (e) lazy loading through the undelayed pgfold; each warmed
-#      up (pgfold learns the pattern), then NPLUS_ROUNDS alternating rounds,
-#      medians reported; then, without emulated latency, the backend's work
-#      from pg_stat_statements for (c) and (e);
+#      link, and (e) lazy loading through the undelayed pgfold; and the same
+#      lazy load written by hand (a), (b), (c), (e) with psycopg 3 (Debian's
+#      python3-psycopg, in the same process) and with node-postgres
+#      (tests/node/node_modules; bench/nplusone_node.js, a node coprocess);
+#      all targets in one rotation: each warmed up (pgfold learns the
+#      pattern), then NPLUS_ROUNDS alternating rounds, medians reported;
+#      then, without emulated latency, the backend's work from
+#      pg_stat_statements for every (c) and (e);
 #   3. checks that every load returned the same data as (a) and that both
 #      pgfold instances served children from batches (GET /nplusone
 #      children_served > 0), else fails.
-# Goals (issue 4): (b)/(c) <= 1.2 and (a)/(b) >= 3; a missed goal is reported
-# as missed in BENCHMARKS.md, not an error.  Everything it started is stopped
-# on exit (trap), whatever happens.
+# Goals (issue 4), per client stack: (b)/(c) <= 1.2 and (a)/(b) >= 3; a
+# missed goal is reported as missed in BENCHMARKS.md, not an error.
+# Everything it started is stopped on exit (trap), whatever happens.
 #
 # Environment: NPLUS_USERS (200), NPLUS_POSTS (5), NPLUS_ROUNDS (5),
 # NPLUS_WARMUP (2), NPLUS_DELAY_US (500), NPLUS_CAL_SECONDS (3),
@@ -62,6 +69,7 @@ NPLUS_CAL_ROUNDS="${NPLUS_CAL_ROUNDS:-3}"
 BENCH_OUT="${BENCH_OUT:-$ROOT/BENCHMARKS.md}"
 PY=/usr/bin/python3
 RELAY_BIN="$ROOT/build/bench/delay_relay"
+NODE_MODULES="$ROOT/tests/node/node_modules"
 
 say() { printf 'bench-nplusone: %s\n' "$*" >&2; }
 for v in NPLUS_USERS NPLUS_POSTS NPLUS_ROUNDS NPLUS_DELAY_US NPLUS_CAL_SECONDS; do
@@ -94,6 +102,18 @@ for f in "$PGFOLD_BIN" "$RELAY_BIN"; do
 		exit 1
 	}
 done
+command -v node >/dev/null 2>&1 || {
+	say "node not found (scripts/install-deps.sh installs it)"
+	exit 1
+}
+[[ -d "$NODE_MODULES/pg" ]] || {
+	say "node-postgres not installed in $NODE_MODULES (scripts/install-deps.sh: npm install in tests/node)"
+	exit 1
+}
+"$PY" -c 'import psycopg' 2>/dev/null || {
+	say "psycopg 3 not importable by $PY (python3-psycopg; scripts/install-deps.sh)"
+	exit 1
+}
 
 BIN="$(pg_bindir)"
 PGBENCH="$BIN/pgbench"
@@ -210,6 +230,8 @@ fi
 # ---------------------------------------------------------------- 2. the workload
 
 url() { printf 'postgresql+psycopg2://app:app@127.0.0.1:%s/shop' "$1"; }
+# psycopg 3 and node-postgres take a libpq-style URL
+lurl() { printf 'postgresql://app:app@127.0.0.1:%s/shop' "$1"; }
 RESULTS="$W/nplusone.json"
 say "workload: $NPLUS_WARMUP warm-up + $NPLUS_ROUNDS timed loads per target"
 "$PY" "$ROOT/bench/nplusone_workload.py" \
@@ -218,7 +240,17 @@ say "workload: $NPLUS_WARMUP warm-up + $NPLUS_ROUNDS timed loads per target"
 	--target lazy-nodelay lazy "$(url "$PG_TCP")" \
 	--target selectin-delay selectin "$(url "${RELAY_PORT[delay]}")" \
 	--target lazy-pgfold-nodelay lazy "$(url "${PF_PORT[pgfold-local]}")" \
-	--cpu lazy-nodelay --cpu lazy-pgfold-nodelay \
+	--target pg3-delay psycopg3 "$(lurl "${RELAY_PORT[delay]}")" \
+	--target pg3-pgfold-delay psycopg3 "$(lurl "${PF_PORT[pgfold-delay]}")" \
+	--target pg3-nodelay psycopg3 "$(lurl "$PG_TCP")" \
+	--target pg3-pgfold-nodelay psycopg3 "$(lurl "${PF_PORT[pgfold-local]}")" \
+	--target node-delay node "$(lurl "${RELAY_PORT[delay]}")" \
+	--target node-pgfold-delay node "$(lurl "${PF_PORT[pgfold-delay]}")" \
+	--target node-nodelay node "$(lurl "$PG_TCP")" \
+	--target node-pgfold-nodelay node "$(lurl "${PF_PORT[pgfold-local]}")" \
+	--cpu lazy-nodelay --cpu lazy-pgfold-nodelay --cpu pg3-nodelay --cpu pg3-pgfold-nodelay \
+	--cpu node-nodelay --cpu node-pgfold-nodelay \
+	--node-modules "$NODE_MODULES" \
 	--stats-url "postgresql://app:app@127.0.0.1:$PG_TCP/shop" \
 	--rounds "$NPLUS_ROUNDS" --warmup "$NPLUS_WARMUP" --out "$RESULTS" || {
 	say "the workload failed; the last lines of each pgfold's log:"
@@ -321,8 +353,11 @@ L.append("- Date: %s" % E["NB_DATE"])
 L.append("- Machine: %s; load average (1/5/15 min) %s before the measurements, %s after "
          "(everything — application, pgfold, relay, PostgreSQL — shares these CPUs, and anything else "
          "running on the machine skews the numbers)" % (E["NB_MACHINE"], E["NB_LOAD_BEFORE"], E["NB_LOAD_AFTER"]))
-L.append("- Versions: %s; Python %s (/usr/bin/python3), SQLAlchemy %s, psycopg2 %s"
-         % (E["NB_VERSIONS"], v["python"], v["sqlalchemy"], v["psycopg2"]))
+libpq = "%d.%d" % (v["libpq"] // 10000, v["libpq"] % 100) if "libpq" in v else "?"
+L.append("- Versions: %s; Python %s (/usr/bin/python3), SQLAlchemy %s, psycopg2 %s, psycopg %s (%s implementation, "
+         "libpq %s); Node.js %s, node-postgres (npm pg) %s"
+         % (E["NB_VERSIONS"], v["python"], v["sqlalchemy"], v["psycopg2"], v.get("psycopg", "?"),
+            v.get("psycopg_impl", "?"), libpq, v.get("node", "?"), v.get("pg", "?")))
 L.append("- Command: `%s` (bench/run_nplusone_bench.sh)" % E["NB_COMMAND"])
 L.append("- Network: no netem in this kernel, so `build/bench/delay_relay` (bench/delay_relay.c), a TCP relay "
          "on loopback, delays every chunk by %d µs in each direction (+%.1f ms per round trip) between the "
@@ -332,11 +367,20 @@ L.append("- Data: %d users × %d posts (%d posts); workload: one new SQLAlchemy 
          "`order_by=Post.id`): BEGIN + 1 + %d statements + ROLLBACK per load direct, as psycopg2 simple Queries "
          "with inline literals; selectinload: `.options(selectinload(User.posts))`"
          % (res["users"], res["posts"] // max(res["users"], 1), res["posts"], res["users"]))
+L.append("- Extended protocol: the same lazy load written by hand, `SELECT id, name, email FROM users ORDER BY id`, "
+         "then per user `SELECT id, user_id, title, body, created_at FROM posts WHERE user_id = $1 ORDER BY id` with "
+         "the user's id bound (one statement per Sync; the same columns as SQLAlchemy's, so the same data): "
+         "psycopg 3 `conn.execute(sql, (uid,))` on a default connection (server-side binding, a binary int2 "
+         "parameter, named prepared statements after psycopg's prepare_threshold of 5; BEGIN + 1 + %d + ROLLBACK "
+         "per load, in the workload's Python process); node-postgres `client.query(sql, [id])` on a plain "
+         "`Client` (autocommit; unnamed statements, an untyped text parameter; 1 + %d per load), in a node "
+         "coprocess (bench/nplusone_node.js) that times each load itself" % (res["users"], res["users"]))
 L.append("- pgfold: `--set nplusone.mode=rewrite --redis off`, otherwise defaults; each target warmed up "
          "%d times first (pgfold learns the pattern in the first load), then %d rounds, targets alternating "
          "(order rotated each round); medians, min–max beside them" % (res["warmup"], res["rounds"]))
-L.append("- Checked: all %d loads (warm-up, timed and CPU runs, every target) returned the same data as lazy "
-         "loading direct; both pgfold instances served children from batches (GET /nplusone)" % res["loads_checked"])
+L.append("- Checked: all %d loads (warm-up, timed and CPU runs, every target and client stack) returned the same "
+         "data as SQLAlchemy lazy loading direct; both pgfold instances served children from batches "
+         "(GET /nplusone)" % res["loads_checked"])
 L.append("")
 
 # ---- relay calibration
@@ -378,6 +422,14 @@ label = {
     "selectin-delay": "(d) selectinload, direct, delayed link",
     "lazy-pgfold-nodelay": "(e) lazy loading through pgfold (rewrite), no delay",
 }
+DRIVERS = (("pg3", "psycopg 3"), ("node", "node-postgres"))
+for d, dn in DRIVERS:
+    label.update({
+        d + "-delay": "(a) %s, direct, delayed link" % dn,
+        d + "-pgfold-delay": "(b) %s through pgfold (rewrite), delayed link" % dn,
+        d + "-nodelay": "(c) %s, direct, no delay" % dn,
+        d + "-pgfold-nodelay": "(e) %s through pgfold (rewrite), no delay" % dn,
+    })
 L.append("### Wall time per load")
 L.append("")
 L.append("| workload | ms per load (median) | min–max | vs (c) |")
@@ -408,6 +460,43 @@ else:
     L.append("Both goals met on this run.")
 L.append("")
 
+# ---- extended protocol: psycopg 3 and node-postgres
+drivers = [(d, dn) for d, dn in DRIVERS if all(d + s in T for s in ("-delay", "-pgfold-delay", "-nodelay"))]
+if drivers:
+    L.append("### Extended protocol: psycopg 3 and node-postgres, wall time per load")
+    L.append("")
+    L.append("The same lazy load by hand (above), in the same rotation as the SQLAlchemy targets; vs (c) is against "
+             "the same driver's (c).")
+    L.append("")
+    L.append("| workload | ms per load (median) | min–max | vs (c) |")
+    L.append("| --- | ---: | ---: | ---: |")
+    for d, dn in drivers:
+        for k in (d + "-delay", d + "-pgfold-delay", d + "-nodelay", d + "-pgfold-nodelay"):
+            if k in T:
+                L.append("| %s | %.1f | %.1f–%.1f | %.2fx |" % (label[k], med[k], min(T[k]), max(T[k]),
+                         med[k] / med[d + "-nodelay"]))
+    L.append("")
+    L.append("| ratio | value | goal (issue 4) | |")
+    L.append("| --- | ---: | ---: | --- |")
+    xmissed = []
+    for d, dn in drivers:
+        xbc = med[d + "-pgfold-delay"] / med[d + "-nodelay"]
+        xab = med[d + "-delay"] / med[d + "-pgfold-delay"]
+        L.append("| %s (b) / (c): pgfold over the delayed link vs no delay at all | %.2f | ≤ 1.2 | %s |"
+                 % (dn, xbc, "met" if xbc <= 1.2 else "**missed**"))
+        L.append("| %s (a) / (b): speed-up of pgfold over lazy loading direct on the delayed link | %.2f | ≥ 3 | %s |"
+                 % (dn, xab, "met" if xab >= 3 else "**missed**"))
+        if xbc > 1.2:
+            xmissed.append("%s (b)/(c) = %.2f is above 1.2" % (dn, xbc))
+        if xab < 3:
+            xmissed.append("%s (a)/(b) = %.2f is below 3" % (dn, xab))
+    L.append("")
+    if xmissed:
+        L.append("Goal missed on this run: %s." % "; ".join(xmissed))
+    else:
+        L.append("Both goals met for %s on this run." % " and ".join(dn for _, dn in drivers))
+    L.append("")
+
 # ---- backend CPU
 cpu = res["cpu"]
 if cpu:
@@ -422,7 +511,7 @@ if cpu:
     L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     def cm_(k, f):
         return statistics.median(x[f] for x in cpu[k])
-    for k in ("lazy-nodelay", "lazy-pgfold-nodelay"):
+    for k in ["lazy-nodelay", "lazy-pgfold-nodelay"] + [d + s for d, _ in DRIVERS for s in ("-nodelay", "-pgfold-nodelay")]:
         if k in cpu:
             L.append("| %s | %d | %d | %.2f | %.2f | %.2f |" % (label[k], cm_(k, "calls"), cm_(k, "posts_calls"),
                      cm_(k, "exec_ms"), cm_(k, "plan_ms"), statistics.median(x["exec_ms"] + x["plan_ms"] for x in cpu[k])))
@@ -431,8 +520,20 @@ if cpu:
         a = statistics.median(x["exec_ms"] + x["plan_ms"] for x in cpu["lazy-nodelay"])
         b = statistics.median(x["exec_ms"] + x["plan_ms"] for x in cpu["lazy-pgfold-nodelay"])
         ea, eb = cm_("lazy-nodelay", "exec_ms"), cm_("lazy-pgfold-nodelay", "exec_ms")
-        L.append("Backend time through pgfold vs direct: exec %.2fx, exec + plan %.2fx." % (eb / ea if ea else float("nan"),
+        L.append("Backend time through pgfold vs direct (SQLAlchemy): exec %.2fx, exec + plan %.2fx." % (eb / ea if ea else float("nan"),
                  b / a if a else float("nan")))
+        L.append("")
+    xs = []
+    for d, dn in DRIVERS:
+        if d + "-nodelay" in cpu and d + "-pgfold-nodelay" in cpu:
+            a = statistics.median(x["exec_ms"] + x["plan_ms"] for x in cpu[d + "-nodelay"])
+            b = statistics.median(x["exec_ms"] + x["plan_ms"] for x in cpu[d + "-pgfold-nodelay"])
+            ea, eb = cm_(d + "-nodelay", "exec_ms"), cm_(d + "-pgfold-nodelay", "exec_ms")
+            xs.append("%s exec %.2fx, exec + plan %.2fx" % (dn, eb / ea if ea else float("nan"), b / a if a else float("nan")))
+    if xs:
+        L.append("The same with the extended protocol: %s. (psycopg 3's children run as a named prepared statement "
+                 "after its prepare_threshold, so direct it plans little; node-postgres's unnamed statements are "
+                 "planned every time.)" % "; ".join(xs))
         L.append("")
 
 # ---- pgfold's own account
@@ -445,7 +546,27 @@ for name, j in (("behind the delayed link (b)", np_delay), ("no delay (e)", np_l
     L.append("| %s | %d | %d | %d | %d | %d | %d |" % (name, t["patterns"], t["active"], t["children_seen"],
              t["children_served"], t["batches"], t["statements_saved"]))
 L.append("")
-pats = [p for p in np_delay["patterns"] if p["status"] == "active"]
+def who(child):
+    if child.startswith("SELECT posts.id AS posts_id"):
+        return "SQLAlchemy (`... WHERE $1 = posts.user_id ...`)"
+    if child == "SELECT id, user_id, title, body, created_at FROM posts WHERE user_id = $1 ORDER BY id":
+        return "psycopg 3 and node-postgres (one statement text, one pattern)"
+    return "`%s`" % (child if len(child) <= 60 else child[:57] + "...")
+rows = [(name, p) for name, j in (("behind the delayed link (b)", np_delay), ("no delay (e)", np_local))
+        for p in sorted(j["patterns"], key=lambda p: (not p["child"].startswith("SELECT posts.id"), p["child"]))
+        if p["status"] != "learning"]
+if rows:
+    L.append("Per pattern (patterns still learning — a child statement seen as its own parent — left out):")
+    L.append("")
+    L.append("| instance | children of | status | children seen | children served | batches | statements saved |")
+    L.append("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for name, p in rows:
+        L.append("| %s | %s | %s | %d | %d | %d | %d |" % (name, who(p["child"]), p["status"] + (
+            " (%s)" % p["reason"] if p.get("reason") else ""), p["children_seen"], p["children_served"],
+            p["batches"], p["statements_saved"]))
+    L.append("")
+pats = sorted((p for p in np_delay["patterns"] if p["status"] == "active"),
+              key=lambda p: not p["child"].startswith("SELECT posts.id"))  # SQLAlchemy's first
 if pats:
     L.append("Suggested fix reported: %s" % pats[0]["suggestion"])
     L.append("")
