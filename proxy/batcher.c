@@ -150,9 +150,28 @@ static void put_empty(pgw_buf *out, uint8_t type)
 	pgw_buf_end(out);
 }
 
+/* Bytes of the first n DataRow messages in rows. */
+static size_t rows_prefix(const pf_sb *rows, uint32_t n)
+{
+	size_t pos = 0;
+	for (uint32_t i = 0; i < n && pos + PGW_HEADER_LEN <= rows->len; i++) {
+		const uint8_t *m = (const uint8_t *)rows->data + pos;
+		pos += 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+	}
+	return pos;
+}
+
+/* The Execute's row limit stops short of the group's end: the portal is
+ * suspended, which only outside a block ends with the Sync (inside one the
+ * client could fetch more from a portal the backend does not have). */
+static bool suspends(const px_group *g, px_answer_form form)
+{
+	return form.max_rows > 0 && g->nrows >= (uint32_t)form.max_rows;
+}
+
 /* What the backend would have sent for the child alone: ParseComplete and
  * BindComplete when asked (extended), RowDescription, the group's rows,
- * CommandComplete and ReadyForQuery. */
+ * CommandComplete (or PortalSuspended at the row limit) and ReadyForQuery. */
 static void answer_child(px_session *s, const px_prefetch *p, const px_group *g, char status, px_answer_form form)
 {
 	pgw_buf out;
@@ -163,18 +182,27 @@ static void answer_child(px_session *s, const px_prefetch *p, const px_group *g,
 		put_empty(&out, PGW_BE_BIND_COMPLETE);
 	if (form.row_desc)
 		pgw_buf_put_bytes(&out, p->rowdesc.data, p->rowdesc.len);
-	pgw_buf_put_bytes(&out, g->rows.data, g->rows.len);
+	bool suspended = suspends(g, form);
+	uint32_t nrows = suspended ? (uint32_t)form.max_rows : g->nrows;
+	pgw_buf_put_bytes(&out, g->rows.data, suspended ? rows_prefix(&g->rows, nrows) : g->rows.len);
 	char tag[32];
-	snprintf(tag, sizeof(tag), "SELECT %u", g->nrows);
-	pgw_buf_begin(&out, PGW_BE_COMMAND_COMPLETE);
-	pgw_buf_put_cstr(&out, tag);
-	pgw_buf_end(&out);
+	snprintf(tag, sizeof(tag), "SELECT %u", nrows);
+	if (suspended) {
+		put_empty(&out, PGW_BE_PORTAL_SUSPENDED);
+	} else {
+		pgw_buf_begin(&out, PGW_BE_COMMAND_COMPLETE);
+		pgw_buf_put_cstr(&out, tag);
+		pgw_buf_end(&out);
+	}
 	pgw_build_ready(&out, status);
 	if (pgw_buf_ok(&out))
 		(void)px_peer_write(&s->client, out.data, out.len);
 	pgw_buf_free(&out);
 	uint64_t now = uv_hrtime() / 1000u;
-	px_track_complete(&s->track, tag, now);
+	if (suspended)
+		px_track_suspended(&s->track, now);
+	else
+		px_track_complete(&s->track, tag, now);
 	px_session_ready(s, status);
 }
 
@@ -390,6 +418,8 @@ bool px_batch_child(px_session *s, const px_child *c)
 			px_batch_drop_all(s); /* stale or dropped: fetch again next time */
 			return false;
 		}
+		if (suspends(g, c->form) && s->tx_status != 'I')
+			return false;
 		p->mismatches = 0;
 		answer_child(s, p, g, s->tx_status, c->form);
 		rw_np_count_served(m->pattern, 1);
@@ -539,6 +569,19 @@ static void batch_as_parent(px_session *s, const px_prefetch *p)
 	px_np_complete(s);
 }
 
+/* The client's own messages go to the backend after all. */
+static void send_child_unchanged(px_session *s)
+{
+	px_batcher *b = &s->batch;
+	(void)px_peer_write(&s->backend, b->child_msg, b->child_len);
+	if (b->form.parse_complete) { /* the child's own Parse goes along */
+		const uint8_t *m = b->child_msg;
+		size_t len = 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+		px_batch_note_parse(s, "", m, len);
+		px_session_parse_sent(s);
+	}
+}
+
 /* The batch worked: answer the child, keep the rest. */
 static void deliver(px_session *s, char status)
 {
@@ -546,7 +589,11 @@ static void deliver(px_session *s, char status)
 	px_prefetch *p = &b->building;
 	bool over = b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes;
 	batch_as_parent(s, p);
-	answer_child(s, p, &p->groups[0], status, b->form);
+	if (suspends(&p->groups[0], b->form) && status != 'I') {
+		send_child_unchanged(s); /* its answer ends in a portal the backend must keep */
+	} else {
+		answer_child(s, p, &p->groups[0], status, b->form);
+	}
 	rw_np_count_batch(p->pattern, 1, 0);
 	const char *keys[p->ngroups];
 	size_t lens[p->ngroups];
@@ -622,13 +669,7 @@ static void fall_back(px_session *s, char status)
 			return;
 		}
 	}
-	(void)px_peer_write(&s->backend, b->child_msg, b->child_len);
-	if (b->form.parse_complete) { /* the child's own Parse goes along */
-		const uint8_t *m = b->child_msg;
-		size_t len = 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
-		px_batch_note_parse(s, "", m, len);
-		px_session_parse_sent(s);
-	}
+	send_child_unchanged(s);
 }
 
 /* The last ReadyForQuery of pgfold's round trip arrived. */

@@ -73,6 +73,7 @@ typedef struct px_answer_form {
 	bool parse_complete;
 	bool bind_complete;
 	bool row_desc;
+	int32_t max_rows;    /* Execute's row limit (0: all): more rows end with PortalSuspended */
 } px_answer_form;
 
 typedef enum px_batch_phase {

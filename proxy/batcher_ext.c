@@ -225,7 +225,10 @@ static bool ext_child(px_session *s, const pgw_ext_group *g, const uint8_t *byte
 		.portal = "",
 		.nresult_formats = (size_t)g->bind.nresult_formats,
 		.result_formats = g->bind.result_formats,
-		.form = {.parse_complete = g->parse != NULL, .bind_complete = true, .row_desc = g->describe},
+		.form = {.parse_complete = g->parse != NULL,
+			 .bind_complete = true,
+			 .row_desc = g->describe,
+			 .max_rows = g->max_rows},
 	};
 	if (!g->parse && !g->bind.stmt_name[0] && s->batch.unnamed_state != PX_UNNAMED_KNOWN)
 		return false; /* the unnamed statement may not exist: let the backend say */
@@ -247,7 +250,7 @@ bool px_batch_extended(px_session *s, const pgw_ext_group *g, const uint8_t *byt
 	px_track_stmt ts;
 	bool known = px_track_statement(&s->track, g->bind.stmt_name, &ts) && ts.an && ts.an->nstmts == 1 && ts.text;
 	const rw_stmt *st = known ? &ts.an->stmts[0] : NULL;
-	bool allowed = known && px_batch_allowed(s) && g->max_rows == 0;
+	bool allowed = known && px_batch_allowed(s) && g->max_rows >= 0;
 	rw_np_match m;
 	px_np_statement_keys(s, st, known ? ts.text : NULL, "",
 			     allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);

@@ -91,9 +91,24 @@ static void feed_row(px_session *s, const uint8_t *body, size_t len)
 	rw_np_result_row(s->np, cols, values, lengths);
 }
 
+/* Rows of a portal the client never described (asyncpg, PgJDBC): its
+ * statement's described RowDescription, with the Bind's formats, stands in
+ * for the one the backend does not send.  Once per statement answered. */
+static void row_description_from_track(px_session *s)
+{
+	px_np_capture *c = &s->np_capture;
+	size_t len;
+	const uint8_t *rd = c->tried_track ? NULL : px_track_current_row_desc(&s->track, &len);
+	if (rd)
+		px_np_row_description(s, rd, len);
+	c->tried_track = true;
+}
+
 void px_np_data_row(px_session *s, const uint8_t *body, size_t len)
 {
 	px_np_capture *c = &s->np_capture;
+	if (!c->active)
+		row_description_from_track(s);
 	if (!c->active)
 		return;
 	if (++c->rows == 1) {
@@ -113,7 +128,7 @@ void px_np_complete(px_session *s)
 	px_np_capture *c = &s->np_capture;
 	if (c->begun)
 		rw_np_result_end(s->np);
-	c->active = c->begun = false;
+	c->active = c->begun = c->tried_track = false;
 }
 
 void px_np_abort(px_session *s)
@@ -121,7 +136,7 @@ void px_np_abort(px_session *s)
 	px_np_capture *c = &s->np_capture;
 	if (c->begun)
 		rw_np_result_abort(s->np);
-	c->active = c->begun = false;
+	c->active = c->begun = c->tried_track = false;
 }
 
 /* ---- children ------------------------------------------------------------ */

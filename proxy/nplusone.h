@@ -28,6 +28,7 @@ typedef struct px_session px_session;
 typedef struct px_np_capture {
 	bool active;             /* the result may become a parent */
 	bool begun;              /* rw_np_result_begin was called (second row seen) */
+	bool tried_track;        /* rows came without a RowDescription: the track's was tried */
 	const rw_shape *shape;   /* the statement's (held by the track until it completes) */
 	uint32_t rows;
 	pf_sb rowdesc;           /* RowDescription body, kept until the second row */

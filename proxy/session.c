@@ -355,6 +355,16 @@ static void on_execute(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 		px_np_statement(s, px_track_last(&s->track), NULL, portal);
 }
 
+/* A Describe of a statement: its ParameterDescription gives the types. */
+static void on_describe(px_session *s, const pgw_chunk *ch, const uint8_t *body)
+{
+	char kind;
+	const char *name;
+	if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_describe_close(body, ch->frame.body_len, &kind, &name) == PGW_OK &&
+	    kind == 'S')
+		px_track_describe(&s->track, name);
+}
+
 static void on_close_message(px_session *s, const pgw_chunk *ch, const uint8_t *body)
 {
 	char kind;
@@ -397,6 +407,7 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 		if (needs_deferred_parse(s, ch, body))
 			return RELAY_UNNAMED;
 		s->extended_open = true;
+		on_describe(s, ch, body);
 		break;
 	case PGW_FE_FLUSH:
 		s->extended_open = true;
@@ -472,6 +483,13 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 		break;
 	case PGW_BE_PARSE_COMPLETE:
 		return on_parse_complete(s);
+	case PGW_BE_PARAM_DESC: {
+		int16_t n;
+		const uint8_t *types;
+		if (ch->kind == PGW_CHUNK_MESSAGE && pgw_read_param_desc(body, ch->frame.body_len, &n, &types) == PGW_OK)
+			px_track_param_desc(&s->track, n, types);
+		break;
+	}
 	case PGW_BE_KEY_DATA:
 		s->has_key = pgw_read_key_data(body, ch->frame.body_len, &s->backend_pid, &s->backend_key) == PGW_OK;
 		break;
@@ -479,8 +497,12 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 		on_backend_error(s, ch, msg);
 		break;
 	case PGW_BE_ROW_DESC:
+		px_track_row_desc(&s->track, ch->kind == PGW_CHUNK_MESSAGE ? body : NULL, ch->frame.body_len);
 		if (ch->kind == PGW_CHUNK_MESSAGE)
 			px_np_row_description(s, body, ch->frame.body_len);
+		break;
+	case PGW_BE_NO_DATA:
+		px_track_row_desc(&s->track, NULL, 0);
 		break;
 	case PGW_BE_DATA_ROW:
 		if (ch->kind == PGW_CHUNK_MESSAGE)

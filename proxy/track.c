@@ -26,8 +26,30 @@ typedef enum item_type {
 	ITEM_FUNCTION,
 } item_type;
 
+/* A RowDescription body shared by a portal and the statements executed from
+ * it (reference counted). */
+typedef struct px_blob {
+	unsigned refs;
+	size_t len;
+	uint8_t data[];
+} px_blob;
+
+static px_blob *blob_ref(px_blob *b)
+{
+	if (b)
+		b->refs++;
+	return b;
+}
+
+static void blob_unref(px_blob *b)
+{
+	if (b && --b->refs == 0)
+		pf_free(b);
+}
+
 struct px_track_item {
 	item_type type;
+	px_blob *rowdesc; /* the portal's RowDescription when its statement was described, or NULL */
 	rw_analysis *an; /* a reference, or NULL */
 	uint32_t index;  /* statement in an */
 	char *sql;       /* this statement's own text, kept only when it may change session state */
@@ -44,6 +66,9 @@ struct px_named {
 	uint32_t index;
 	char *sql; /* the prepared statement's text (for session-state statements) */
 	char *text;            /* statements: the whole query text when <= PX_TRACK_TEXT_MAX */
+	uint8_t *rowdesc;      /* statements: the RowDescription body a Describe of it gave */
+	size_t rowdesc_len;
+	px_blob *portal_rowdesc; /* portals: that RowDescription with the Bind's result formats */
 	uint32_t *param_types; /* statements: OIDs from Parse (0 unspecified) */
 	int16_t nparam_types;
 	char *params;          /* portals: the bound values as text, len-prefixed; NULL when not kept */
@@ -71,6 +96,7 @@ static void item_release(px_track_item *it)
 	if (it->an)
 		rw_analysis_free(it->an);
 	pf_free(it->sql);
+	blob_unref(it->rowdesc);
 	memset(it, 0, sizeof(*it));
 }
 
@@ -186,6 +212,8 @@ static void named_free(px_named *n)
 	pf_free(n->name);
 	pf_free(n->sql);
 	pf_free(n->text);
+	pf_free(n->rowdesc);
+	blob_unref(n->portal_rowdesc);
 	pf_free(n->param_types);
 	pf_free(n->params);
 	pf_free(n);
@@ -291,12 +319,44 @@ static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m
 		pf_sb_append_n(out, text, (size_t)out_len);
 }
 
+/* The statement's described RowDescription with the result format codes of
+ * the Bind (none: text; one: for every column; else one per column). */
+static px_blob *portal_row_desc(const px_named *stmt, const pgw_bind_msg *m)
+{
+	if (!stmt->rowdesc || stmt->rowdesc_len < 2)
+		return NULL;
+	px_blob *b = pf_malloc(sizeof(px_blob) + stmt->rowdesc_len);
+	b->refs = 1;
+	b->len = stmt->rowdesc_len;
+	memcpy(b->data, stmt->rowdesc, stmt->rowdesc_len);
+	int16_t n = be16(b->data);
+	if (m->nresult_formats > 1 && m->nresult_formats != n) {
+		pf_free(b); /* the server refuses this Bind */
+		return NULL;
+	}
+	size_t pos = 2;
+	for (int16_t i = 0; i < n; i++) {
+		const uint8_t *nul = pos < b->len ? memchr(b->data + pos, 0, b->len - pos) : NULL;
+		if (!nul || (size_t)(nul - b->data) + 1 + 18 > b->len) {
+			pf_free(b);
+			return NULL;
+		}
+		pos = (size_t)(nul - b->data) + 1 + 18;
+		int16_t format = m->nresult_formats == 0 ? 0 : be16(m->result_formats + 2 * (m->nresult_formats == 1 ? 0 : i));
+		b->data[pos - 2] = (uint8_t)((uint16_t)format >> 8);
+		b->data[pos - 1] = (uint8_t)format;
+	}
+	return b;
+}
+
 void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name, const pgw_bind_msg *m)
 {
 	px_named *p = *named_find(&t->portals, portal);
+	const px_named *stmt = *named_find(&t->prepared, stmt_name);
+	if (p && stmt)
+		p->portal_rowdesc = portal_row_desc(stmt, m);
 	if (!p || m->nparams <= 0)
 		return;
-	const px_named *stmt = *named_find(&t->prepared, stmt_name);
 	pf_sb out;
 	pf_sb_init(&out);
 	size_t pos = 0;
@@ -359,6 +419,22 @@ void px_track_execute(px_track *t, const char *portal, uint64_t now_us)
 		push_stmt(t, p->an, 0, p->sql, p->sql ? strlen(p->sql) : 0, now_us);
 	else
 		push_stmt(t, NULL, 0, NULL, 0, now_us);
+	if (p && p->portal_rowdesc && t->count > 0) {
+		px_track_item *it = at(t, t->count - 1);
+		if (it->type == ITEM_STMT && !it->rowdesc)
+			it->rowdesc = blob_ref(p->portal_rowdesc);
+	}
+}
+
+const uint8_t *px_track_current_row_desc(const px_track *t, size_t *len)
+{
+	if (t->count == 0)
+		return NULL;
+	const px_track_item *it = &t->items[t->head % t->cap];
+	if (it->type != ITEM_STMT || !it->rowdesc)
+		return NULL;
+	*len = it->rowdesc->len;
+	return it->rowdesc->data;
 }
 
 void px_track_close(px_track *t, char kind, const char *name)
@@ -512,6 +588,70 @@ static void forget_old_portals(px_track *t)
 	}
 }
 
+void px_track_describe(px_track *t, const char *name)
+{
+	if (t->describes_count == PX_TRACK_MAX_DESCRIBES)
+		return; /* not followed: its statement keeps the types it has */
+	struct px_describe *d = &t->describes[(t->describes_head + t->describes_count++) % PX_TRACK_MAX_DESCRIBES];
+	d->name = pf_strdup(name);
+	d->gen = t->markers_sent;
+	d->params_seen = false;
+}
+
+static void describe_pop(px_track *t)
+{
+	pf_free(t->describes[t->describes_head].name);
+	t->describes[t->describes_head].name = NULL;
+	t->describes_head = (t->describes_head + 1) % PX_TRACK_MAX_DESCRIBES;
+	t->describes_count--;
+}
+
+/* Describes of Sync groups already answered (skipped after an error). */
+static void describes_expire(px_track *t)
+{
+	while (t->describes_count > 0 && t->describes[t->describes_head].gen < t->markers_answered)
+		describe_pop(t);
+}
+
+/* The Describe the backend is answering now, or NULL. */
+static struct px_describe *describe_current(px_track *t)
+{
+	describes_expire(t);
+	if (t->describes_count == 0 || t->describes[t->describes_head].gen != t->markers_answered)
+		return NULL;
+	return &t->describes[t->describes_head];
+}
+
+void px_track_param_desc(px_track *t, int16_t n, const uint8_t *types)
+{
+	struct px_describe *d = describe_current(t);
+	if (!d || d->params_seen)
+		return;
+	d->params_seen = true; /* its RowDescription or NoData follows */
+	px_named *stmt = *named_find(&t->prepared, d->name);
+	if (stmt) {
+		pf_free(stmt->param_types);
+		stmt->param_types = NULL;
+		stmt->nparam_types = 0;
+		px_track_parse_types(t, d->name, n, types);
+	}
+}
+
+void px_track_row_desc(px_track *t, const uint8_t *body, size_t len)
+{
+	struct px_describe *d = describe_current(t);
+	if (!d || !d->params_seen)
+		return; /* the answer to a Describe of a portal, or to a Query */
+	px_named *stmt = *named_find(&t->prepared, d->name);
+	if (stmt && body && len <= PX_TRACK_ROWDESC_MAX) {
+		pf_free(stmt->rowdesc);
+		stmt->rowdesc = pf_malloc(len ? len : 1);
+		memcpy(stmt->rowdesc, body, len);
+		stmt->rowdesc_len = len;
+	}
+	describe_pop(t);
+}
+
 void px_track_ready(px_track *t, char status)
 {
 	/* Drop what the server skipped, then the marker this answers. */
@@ -527,6 +667,7 @@ void px_track_ready(px_track *t, char status)
 	 * those bound before the marker just answered (a pipelining client may
 	 * already have bound portals for its next transaction). */
 	t->markers_answered++;
+	describes_expire(t);
 	if (status == 'I')
 		forget_old_portals(t);
 	px_sstate_ready(&t->state, status, t->writes_queued > 0);
@@ -582,5 +723,7 @@ void px_track_free(px_track *t)
 	pf_free(t->items);
 	named_clear(&t->prepared);
 	named_clear(&t->portals);
+	while (t->describes_count > 0)
+		describe_pop(t);
 	px_sstate_free(&t->state);
 }

@@ -34,6 +34,8 @@
 #define PX_TRACK_PARAMS_MAX 4096      /* bound values kept per portal (text form), else none */
 #define PX_TRACK_PARAM_TEXT_MAX 256   /* longer values are not kept */
 #define PX_TRACK_TEXT_MAX 16384       /* longer statement texts are not kept */
+#define PX_TRACK_MAX_DESCRIBES 16     /* Describe statement messages followed at once */
+#define PX_TRACK_ROWDESC_MAX 8192     /* larger described RowDescriptions are not kept */
 
 /* One finished statement: stmt is NULL when pgfold did not know what ran. */
 typedef void (*px_track_done_fn)(void *ctx, const rw_stmt *stmt, uint64_t elapsed_us, uint64_t rows, bool error);
@@ -51,6 +53,8 @@ typedef struct px_track {
 	uint32_t nprepared;
 	uint32_t nportals;
 	uint32_t writes_queued; /* queued items that may write */
+	struct px_describe { char *name; uint64_t gen; bool params_seen; } describes[PX_TRACK_MAX_DESCRIBES];
+	uint32_t describes_head, describes_count; /* Describe statement messages not answered yet */
 	uint64_t markers_sent;     /* end markers (Query end, Sync, FunctionCall) sent */
 	uint64_t markers_answered; /* ReadyForQuery messages seen */
 	px_track_done_fn done;
@@ -81,6 +85,21 @@ const rw_stmt *px_track_current(const px_track *t);
 /* The statement most recently queued (tail), or NULL. */
 const rw_stmt *px_track_last(const px_track *t);
 void px_track_close(px_track *t, char kind, const char *name);
+/* A Describe of statement `name` was sent, and a ParameterDescription
+ * arrived: it answers the oldest Describe of the current Sync group and
+ * gives that statement's parameter types (drivers such as asyncpg leave them
+ * unspecified in Parse and bind binary values, which pgfold can read once it
+ * knows their types). */
+void px_track_describe(px_track *t, const char *name);
+void px_track_param_desc(px_track *t, int16_t n, const uint8_t *types);
+/* A RowDescription (body; NULL for NoData) from the backend: after a
+ * ParameterDescription it completes the Describe of a statement, whose
+ * columns it gives.  A portal bound from a described statement knows its
+ * RowDescription even when the client never describes the portal (asyncpg,
+ * PgJDBC): px_track_current_row_desc() hands it out for the statement the
+ * server is answering (NULL when unknown), with the Bind's formats. */
+void px_track_row_desc(px_track *t, const uint8_t *body, size_t len);
+const uint8_t *px_track_current_row_desc(const px_track *t, size_t *len);
 /* A Parse / Bind pgfold could not read: forget every prepared statement /
  * portal (their executes are then tracked as unknown). */
 void px_track_forget_prepared(px_track *t);

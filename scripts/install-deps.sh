@@ -20,7 +20,7 @@ PACKAGES=(
 	libuv1-dev libpq-dev libhiredis-dev libpg-query-dev libprotobuf-c-dev
 	libinih-dev libcmocka-dev libhttp-parser-dev
 	postgresql-15 redis-server pgbouncer
-	python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy
+	python3-pytest python3-psycopg2 python3-psycopg python3-sqlalchemy python3-asyncpg
 	docker-compose
 	default-jdk-headless libpostgresql-jdbc-java
 	procps iproute2 curl

@@ -52,14 +52,14 @@ def proxies(blog, module_pgfold_factory):
     return off, rewrite
 
 
-def group(sql, params, types=(), name=None, describe=True, result_formats=()):
+def group(sql, params, types=(), name=None, describe=True, result_formats=(), max_rows=0):
     """One statement as a driver sends it: Parse (unless name is a prepared
     statement's), Bind, Describe portal, Execute, Sync."""
     out = b"" if name else parse(sql, "", types)
     out += bind(params, statement=name or "", result_formats=result_formats)
     if describe:
         out += describe_portal()
-    return out + execute() + sync()
+    return out + execute(max_rows=max_rows) + sync()
 
 
 def record(port, script):
@@ -118,6 +118,11 @@ WORKLOADS = {
                      + [query("UPDATE rw_posts SET title = title WHERE id = 70")]
                      + children(POSTS, (INT4,), keys=USER_IDS[5:]),
     "interleaved_untyped": [query(PARENT)] + interleaved(USER_IDS),
+    # a row limit (asyncpg's fetchrow/fetchval: 1): PortalSuspended when rows remain
+    "max_rows_one": [query(PARENT)] + children(POSTS, (INT4,), max_rows=1),
+    "max_rows_two_in_a_block": [query("BEGIN"), query(PARENT)] + children(POSTS, (INT4,), max_rows=2)
+                               + [query("COMMIT")],
+    "max_rows_above_the_rows": [query(PARENT)] + children(POSTS, (INT4,), max_rows=100),
     "interleaved_typed_in_a_block": [query("BEGIN"), query(PARENT)] + interleaved(USER_IDS, (INT4,))
                                     + [query("COMMIT")],
     # answered children deferred their Parse: using the unnamed statement must see the last one
@@ -161,7 +166,8 @@ def reset(postgres):
 @pytest.mark.parametrize("name,most", [("typed_int4", 1), ("untyped", 2), ("named_untyped", 2), ("in_a_block", 1),
                                        ("interleaved_untyped", 4), ("deferred_parse_then_bind", 5),
                                        ("binary_results", 1), ("binary_results_per_column", 1),
-                                       ("binary_results_in_a_block", 1)])
+                                       ("binary_results_in_a_block", 1), ("max_rows_one", 1),
+                                       ("max_rows_above_the_rows", 1)])
 def test_extended_children_fold(name, most, proxies, blog, postgres):
     """Once the pattern is known, one batched statement per pattern (the
     parent has 25 rows, under batch_size); with untyped parameters the first
@@ -281,3 +287,39 @@ def test_jdbc_lazy_loading(jdbc_lazy, proxies, blog, postgres):
     n = calls(postgres, "%FROM rw_posts WHERE%user_id = $1%")
     seen = postgres.query("SELECT calls, left(query, 90) FROM pg_stat_statements WHERE query LIKE '%rw_posts%'", dbname=DB)
     assert n <= 6, f"{n} statements for {2 * N_USERS} JDBC children: {seen}"
+
+
+def asyncpg_lazy(port):
+    """asyncpg: named statements prepared with a Describe, binary parameters
+    and results."""
+    import asyncio
+
+    import asyncpg
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user="app", database=DB)
+        try:
+            out = []
+            for (uid,) in await conn.fetch("SELECT id FROM rw_users ORDER BY id"):
+                rows = await conn.fetch("SELECT id, title, score FROM rw_posts WHERE user_id = $1 ORDER BY id", uid)
+                n = await conn.fetchval("SELECT count(*) FROM rw_posts WHERE rw_posts.user_id = $1", uid)
+                out.append((uid, [tuple(r) for r in rows], n))
+            return out
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_asyncpg_lazy_loading(proxies, blog, postgres):
+    off, rewrite = proxies
+    asyncpg_lazy(rewrite.port)  # learn
+    want = asyncpg_lazy(off.port)
+    reset(postgres)
+    got = asyncpg_lazy(rewrite.port)
+    assert got == want
+    assert len(want) == N_USERS and sum(len(r[1]) for r in want) > N_USERS
+    n = calls(postgres, "%FROM rw_posts WHERE%user_id = $1%")
+    seen = postgres.query("SELECT calls, left(query, 90) FROM pg_stat_statements WHERE query LIKE '%rw_posts%'",
+                          dbname=DB)
+    assert n <= 6, f"{n} statements for {2 * N_USERS} asyncpg children: {seen}"

@@ -1427,6 +1427,56 @@ static void test_bug_default_transaction_read_only(void **state)
 	check_json_has(h, "\"read_only\":1");
 }
 
+/* A binary int4 bound to a statement parsed without types (asyncpg): its
+ * text form is known once a Describe of the statement has been answered,
+ * and only for the statement that Describe was about. */
+static void bind_binary_42(harness *h, const char *portal, const char *stmt)
+{
+	static const uint8_t formats[] = {0, 1};
+	static const uint8_t params[] = {0, 0, 0, 4, 0, 0, 0, 42};
+	pgw_bind_msg m = {.portal = portal, .stmt_name = stmt, .nformats = 1, .formats = formats,
+			  .nparams = 1, .params = params, .params_len = sizeof(params)};
+	B(h, portal, stmt);
+	px_track_bind_params(&h->t, portal, stmt, &m);
+}
+
+static void test_param_types_from_describe(void **state)
+{
+	harness *h = *state;
+	static const uint8_t int4[] = {0, 0, 0, 23};
+	const char *v;
+	size_t len;
+	P(h, "s1", "SELECT a FROM t WHERE id = $1");
+	P(h, "s2", "SELECT a FROM t WHERE id = $1");
+	bind_binary_42(h, "", "s1");
+	assert_int_equal(px_track_portal_value(&h->t, "", 1, &v, &len), -1); /* binary of an unknown type */
+	/* Describe s1 in one Sync group; the answer of an earlier group's
+	 * skipped Describe (s2, after an error) must not be taken for it */
+	px_track_describe(&h->t, "s2");
+	S(h);
+	RFQ(h, 'I');
+	px_track_describe(&h->t, "s1");
+	S(h);
+	px_track_param_desc(&h->t, 1, int4);
+	RFQ(h, 'I');
+	px_track_stmt ts;
+	assert_true(px_track_statement(&h->t, "s1", &ts));
+	assert_int_equal(ts.ntypes, 1);
+	assert_int_equal(ts.types[0], 23);
+	assert_true(px_track_statement(&h->t, "s2", &ts));
+	assert_int_equal(ts.ntypes, 0);
+	bind_binary_42(h, "", "s1");
+	assert_int_equal(px_track_portal_value(&h->t, "", 1, &v, &len), 1);
+	assert_int_equal(len, 2);
+	assert_memory_equal(v, "42", 2);
+	/* more Describes than followed: the extra ones are ignored */
+	for (int i = 0; i < PX_TRACK_MAX_DESCRIBES + 3; i++)
+		px_track_describe(&h->t, "s2");
+	S(h);
+	RFQ(h, 'I');
+	assert_int_equal(h->t.describes_count, 0);
+}
+
 /* ---------------------------------------------------------------- main */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1435,6 +1485,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_simple_query_three_statements),
+		T(test_param_types_from_describe),
 		T(test_tag_rows),
 		T(test_multi_statement_second_fails),
 		T(test_empty_query),
