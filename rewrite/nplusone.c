@@ -276,6 +276,7 @@ rw_np_pattern *np_pattern_add(rw_np_registry *reg, const np_key *key, const np_p
 	p->child_text = dup_or_empty(info->child_text);
 	p->child_table = dup_or_empty(info->child_table);
 	p->child_column = dup_or_empty(info->child_column);
+	p->child_flags = info->child_flags;
 	if (reg->learning.count + reg->confirmed.count >= reg->nbuckets)
 		buckets_grow(reg);
 	bucket_insert(reg, p);

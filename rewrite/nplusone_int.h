@@ -35,6 +35,7 @@ typedef struct np_pattern_info {
 	const char *child_text;    /* child normalized text */
 	const char *child_table;   /* the child slot column's relation */
 	const char *child_column;  /* the child slot's column */
+	uint32_t child_flags;      /* the child shape's RW_* flags (the suggestion's wording) */
 } np_pattern_info;
 
 /* A registry recency list: head is the most recently seen. */
@@ -63,6 +64,7 @@ struct rw_np_pattern {
 	char *child_text;
 	char *child_table;
 	char *child_column;
+	uint32_t child_flags;      /* the child shape's RW_* flags */
 	uint64_t occurrences;      /* parent results in which it matched while confirmed */
 	uint64_t children_seen;
 	uint64_t children_served;

@@ -35,6 +35,21 @@ static void append_class(pf_sb *out, const char *table)
 	}
 }
 
+/* What each child asks of its parent's rows, for the wording of the fix. */
+typedef enum child_kind { CHILD_ROWS, CHILD_COUNT, CHILD_EXISTS, CHILD_FIRST } child_kind;
+
+static child_kind kind_of(const rw_np_pattern *p)
+{
+	uint32_t f = p->child_flags;
+	if (f & (RW_EXISTS_QUERY | RW_HAS_EXISTS))
+		return CHILD_EXISTS;
+	if ((f & RW_HAS_AGGREGATE) && !(f & RW_HAS_GROUP_BY))
+		return CHILD_COUNT;
+	if ((f & RW_HAS_LIMIT) && (f & RW_HAS_ORDER_BY))
+		return CHILD_FIRST;
+	return CHILD_ROWS;
+}
+
 static void append_suggestion(pf_sb *out, const rw_np_pattern *p)
 {
 	char attr[NP_ATTR_MAX];
@@ -42,7 +57,35 @@ static void append_suggestion(pf_sb *out, const rw_np_pattern *p)
 	if (m2o)
 		np_many_to_one_name(p, attr, sizeof attr);
 	const char *a = m2o ? attr : p->child_table;
-	pf_sb_append(out, m2o ? "e.g. SQLAlchemy: joinedload(" : "e.g. SQLAlchemy: selectinload(");
+	pf_sb_append(out, "e.g. SQLAlchemy: ");
+	switch (m2o ? CHILD_ROWS : kind_of(p)) {
+	case CHILD_COUNT:
+		/* one aggregate per parent: compute them with the parents */
+		pf_sb_append(out, "a column_property or a grouped subquery joined to ");
+		append_class(out, p->parent_table);
+		pf_sb_appendf(out, " \u2014 Django: annotate(Count('%s')) \u2014 Rails: counter_cache or "
+				   "left_joins(:%s).group(:id).count",
+			      a, a);
+		return;
+	case CHILD_EXISTS:
+		pf_sb_append(out, "exists() as a correlated column of the ");
+		append_class(out, p->parent_table);
+		pf_sb_appendf(out, " query \u2014 Django: annotate(has_%s=Exists(...)) \u2014 Rails: "
+				   "select(\"EXISTS (SELECT 1 FROM %s WHERE ...)\") on the parent query",
+			      a, a);
+		return;
+	case CHILD_FIRST:
+		pf_sb_append(out, "selectinload(");
+		append_class(out, p->parent_table);
+		pf_sb_appendf(out, ".%s) on a relationship limited with row_number() \u2014 Django: "
+				   "prefetch_related(Prefetch('%s', queryset=...[:1])) \u2014 Rails: includes(:%s) on a "
+				   "scoped association",
+			      a, a, a);
+		return;
+	case CHILD_ROWS:
+		break;
+	}
+	pf_sb_append(out, m2o ? "joinedload(" : "selectinload(");
 	append_class(out, p->parent_table);
 	pf_sb_appendf(out, ".%s) \u2014 Django: %s('%s') \u2014 Rails: includes(:%s)", a,
 		      m2o ? "select_related" : "prefetch_related", a, a);

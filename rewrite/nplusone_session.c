@@ -401,6 +401,7 @@ static rw_np_pattern *cand_pattern_add(rw_np_session *s, const np_cand *c, const
 		.child_text = child->normalized,
 		.child_table = child->relations[sl->rel_index].name,
 		.child_column = sl->column,
+		.child_flags = child->flags,
 	};
 	np_key key = cand_key(c, child);
 	return np_pattern_add(s->reg, &key, &info);

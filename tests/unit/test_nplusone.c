@@ -314,6 +314,26 @@ static void test_exists_child(void **state)
 	assert_int_equal(m.slot, 0);
 	expect_key_range(&m, 3, 7, "EXISTS child 3");
 	expect_contains(render_text(c), "users_id (users) -> posts.user_id");
+	expect_contains(render_text(c), "fix       e.g. SQLAlchemy: exists() as a correlated column of the Users query");
+}
+
+/* The fix is worded for what the child asks: a count, the first row. */
+static void test_suggestion_follows_the_child(void **state)
+{
+	ctx *c = *state;
+	rw_np_match m;
+	feed_users(c, c->s, 30);
+	for (int v = 1; v <= 3; v++)
+		child(c, c->s, "SELECT count(*) FROM posts WHERE posts.user_id = %d", v, 5, &m);
+	expect_match(&m, RW_NP_ACTIVE, true, "count child 3 confirms");
+	feed_users(c, c->s, 30);
+	for (int v = 1; v <= 3; v++)
+		child(c, c->s, "SELECT posts.id FROM posts WHERE posts.user_id = %d ORDER BY posts.id DESC LIMIT 1", v, 5,
+		      &m);
+	expect_match(&m, RW_NP_ACTIVE, true, "first-post child 3 confirms");
+	const char *text = render_text(c);
+	expect_contains(text, "Django: annotate(Count('posts'))");
+	expect_contains(text, "prefetch_related(Prefetch('posts', queryset=...[:1]))");
 }
 
 static void test_second_session(void **state)
@@ -846,6 +866,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test_setup_teardown(test_one_to_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bound_parameter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_suggestion_follows_the_child, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exists_child, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_second_session, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_match, setup, teardown),
