@@ -13,7 +13,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS     = libuv hiredis libpq inih libprotobuf-c
+PKGS     = libuv hiredis libpq inih libprotobuf-c libcrypto
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
 OPT     ?= -O2 -g
 CFLAGS_PKG := $(shell pkg-config --cflags $(PKGS))

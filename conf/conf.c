@@ -104,11 +104,15 @@ typedef struct cf_key {
 #define K_ENUM_F(sec, key, field, dflt, names, reload, text)                                                   \
 	{.section = sec, .name = #key, .type = CF_T_ENUM, .def = dflt, .choices = names, .reloadable = reload, \
 	 .offset = FIELD(field, int), .help = text}
+#define K_DURATION_F(sec, key, field, dflt, unit, lo, hi, reload, text)                                        \
+	{.section = sec, .name = #key, .type = CF_T_DURATION, .def = dflt, .min = lo, .max = hi,              \
+	 .unit_ms = unit, .reloadable = reload, .offset = FIELD(field, int), .help = text}
 #define K_LOGLEVEL(key, dflt, reload, text)                                                                    \
 	{.section = "pgfold", .name = #key, .type = CF_T_LOGLEVEL, .def = dflt, .reloadable = reload,         \
 	 .offset = FIELD(key, int), .help = text}
 
 static const char *const nplusone_modes[] = {"off", "detect", "rewrite", NULL};
+static const char *const cache_modes[] = {"off", "rules", "auto", NULL};
 
 static const cf_key keys[] = {
 	K_ADDR("pgfold", listen, "127.0.0.1:6432", 6432, ADDR_TCP, RESTART,
@@ -159,6 +163,14 @@ static const cf_key keys[] = {
 		 "prefetched answers kept per session; over it children are relayed unchanged"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
+	K_ENUM_F("cache", mode, cache_mode, "off", cache_modes, RELOAD,
+		 "result cache: off, rules (statements with a /* pgfold:cache */ hint) or auto (every cacheable read)"),
+	K_DURATION_F("cache", default_ttl, cache_default_ttl_ms, "60s", SEC, SEC, 24 * HOUR, RELOAD,
+		     "how long a cached result lives unless its hint gives a ttl"),
+	K_SIZE_F("cache", max_entry_bytes, cache_max_entry_bytes, "1MB", 64, 512 * (KB << 10), RELOAD,
+		 "larger results are not cached"),
+	K_DURATION_F("cache", timeout_ms, cache_timeout_ms, "5ms", 1, 1, 60 * SEC, RELOAD,
+		     "a cache lookup not answered within this goes to PostgreSQL (fail open)"),
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))

@@ -45,6 +45,7 @@ typedef struct cf_error {
 } cf_error;
 
 typedef enum cf_nplusone_mode { CF_NPLUSONE_OFF, CF_NPLUSONE_DETECT, CF_NPLUSONE_REWRITE } cf_nplusone_mode;
+typedef enum cf_cache_mode { CF_CACHE_OFF, CF_CACHE_RULES, CF_CACHE_AUTO } cf_cache_mode;
 
 /* One immutable snapshot of every setting.  Durations are milliseconds. */
 typedef struct cf_config {
@@ -79,6 +80,10 @@ typedef struct cf_config {
 	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */
 	cf_addr redis;              /* restart; kind OFF disables */
+	int cache_mode;             /* reload: a cf_cache_mode */
+	int cache_default_ttl_ms;   /* reload: TTL of entries cached in auto mode */
+	size_t cache_max_entry_bytes; /* reload: larger results are not cached */
+	int cache_timeout_ms;       /* reload: a lookup not answered within this fails open */
 } cf_config;
 
 /* A new snapshot holding every default. */

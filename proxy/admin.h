@@ -73,6 +73,9 @@ typedef struct px_admin_info {
 	const struct px_qstats *qstats;
 	/* N+1 patterns: /stats and /metrics add their totals; NULL leaves them out. */
 	const struct rw_np_registry *nplusone;
+	/* More /metrics lines (the result cache's); NULL leaves them out. */
+	void (*extra_metrics)(pf_sb *b, void *ctx);
+	void *extra_ctx;
 } px_admin_info;
 
 /* Registers GET /health, /stats (JSON) and /metrics (Prometheus, pgfold_ prefix).

@@ -214,6 +214,8 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 	if (info->qstats)
 		px_qstats_render_metrics(info->qstats, b);
 	nplusone_metrics(b, info);
+	if (info->extra_metrics)
+		info->extra_metrics(b, info->extra_ctx);
 }
 
 void px_admin_add_stats_routes(px_admin *admin, const px_admin_info *info)

@@ -1,9 +1,10 @@
 /*
  * server.c — the process-wide proxy: the client listener, the session
  * registry, signals (SIGHUP reload, SIGTERM/SIGINT graceful shutdown), the
- * admin port and the Redis client (health only so far; pgfold works the same
- * with Redis down).  The loop ends by itself once shutdown has closed every
- * handle.
+ * admin port, the Redis client (health, and the result cache: rcache.h;
+ * pgfold works the same with Redis down) and the catalog readers
+ * (volatility.h, relcat.h).  The loop ends by itself once shutdown has
+ * closed every handle.
  */
 #include "server.h"
 
@@ -108,6 +109,8 @@ void px_server_check_drained(px_server *server)
 	}
 	px_volatility_close(server->volatility);
 	server->volatility = NULL;
+	px_relcat_close(server->relcat);
+	server->relcat = NULL;
 }
 
 static void close_all_sessions(px_server *server)
@@ -165,6 +168,7 @@ static void reload(px_server *server)
 	server->cfg = next;
 	pf_log_set_level((pf_log_level)next->log_level);
 	px_volatility_configure(server->volatility, next);
+	px_relcat_configure(server->relcat, next);
 	server->stats.config_reloads++;
 	pf_info("configuration reloaded");
 }
@@ -295,10 +299,13 @@ static int start_admin(px_server *server)
 	server->admin_info.ctx = server;
 	server->admin_info.qstats = server->qstats;
 	server->admin_info.nplusone = server->np_registry;
+	server->admin_info.extra_metrics = px_rcache_metrics;
+	server->admin_info.extra_ctx = server;
 	px_admin_add_stats_routes(server->admin, &server->admin_info);
 	px_qstats_add_admin_routes(server->admin, server->qstats);
 	px_admin_route(server->admin, "GET", "/sessions", sessions_handler, server);
 	px_admin_route(server->admin, "GET", "/nplusone", nplusone_handler, server);
+	px_rcache_add_admin_routes(server->admin, server);
 	int rc = px_admin_listen(server->admin, addr);
 	if (rc < 0) {
 		pf_error("could not listen on admin %s: %s", cf_addr_format(addr, where, sizeof(where)),
@@ -327,6 +334,8 @@ static void start_volatility(px_server *server)
 {
 	server->volatility = px_volatility_new(server->loop);
 	px_volatility_configure(server->volatility, server->cfg);
+	server->relcat = px_relcat_new(server->loop);
+	px_relcat_configure(server->relcat, server->cfg);
 	if (server->admin)
 		px_volatility_add_admin_routes(server->admin, server->volatility);
 }

@@ -15,10 +15,12 @@
 #include "../rewrite/nplusone.h"
 #include "qstats.h"
 #include "volatility.h"
+#include "relcat.h"
 #include "../conf/conf.h"
 #include "admin.h"
 #include "proxy.h"
 #include "stats.h"
+#include "rcache.h"
 
 typedef struct px_session px_session;
 
@@ -41,8 +43,10 @@ struct px_server {
 	px_qstats *qstats;     /* per-shape statistics for /queries */
 	rw_np_registry *np_registry; /* N+1 patterns, shared by every session */
 	px_volatility *volatility; /* function volatility per database; NULL until started */
+	px_relcat *relcat;         /* relation kinds and write side effects per database (result cache) */
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
 	px_stats stats;
+	px_rcache_stats cache_stats; /* result cache counters (/cache) */
 	px_session *sessions; /* doubly linked through session->next/prev */
 	uint64_t next_session_id;
 	bool shutting_down;

@@ -78,6 +78,7 @@ void px_session_unref(px_session *s)
 	px_peer_release(&s->client);
 	px_peer_release(&s->backend);
 	px_batch_free(s);
+	px_rcache_free(s);
 	px_np_capture_free(&s->np_capture);
 	px_track_free(&s->track);
 	rw_np_session_free(s->np);
@@ -125,6 +126,7 @@ void px_session_close(px_session *s, const char *reason, const char *sqlstate, c
 	if (s->resolving)
 		uv_cancel((uv_req_t *)&s->resolve_req);
 	px_session_set_state(s, PX_SESSION_CLOSING);
+	px_rcache_close(s);
 	px_peer_set_want_read(&s->client, false);
 	px_peer_set_want_read(&s->backend, false);
 	if (sqlstate && px_peer_is_open(&s->client))
@@ -194,6 +196,7 @@ typedef enum relay_verdict {
 	RELAY_FORWARD_END, /* pass it on, then close the session */
 	RELAY_CONSUME,     /* pgfold answered it: do not pass it on */
 	RELAY_UNNAMED,     /* it uses the unnamed statement, whose Parse pgfold deferred: send that first */
+	RELAY_HOLD,        /* not yet: forward what came before it and stop (the result cache resumes) */
 } relay_verdict;
 
 static uint64_t now_us(void)
@@ -225,6 +228,7 @@ static void refresh_catalog_after_ddl(px_session *s, char status)
 	s->ddl_done = false;
 	if (s->server->volatility)
 		px_volatility_invalidate(s->server->volatility, s->database);
+	px_relcat_invalidate(s->server->relcat, s->database);
 }
 
 /* NULL when analysis is off: the statement is then tracked as unknown. */
@@ -250,6 +254,10 @@ static relay_verdict on_query(px_session *s, const pgw_chunk *ch, const uint8_t 
 	else
 		for (size_t i = 0; an && i < an->nstmts; i++)
 			px_np_statement(s, &an->stmts[i], sql, NULL);
+	/* not one the batcher took: maybe the result cache answers it */
+	if (verdict == RELAY_FORWARD && an &&
+	    px_rcache_query(s, an, sql, len, body - PGW_HEADER_LEN, ch->frame.frame_len))
+		verdict = RELAY_CONSUME;
 	rw_analysis_free(an);
 	return verdict;
 }
@@ -476,6 +484,11 @@ static void on_backend_error(px_session *s, const pgw_chunk *ch, const uint8_t *
 static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
 	const uint8_t *body = msg + PGW_HEADER_LEN;
+	char status;
+	if (ch->frame.type == PGW_BE_READY && ch->kind == PGW_CHUNK_MESSAGE &&
+	    pgw_read_ready(body, ch->frame.body_len, &status) == PGW_OK && px_rcache_ready(s, status))
+		return RELAY_HOLD; /* committed writes are being invalidated first */
+	px_rcache_backend(s, ch, msg);
 	switch (ch->frame.type) {
 	case PGW_BE_READY:
 		parses_settled(s);
@@ -612,7 +625,8 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 {
 	size_t off = 0, fwd = 0, need = 0; /* src->in[fwd, off) is still to be forwarded */
 	relay_verdict verdict = RELAY_FORWARD;
-	while (off < src->in_len && verdict != RELAY_FORWARD_END && s->batch.phase == PX_BATCH_IDLE) {
+	while (off < src->in_len && verdict != RELAY_FORWARD_END && s->batch.phase == PX_BATCH_IDLE &&
+	       !(src == &s->client && px_rcache_busy(s))) {
 		pgw_chunk ch;
 		const uint8_t *at = src->in + off;
 		if (group_possible(s, src, at)) {
@@ -656,6 +670,10 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 			verdict = RELAY_FORWARD;
 			continue;
 		}
+		if (verdict == RELAY_HOLD) {
+			verdict = RELAY_FORWARD; /* its chunk stays unconsumed; looked at again on resume */
+			break;
+		}
 		if (verdict == RELAY_CONSUME) {
 			/* pgfold answered this one: forward what came before it, skip it */
 			if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
@@ -689,6 +707,14 @@ void px_session_resume_client(px_session *s)
 	px_peer_set_want_read(&s->client, true);
 	if (s->client.in_len > 0)
 		relay(s, &s->client, &s->backend);
+}
+
+void px_session_resume_backend(px_session *s)
+{
+	if (s->state != PX_SESSION_ACTIVE || s->backend.in_len == 0)
+		return;
+	if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
+		px_session_close_if_idle(s);
 }
 
 /* ---- startup phase ------------------------------------------------------ */

@@ -24,6 +24,7 @@
 #include "nplusone.h"
 #include "track.h"
 #include "server.h"
+#include "rcache.h"
 
 typedef enum px_session_state {
 	PX_SESSION_STARTUP,
@@ -66,6 +67,7 @@ struct px_session {
 	rw_np_session *np;      /* N+1 detection state; NULL when the registry is off */
 	px_np_capture np_capture;
 	px_batcher batch;       /* N+1 batch in flight and prefetched answers */
+	px_rcache *rcache;      /* result cache lookups, capture and pending invalidations; NULL until used */
 	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
 	bool in_group;          /* tracking an extended group the batcher may take whole */
 	uint32_t parses_out;    /* client Parse messages sent, ParseComplete not yet relayed (this Sync) */
@@ -99,6 +101,8 @@ void px_session_ready(px_session *session, char status);
 void px_session_parse_sent(px_session *session);
 /* Start reading the client again and relay what it already sent. */
 void px_session_resume_client(px_session *session);
+/* Relay what the backend already sent (after pgfold held a message back). */
+void px_session_resume_backend(px_session *session);
 
 /* backend.c reports a connected backend handle: send the StartupMessage and
  * start relaying. */

@@ -37,6 +37,7 @@ typedef struct want_config {
 	long long connect_timeout_ms, client_login_timeout_ms, shutdown_timeout_ms, log_level;
 	long long analysis, analysis_cache_entries, analysis_cache_bytes, max_shapes;
 	long long np_mode, np_min_repeats, np_max_parent_rows, np_max_parent_bytes, np_max_patterns;
+	long long cache_mode, cache_default_ttl_ms, cache_max_entry_bytes, cache_timeout_ms;
 } want_config;
 
 static const want_config defaults = {
@@ -64,6 +65,10 @@ static const want_config defaults = {
 	.np_max_parent_rows = 1000,
 	.np_max_parent_bytes = 1 << 20,
 	.np_max_patterns = 1000,
+	.cache_mode = CF_CACHE_OFF,
+	.cache_default_ttl_ms = 60000,
+	.cache_max_entry_bytes = 1 << 20,
+	.cache_timeout_ms = 5,
 };
 
 static int expect_addr(const char *what, const cf_addr *got, const char *want)
@@ -120,6 +125,10 @@ static void expect_config(const cf_config *c, const want_config *w)
 		{"nplusone.max_parent_rows", c->nplusone_max_parent_rows, w->np_max_parent_rows},
 		{"nplusone.max_parent_bytes", (long long)c->nplusone_max_parent_bytes, w->np_max_parent_bytes},
 		{"nplusone.max_patterns", c->nplusone_max_patterns, w->np_max_patterns},
+		{"cache.mode", c->cache_mode, w->cache_mode},
+		{"cache.default_ttl", c->cache_default_ttl_ms, w->cache_default_ttl_ms},
+		{"cache.max_entry_bytes", (long long)c->cache_max_entry_bytes, w->cache_max_entry_bytes},
+		{"cache.timeout_ms", c->cache_timeout_ms, w->cache_timeout_ms},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		bad += expect_num(nums[i].name, nums[i].got, nums[i].want);
@@ -181,6 +190,10 @@ static const struct {
 	{"nplusone.max_staleness_ms", "max_staleness_ms", "1000", "reload"},
 	{"nplusone.max_buffer_bytes", "max_buffer_bytes", "8MB", "reload"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
+	{"cache.mode", "mode", "off", "reload"},
+	{"cache.default_ttl", "default_ttl", "60s", "reload"},
+	{"cache.max_entry_bytes", "max_entry_bytes", "1MB", "reload"},
+	{"cache.timeout_ms", "timeout_ms", "5ms", "reload"},
 	{"stats.max_shapes", "max_shapes", "5000", "restart"},
 };
 #define N_ALL_KEYS (sizeof(all_keys) / sizeof(all_keys[0]))
@@ -255,6 +268,10 @@ static const char every_key_ini[] = "; every key, none at its default\n"
 				    "\n"
 				    "[cache]\n"
 				    "redis = [::1]:6380\n"
+				    "mode = Auto\n"
+				    "default_ttl = 2min\n"
+				    "max_entry_bytes = 64kB\n"
+				    "timeout_ms = 20\n"
 				    "[stats]\n"
 				    "max_shapes = 10\n"
 				    "[nplusone]\n"
@@ -289,6 +306,10 @@ static const want_config every_key_want = {
 	.np_max_parent_rows = 20,
 	.np_max_parent_bytes = 64 << 10,
 	.np_max_patterns = 7,
+	.cache_mode = CF_CACHE_AUTO,
+	.cache_default_ttl_ms = 120000,
+	.cache_max_entry_bytes = 64 << 10,
+	.cache_timeout_ms = 20,
 };
 
 static void load_expect(const char *text, const want_config *want)
@@ -436,6 +457,10 @@ static const struct {
 	{"control_user", "pgfold_ctl"},
 	{"pgfold.control_password", "s3cr=t:with spaces"},
 	{"cache.redis", "[::1]:6380"},
+	{"cache.mode", "auto"},
+	{"cache.default_ttl", "120"},
+	{"cache.max_entry_bytes", "64kB"},
+	{"cache.timeout_ms", "20ms"},
 	{"analysis", "off"},
 	{"pgfold.analysis_cache_entries", "0"},
 	{"analysis_cache_bytes", "1MB"},
@@ -465,6 +490,11 @@ static const struct {
 	{"cache.control_user", "x", "unknown key \"cache.control_user\""},
 	{"nplusone.mode", "sometimes", "nplusone.mode: \"sometimes\" is not one of off, detect, rewrite"},
 	{"nplusone.min_repeats", "1", "nplusone.min_repeats: value 1 is below the minimum 2"},
+	{"cache.mode", "always", "cache.mode: \"always\" is not one of off, rules, auto"},
+	{"cache.default_ttl", "500ms", "cache.default_ttl: value 500ms is below the minimum 1s"},
+	{"cache.timeout_ms", "0", "cache.timeout_ms: value 0 is below the minimum 1ms"},
+	{"cache.max_entry_bytes", "1GB", "cache.max_entry_bytes: value 1GB is above the maximum 512MB"},
+	{"mode", "auto", "unknown key \"mode\"; did you mean nplusone.mode?"},
 };
 
 static void test_set(void **state)

@@ -1,0 +1,161 @@
+/*
+ * key.c — result-cache keys (SHA-256 over length-prefixed fields), version
+ * key names, the stored payload's sanity walk and the Lua scripts (key.h).
+ */
+#include "key.h"
+
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/alloc.h"
+
+/* ---- scripts -------------------------------------------------------------- */
+
+#define LUA_VERSION_OF                                                                                         \
+	"local function ver(k) "                                                                               \
+	"local v = redis.call('GET', k) "                                                                      \
+	"if not v then local t = redis.call('TIME') "                                                          \
+	"v = t[1] .. string.format('%06d', tonumber(t[2])) redis.call('SET', k, v) end "                      \
+	"return v end "
+
+const char QC_LOOKUP_SCRIPT[] =
+	LUA_VERSION_OF
+	"local vs = {} "
+	"for i = 2, #KEYS do vs[#vs + 1] = ver(KEYS[i]) end "
+	"local cur = table.concat(vs, ',') "
+	"local e = redis.call('GET', KEYS[1]) "
+	"if e then local nl = string.find(e, '\\n', 1, true) "
+	"if nl and string.sub(e, 1, nl - 1) == cur then return {1, cur, string.sub(e, nl + 1)} end end "
+	"return {0, cur}";
+
+const char QC_BUMP_SCRIPT[] = LUA_VERSION_OF "for i = 1, #KEYS do ver(KEYS[i]) redis.call('INCR', KEYS[i]) end "
+					     "return #KEYS";
+
+/* ---- entry keys ----------------------------------------------------------- */
+
+static void put_field(EVP_MD_CTX *md, const void *data, size_t len)
+{
+	uint8_t n[8];
+	for (int i = 0; i < 8; i++)
+		n[i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+	EVP_DigestUpdate(md, n, sizeof(n));
+	if (len)
+		EVP_DigestUpdate(md, data, len);
+}
+
+static void put_cstr(EVP_MD_CTX *md, const char *s)
+{
+	put_field(md, s ? s : "", s ? strlen(s) : 0);
+}
+
+void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
+{
+	uint8_t digest[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md)
+		abort();
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	put_cstr(md, "pgfold-cache-v1");
+	put_cstr(md, in->database);
+	put_cstr(md, in->user);
+	put_field(md, in->settings, in->settings ? in->settings_len : 0);
+	put_field(md, in->local, in->local ? in->local_len : 0);
+	put_field(md, &in->format, 1);
+	put_field(md, in->sql, in->sql_len);
+	EVP_DigestFinal_ex(md, digest, &dlen);
+	EVP_MD_CTX_free(md);
+	memcpy(out, "pgfold:e:", 9);
+	for (unsigned i = 0; i < 32 && i < dlen; i++)
+		snprintf(out + 9 + 2 * i, 3, "%02x", digest[i]);
+	out[QC_ENTRY_KEY_LEN] = '\0';
+}
+
+/* ---- version keys --------------------------------------------------------- */
+
+void qc_key_table(pf_sb *sb, const char *database, const char *table)
+{
+	pf_sb_appendf(sb, "pgfold:v:%s:t:%s", database, table);
+}
+
+void qc_key_database(pf_sb *sb, const char *database)
+{
+	pf_sb_appendf(sb, "pgfold:v:%s:all", database);
+}
+
+static char *sb_take(pf_sb *sb)
+{
+	char *s = pf_malloc(sb->len + 1);
+	memcpy(s, pf_sb_str(sb), sb->len + 1);
+	pf_sb_reset(sb);
+	return s;
+}
+
+static bool has_key(const qc_keys *k, const char *key)
+{
+	for (size_t i = 0; i < k->n; i++)
+		if (strcmp(k->keys[i], key) == 0)
+			return true;
+	return false;
+}
+
+bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out)
+{
+	pf_sb sb;
+	pf_sb_init(&sb);
+	memset(out, 0, sizeof(*out));
+	pf_sb_append(&sb, QC_KEY_GLOBAL);
+	out->keys[out->n++] = sb_take(&sb);
+	qc_key_database(&sb, database);
+	out->keys[out->n++] = sb_take(&sb);
+	bool ok = true;
+	for (size_t i = 0; shape && i < shape->nrelations && ok; i++) {
+		qc_key_table(&sb, database, shape->relations[i].name);
+		if (has_key(out, pf_sb_str(&sb)))
+			pf_sb_reset(&sb);
+		else if (out->n < QC_MAX_VERSION_KEYS)
+			out->keys[out->n++] = sb_take(&sb);
+		else
+			ok = false;
+	}
+	pf_sb_free(&sb);
+	return ok;
+}
+
+void qc_keys_free(qc_keys *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		pf_free(k->keys[i]);
+	k->n = 0;
+}
+
+/* ---- payloads ------------------------------------------------------------- */
+
+bool qc_payload_check(const char *payload, size_t len, char *tag, size_t size)
+{
+	const uint8_t *p = (const uint8_t *)payload;
+	size_t pos = 0;
+	bool done = false;
+	while (pos < len) {
+		if (done || len - pos < 5)
+			return false;
+		uint8_t type = p[pos];
+		size_t mlen = ((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
+			      p[pos + 4];
+		if (mlen < 4 || mlen > len - pos - 1 || (type != 'T' && type != 'D' && type != 'C'))
+			return false;
+		if (type == 'C') {
+			const char *body = payload + pos + 5;
+			size_t blen = mlen - 4;
+			if (blen == 0 || body[blen - 1] != '\0' || blen > size)
+				return false;
+			memcpy(tag, body, blen);
+			done = true;
+		}
+		pos += 1 + mlen;
+	}
+	return done;
+}

@@ -1,0 +1,92 @@
+/*
+ * key.h — the result cache's Redis keys, values and scripts.  Pure: no I/O.
+ *
+ * Keys
+ *   pgfold:e:<sha256 hex>      one cached result.  The hash covers, each
+ *                              length-prefixed: the database, the
+ *                              authenticated user, every setting the session
+ *                              changed with SET (session and SET LOCAL:
+ *                              search_path, timezone, ...), the result format
+ *                              ('t' text: simple Query) and the statement's
+ *                              exact text (literal values included).
+ *   pgfold:v:all               global version (POST /cache/flush bumps it)
+ *   pgfold:v:<db>:all          per-database version: bumped by writes pgfold
+ *                              cannot attribute to tables (CALL, DO, DDL,
+ *                              unknown statements)
+ *   pgfold:v:<db>:t:<name>     per-table version, by the relation's name as
+ *                              the parser folds it, schema left out (a write
+ *                              to s1.t also invalidates s2.t: safe, and it
+ *                              keeps `t` and `public.t` on one counter)
+ * Every lookup reads the global, the database and each table version; a
+ * name collision only makes two things share a counter (more invalidation,
+ * never less).
+ *
+ * Value: "<versions>\n<payload>" where versions are the counters read by
+ * the lookup that missed (comma-separated, in key order) and payload the
+ * exact backend messages (RowDescription, DataRows, CommandComplete).
+ *
+ * Scripts (EVAL): QC_LOOKUP_SCRIPT takes KEYS = entry, then the version
+ * keys; it returns {1, versions, payload} when the entry exists and its
+ * versions equal the current ones, else {0, versions}.  A missing version
+ * key is created with the server's time in microseconds, so a counter that
+ * was evicted or lost never comes back to a value an old entry holds.
+ * QC_BUMP_SCRIPT increments each of its KEYS (created the same way first).
+ *
+ * Interface
+ *   qc_key_entry()        the entry key for a statement in a session
+ *   qc_key_versions()     the version keys a statement's lookup reads
+ *   qc_key_table()        the version key of one table (writes bump it)
+ *   qc_key_database()     the per-database version key
+ *   qc_payload_check()    walk a stored payload: framing, and its final tag
+ */
+#ifndef PGFOLD_CACHE_KEY_H
+#define PGFOLD_CACHE_KEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../common/strbuf.h"
+#include "../rewrite/analysis.h"
+
+#define QC_KEY_PREFIX "pgfold:"
+#define QC_KEY_GLOBAL "pgfold:v:all"
+#define QC_ENTRY_KEY_LEN (9 + 64) /* "pgfold:e:" + 64 hex digits */
+#define QC_MAX_VERSION_KEYS 34   /* global + database + 32 tables; more: not cached */
+
+typedef struct qc_key_input {
+	const char *database;
+	const char *user;
+	const char *settings;     /* name\0value\0 ... pairs (px_settings blob), may be NULL */
+	size_t settings_len;
+	const char *local;        /* SET LOCAL pairs, may be NULL */
+	size_t local_len;
+	char format;              /* 't': text results (simple Query) */
+	const char *sql;          /* the statement's text */
+	size_t sql_len;
+} qc_key_input;
+
+/* A list of version keys (owned strings). */
+typedef struct qc_keys {
+	size_t n;
+	char *keys[QC_MAX_VERSION_KEYS];
+} qc_keys;
+
+/* "pgfold:e:<hex>" into out (QC_ENTRY_KEY_LEN + 1 bytes). */
+void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1]);
+/* Global, database, then each distinct table the shape reads.  False when
+ * there are more tables than fit (the statement is then not cached). */
+bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out);
+void qc_keys_free(qc_keys *k);
+/* Append one table's / the database's version key to sb. */
+void qc_key_table(pf_sb *sb, const char *database, const char *table);
+void qc_key_database(pf_sb *sb, const char *database);
+
+/* A stored payload is well formed: whole messages of the types T, D and C
+ * only, ending with exactly one CommandComplete whose tag goes to tag
+ * (size bytes).  False otherwise (the entry is then ignored). */
+bool qc_payload_check(const char *payload, size_t len, char *tag, size_t size);
+
+extern const char QC_LOOKUP_SCRIPT[];
+extern const char QC_BUMP_SCRIPT[];
+
+#endif /* PGFOLD_CACHE_KEY_H */

@@ -1,0 +1,850 @@
+/*
+ * rcache.c — the result cache on the session's data path (see rcache.h):
+ * lookups with a deadline, hits answered by pgfold, misses captured and
+ * stored, writes turned into version bumps at commit, and /cache.
+ *
+ * Every Redis command a session sends carries a small context holding a
+ * session reference and the session's command sequence number: a reply
+ * that arrives after its deadline (or after the session closed) finds the
+ * number changed and only drops its reference.
+ */
+#include "rcache.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../cache/key.h"
+#include "../common/alloc.h"
+#include "../common/log.h"
+#include "session.h"
+
+#define PX_RC_MAX_PENDING 64 /* tables a transaction may write before it counts as the whole database */
+
+typedef enum px_rc_phase {
+	PX_RC_IDLE,
+	PX_RC_LOOKUP,  /* EVAL in flight; the client's Query is held */
+	PX_RC_CAPTURE, /* miss forwarded: copying its answer */
+} px_rc_phase;
+
+struct px_rcache {
+	px_session *s;
+	px_rc_phase phase;
+	uint64_t seq;          /* bumped whenever a command's answer stops mattering */
+	uint64_t sent_us;      /* LOOKUP: when the EVAL was sent */
+	uv_timer_t timer;      /* lookup / bump deadline */
+	bool timer_open;
+	uint8_t *query;        /* LOOKUP: the client's Query message */
+	size_t query_len;
+	char key[QC_ENTRY_KEY_LEN + 1];
+	int ttl_ms;
+	char *versions;        /* CAPTURE: the versions the lookup read */
+	pf_sb capture;         /* CAPTURE: the answer so far */
+	bool capture_ok;
+	size_t npending;       /* version keys written by the running transaction */
+	char *pending[PX_RC_MAX_PENDING];
+	bool pending_db;       /* ... or the whole database */
+	size_t nbump;          /* committed, to bump at the ReadyForQuery */
+	char *bump[PX_RC_MAX_PENDING + 1];
+	bool bumping;          /* a ReadyForQuery is held until the bump is answered */
+	bool temp_tables;      /* the session made a temporary table: an unqualified name may be one */
+};
+
+typedef struct rc_cmd {
+	px_session *s;
+	uint64_t seq;
+} rc_cmd;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static px_rcache_stats *stats_of(px_session *s)
+{
+	return &s->server->cache_stats;
+}
+
+/* Writes are followed (and bumped) whenever the cache is on, analysed or not. */
+static bool cache_on(const px_session *s)
+{
+	return s->server->redis && s->server->cfg->cache_mode != CF_CACHE_OFF;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	px_rcache *rc = h->data;
+	px_session_unref(rc->s);
+}
+
+static void on_deadline(uv_timer_t *t);
+
+static px_rcache *rcache_of(px_session *s)
+{
+	if (s->rcache)
+		return s->rcache;
+	px_rcache *rc = pf_calloc(1, sizeof(*rc));
+	rc->s = s;
+	pf_sb_init(&rc->capture);
+	s->rcache = rc;
+	if (s->state == PX_SESSION_CLOSING)
+		return rc; /* no timer: px_rcache_close() already ran */
+	uv_timer_init(s->server->loop, &rc->timer);
+	rc->timer.data = rc;
+	rc->timer_open = true;
+	px_session_ref(s); /* the timer */
+	return rc;
+}
+
+static rc_cmd *cmd_new(px_session *s)
+{
+	rc_cmd *c = pf_malloc(sizeof(*c));
+	c->s = s;
+	c->seq = s->rcache->seq;
+	px_session_ref(s);
+	return c;
+}
+
+/* The context of an answer: the session when the answer still matters. */
+static px_session *cmd_done(rc_cmd *c, bool *current)
+{
+	px_session *s = c->s;
+	*current = s->state == PX_SESSION_ACTIVE && s->rcache && s->rcache->seq == c->seq;
+	pf_free(c);
+	return s;
+}
+
+static void start_deadline(px_rcache *rc, int ms)
+{
+	if (rc->timer_open)
+		uv_timer_start(&rc->timer, on_deadline, (uint64_t)(ms > 0 ? ms : 1), 0);
+}
+
+static void bypass(px_session *s, qc_bypass why)
+{
+	stats_of(s)->bypass[why]++;
+}
+
+/* ---- session facts -------------------------------------------------------- */
+
+static bool custom_setting_in(const px_settings *st)
+{
+	for (size_t pos = 0; st->blob && pos < st->len;) {
+		const char *name = st->blob + pos;
+		const char *value = name + strlen(name) + 1;
+		if (strchr(name, '.') || strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0)
+			return true;
+		pos = (size_t)(value - st->blob) + strlen(value) + 1;
+	}
+	return false;
+}
+
+static qc_session_facts session_facts(const px_session *s)
+{
+	const px_sstate *st = &s->track.state;
+	qc_session_facts f = {
+		.tx_status = s->tx_status,
+		.tx_wrote = st->tx_wrote,
+		.isolation = px_sstate_isolation(st),
+		.unknown = st->cur.unknown || st->local.unknown,
+		.role_changed = custom_setting_in(&st->cur) || custom_setting_in(&st->local),
+	};
+	return f;
+}
+
+static char volatility_of(void *ctx, const char *fn)
+{
+	px_session *s = ctx;
+	return s->server->volatility ? px_volatility_of(s->server->volatility, s->database, s->user, fn) : 'v';
+}
+
+/* Nothing else in flight, no N+1 batch: this Query is all the session waits for. */
+static bool session_idle(const px_session *s)
+{
+	return s->batch.phase == PX_BATCH_IDLE && s->pending_ready == 1 && !s->extended_open &&
+	       px_track_inflight(&s->track) == 2 && !(s->rcache && (s->rcache->phase != PX_RC_IDLE ||
+								    s->rcache->bumping));
+}
+
+/* ---- lookup --------------------------------------------------------------- */
+
+static void forward_query(px_session *s, bool capture);
+static void answer_hit(px_session *s, const char *payload, size_t len, const char *tag);
+
+static qc_bypass decide(px_session *s, const rw_analysis *an, const char *sql, size_t len, int *ttl_ms)
+{
+	if (!s->analyse)
+		return QC_BYPASS_SESSION;
+	if (an->nstmts != 1)
+		return QC_BYPASS_MULTI;
+	const rw_stmt *st = &an->stmts[0];
+	qc_policy_input in = {
+		.mode = s->server->cfg->cache_mode,
+		.default_ttl_ms = s->server->cfg->cache_default_ttl_ms,
+		.shape = st->shape,
+		.sql = sql,
+		.sql_len = len,
+		.stmt_location = st->location,
+		.stmt_length = st->length,
+		.session = session_facts(s),
+		.volatility = volatility_of,
+		.volatility_ctx = s,
+	};
+	qc_decision d = qc_policy_decide(&in);
+	*ttl_ms = d.ttl_ms;
+	if (d.reason == QC_CACHEABLE && s->rcache && s->rcache->temp_tables)
+		return QC_BYPASS_TEMP;
+	for (size_t i = 0; d.reason == QC_CACHEABLE && i < st->shape->nrelations; i++)
+		if (!(px_relcat_flags(s->server->relcat, s->database, s->user, st->shape->relations[i].name) &
+		      PX_REL_READ_OK))
+			return QC_BYPASS_RELATION;
+	if (d.reason == QC_CACHEABLE && !session_idle(s))
+		return QC_BYPASS_BUSY;
+	return d.reason;
+}
+
+static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ctx);
+
+/* Send the EVAL.  False when Redis refused it at once. */
+static bool send_lookup(px_session *s, px_rcache *rc, const qc_keys *vk)
+{
+	char nkeys[16];
+	const char *argv[QC_MAX_VERSION_KEYS + 4];
+	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = QC_LOOKUP_SCRIPT;
+	argv[argc++] = nkeys;
+	argv[argc++] = rc->key;
+	for (size_t i = 0; i < vk->n; i++)
+		argv[argc++] = vk->keys[i];
+	rc_cmd *c = cmd_new(s);
+	if (qc_redis_command_argv(s->server->redis, on_lookup, c, argc, argv, NULL) < 0) {
+		pf_free(c);
+		px_session_unref(s);
+		return false;
+	}
+	return true;
+}
+
+bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size_t len, const uint8_t *msg,
+		     size_t msg_len)
+{
+	if (!cache_on(s))
+		return false;
+	int ttl_ms = 0;
+	qc_bypass why = decide(s, an, sql, len, &ttl_ms);
+	qc_keys vk;
+	if (why == QC_CACHEABLE && !qc_key_versions(s->database, an->stmts[0].shape, &vk)) {
+		qc_keys_free(&vk);
+		why = QC_BYPASS_TABLES;
+	}
+	if (why != QC_CACHEABLE) {
+		bypass(s, why);
+		return false;
+	}
+	px_rcache *rc = rcache_of(s);
+	const px_sstate *st = &s->track.state;
+	const rw_stmt *stmt = &an->stmts[0];
+	qc_key_input ki = {
+		.database = s->database,
+		.user = s->user,
+		.settings = st->cur.blob,
+		.settings_len = st->cur.len,
+		.local = st->local.blob,
+		.local_len = st->local.len,
+		.format = 't',
+		.sql = sql + stmt->location,
+		.sql_len = (size_t)stmt->length,
+	};
+	qc_key_entry(&ki, rc->key);
+	rc->seq++;
+	bool sent = send_lookup(s, rc, &vk);
+	qc_keys_free(&vk);
+	if (!sent) {
+		stats_of(s)->redis_errors++;
+		bypass(s, QC_BYPASS_REDIS);
+		return false;
+	}
+	stats_of(s)->lookups++;
+	rc->sent_us = uv_hrtime() / 1000u;
+	rc->phase = PX_RC_LOOKUP;
+	rc->ttl_ms = ttl_ms;
+	rc->query = pf_malloc(msg_len);
+	memcpy(rc->query, msg, msg_len);
+	rc->query_len = msg_len;
+	start_deadline(rc, s->server->cfg->cache_timeout_ms);
+	px_peer_set_want_read(&s->client, false);
+	return true;
+}
+
+bool px_rcache_busy(const px_session *s)
+{
+	return s->rcache && s->rcache->phase == PX_RC_LOOKUP;
+}
+
+/* The lookup's answer: {1, versions, payload} or {0, versions}. */
+static void lookup_answered(px_session *s, const redisReply *reply)
+{
+	px_rcache *rc = s->rcache;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING) {
+		if (reply && reply->type == REDIS_REPLY_ERROR)
+			px_session_log(PF_LOG_DEBUG, s, "cache lookup: redis: %s", reply->str);
+		stats_of(s)->redis_errors++;
+		bypass(s, QC_BYPASS_REDIS);
+		forward_query(s, false);
+		return;
+	}
+	char tag[64];
+	if (reply->element[0]->integer == 1 && reply->elements == 3 &&
+	    reply->element[2]->type == REDIS_REPLY_STRING &&
+	    qc_payload_check(reply->element[2]->str, reply->element[2]->len, tag, sizeof(tag))) {
+		stats_of(s)->hits++;
+		answer_hit(s, reply->element[2]->str, reply->element[2]->len, tag);
+		return;
+	}
+	stats_of(s)->misses++;
+	pf_free(rc->versions);
+	rc->versions = pf_strdup(reply->element[1]->str);
+	forward_query(s, true);
+}
+
+static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	bool current;
+	px_session *s = cmd_done(ctx, &current);
+	if (current && s->rcache->phase == PX_RC_LOOKUP) {
+		uv_timer_stop(&s->rcache->timer);
+		s->rcache->seq++;
+		uint64_t us = uv_hrtime() / 1000u - s->rcache->sent_us;
+		stats_of(s)->lookup_us_sum += us;
+		stats_of(s)->lookups_answered++;
+		if (us > stats_of(s)->lookup_us_max)
+			stats_of(s)->lookup_us_max = us;
+		if (status != QC_OK) {
+			stats_of(s)->redis_errors++;
+			bypass(s, QC_BYPASS_REDIS);
+			forward_query(s, false);
+		} else {
+			lookup_answered(s, reply);
+		}
+	}
+	px_session_unref(s);
+}
+
+/* Send the held Query to PostgreSQL; capture its answer on a miss. */
+static void forward_query(px_session *s, bool capture)
+{
+	px_rcache *rc = s->rcache;
+	int rc_write = px_peer_write(&s->backend, rc->query, rc->query_len);
+	pf_free(rc->query);
+	rc->query = NULL;
+	rc->phase = capture && rc_write == 0 ? PX_RC_CAPTURE : PX_RC_IDLE;
+	pf_sb_reset(&rc->capture);
+	rc->capture_ok = true;
+	px_session_resume_client(s);
+}
+
+/* Feed a stored answer to N+1 detection as if the backend had sent it. */
+static void replay_for_nplusone(px_session *s, const uint8_t *p, size_t len)
+{
+	for (size_t pos = 0; pos + PGW_HEADER_LEN <= len;) {
+		size_t mlen = ((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
+			      p[pos + 4];
+		const uint8_t *body = p + pos + PGW_HEADER_LEN;
+		if (p[pos] == PGW_BE_ROW_DESC)
+			px_np_row_description(s, body, mlen - 4);
+		else if (p[pos] == PGW_BE_DATA_ROW)
+			px_np_data_row(s, body, mlen - 4);
+		else
+			px_np_complete(s);
+		pos += 1 + mlen;
+	}
+}
+
+static void answer_hit(px_session *s, const char *payload, size_t len, const char *tag)
+{
+	px_rcache *rc = s->rcache;
+	char status = s->tx_status;
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_put_bytes(&out, payload, len);
+	pgw_build_ready(&out, status);
+	if (pgw_buf_ok(&out))
+		(void)px_peer_write(&s->client, out.data, out.len);
+	pgw_buf_free(&out);
+	stats_of(s)->bytes_served += len;
+	pf_free(rc->query);
+	rc->query = NULL;
+	rc->phase = PX_RC_IDLE;
+	replay_for_nplusone(s, (const uint8_t *)payload, len);
+	px_track_complete(&s->track, tag, uv_hrtime() / 1000u);
+	px_session_ready(s, status);
+	px_session_resume_client(s);
+	if (s->server->shutting_down)
+		px_session_close_if_idle(s);
+}
+
+/* ---- storing a miss ------------------------------------------------------- */
+
+static void on_stored(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	px_server *server = ctx;
+	if (status == QC_OK && reply && reply->type == REDIS_REPLY_STATUS)
+		server->cache_stats.stores++;
+	else
+		server->cache_stats.store_errors++;
+}
+
+static void store(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	pf_sb value;
+	pf_sb_init(&value);
+	pf_sb_append(&value, rc->versions ? rc->versions : "");
+	pf_sb_append_n(&value, "\n", 1);
+	pf_sb_append_n(&value, rc->capture.data, rc->capture.len);
+	char ttl[24];
+	snprintf(ttl, sizeof(ttl), "%d", rc->ttl_ms > 0 ? rc->ttl_ms : 1000);
+	const char *argv[] = {"SET", rc->key, value.data, "PX", ttl};
+	size_t lens[] = {3, strlen(rc->key), value.len, 2, strlen(ttl)};
+	if (qc_redis_command_argv(s->server->redis, on_stored, s->server, 5, argv, lens) < 0)
+		stats_of(s)->store_errors++;
+	else
+		stats_of(s)->bytes_stored += rc->capture.len;
+	pf_sb_free(&value);
+}
+
+static void capture_end(px_rcache *rc, qc_bypass why)
+{
+	if (rc->capture_ok && why != QC_CACHEABLE)
+		bypass(rc->s, why);
+	rc->capture_ok = false;
+	pf_sb_free(&rc->capture); /* up to max_entry_bytes: do not keep it per idle session */
+	pf_sb_init(&rc->capture);
+}
+
+static void capture_message(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	px_rcache *rc = s->rcache;
+	if (!rc->capture_ok)
+		return;
+	if (ch->kind != PGW_CHUNK_MESSAGE) {
+		capture_end(rc, QC_BYPASS_TOO_LARGE);
+		return;
+	}
+	if (rc->capture.len + ch->frame.frame_len > s->server->cfg->cache_max_entry_bytes) {
+		capture_end(rc, QC_BYPASS_TOO_LARGE);
+		return;
+	}
+	pf_sb_append_n(&rc->capture, (const char *)msg, ch->frame.frame_len);
+}
+
+static void capture(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	px_rcache *rc = s->rcache;
+	switch (ch->frame.type) {
+	case PGW_BE_ROW_DESC:
+	case PGW_BE_DATA_ROW:
+	case PGW_BE_COMMAND_COMPLETE:
+		capture_message(s, ch, msg);
+		break;
+	case PGW_BE_NOTIFICATION:
+	case PGW_BE_PARAM_STATUS:
+		break; /* not part of the result */
+	case PGW_BE_READY:
+		if (rc->capture_ok && rc->capture.len > 0)
+			store(s);
+		capture_end(rc, QC_CACHEABLE);
+		rc->phase = PX_RC_IDLE;
+		break;
+	default:
+		capture_end(rc, QC_BYPASS_NOT_STORED);
+		break;
+	}
+}
+
+/* ---- invalidation --------------------------------------------------------- */
+
+static void add_key(char **list, size_t *n, size_t max, const char *key)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(list[i], key) == 0)
+			return;
+	if (*n < max)
+		list[(*n)++] = pf_strdup(key);
+}
+
+static void pending_clear(px_rcache *rc)
+{
+	for (size_t i = 0; i < rc->npending; i++)
+		pf_free(rc->pending[i]);
+	rc->npending = 0;
+	rc->pending_db = false;
+}
+
+static void pending_table(px_session *s, const char *table)
+{
+	px_rcache *rc = rcache_of(s);
+	if (rc->npending == PX_RC_MAX_PENDING) {
+		rc->pending_db = true;
+		return;
+	}
+	pf_sb k;
+	pf_sb_init(&k);
+	qc_key_table(&k, s->database, table);
+	add_key(rc->pending, &rc->npending, PX_RC_MAX_PENDING, pf_sb_str(&k));
+	pf_sb_free(&k);
+}
+
+/* The running transaction's writes are committed: bump them at the next
+ * ReadyForQuery. */
+static void commit_pending(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	if (!rc)
+		return;
+	if (rc->pending_db) {
+		pf_sb k;
+		pf_sb_init(&k);
+		qc_key_database(&k, s->database);
+		add_key(rc->bump, &rc->nbump, PX_RC_MAX_PENDING + 1, pf_sb_str(&k));
+		pf_sb_free(&k);
+	}
+	for (size_t i = 0; i < rc->npending; i++)
+		add_key(rc->bump, &rc->nbump, PX_RC_MAX_PENDING + 1, rc->pending[i]);
+	pending_clear(rc);
+}
+
+static bool tag_is(const char *tag, const char *word)
+{
+	size_t n = strlen(word);
+	return strncmp(tag, word, n) == 0 && (tag[n] == '\0' || tag[n] == ' ');
+}
+
+/* Functions that never write a table although pg_proc does not say
+ * immutable: SQL-syntax forms the analysis lists as functions (unknown to
+ * pg_proc) and common volatile built-ins.  A SELECT calling any other
+ * volatile function invalidates its database. */
+static bool never_writes(const char *fn)
+{
+	if (strncmp(fn, "pg_catalog.", 11) == 0)
+		fn += 11;
+	static const char *const forms[] = {
+		"current_timestamp", "current_date", "current_time", "localtime", "localtimestamp",
+		"current_user", "session_user", "user", "current_role", "current_catalog", "current_schema",
+		"extract", "random", "clock_timestamp", "timeofday", "gen_random_uuid", "pg_sleep",
+		"statement_timestamp", "transaction_timestamp", "now", NULL};
+	for (size_t i = 0; forms[i]; i++)
+		if (strcmp(fn, forms[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Might one of the statement's functions write (volatile or unknown)? */
+static bool may_write_via_function(px_session *s, const rw_shape *sh)
+{
+	for (size_t i = 0; i < sh->nfunctions; i++)
+		if (!never_writes(sh->functions[i]) && volatility_of(s, sh->functions[i]) == 'v')
+			return true;
+	return false;
+}
+
+/* Does a completed statement of this shape write, and what? */
+static void note_write(px_session *s, const rw_stmt *stmt, const char *tag)
+{
+	const rw_shape *sh = stmt && stmt->shape->kind != RW_KIND_UNPARSED ? stmt->shape : NULL;
+	if (!sh) {
+		if (!tag_is(tag, "SELECT") && !tag_is(tag, "SHOW") && !tag_is(tag, "BEGIN") && !tag_is(tag, "SET"))
+			rcache_of(s)->pending_db = true;
+		return;
+	}
+	bool tables = false;
+	switch (sh->kind) {
+	case RW_KIND_READ:
+	case RW_KIND_SESSION:
+	case RW_KIND_LISTEN:
+		if (may_write_via_function(s, sh))
+			rcache_of(s)->pending_db = true; /* a volatile function may write */
+		return;
+	case RW_KIND_TRANSACTION:
+		return;
+	case RW_KIND_WRITE:
+	case RW_KIND_TRUNCATE:
+	case RW_KIND_COPY:
+		break;
+	default: /* DDL, CALL, DO, EXECUTE, VACUUM ...: anything may have changed */
+		rcache_of(s)->pending_db = true;
+		break;
+	}
+	for (size_t i = 0; i < sh->nrelations; i++) {
+		const char *name = sh->relations[i].name;
+		if (!sh->relations[i].written)
+			continue;
+		pending_table(s, name);
+		tables = true;
+		if (!(px_relcat_flags(s->server->relcat, s->database, s->user, name) & PX_REL_WRITE_LOCAL))
+			rcache_of(s)->pending_db = true; /* triggers, rules, cascades, partitions, views ... */
+	}
+	if ((!tables && sh->kind != RW_KIND_COPY) || sh->kind == RW_KIND_TRUNCATE)
+		rcache_of(s)->pending_db = true; /* TRUNCATE ... CASCADE empties tables it does not name */
+	if (may_write_via_function(s, sh))
+		rcache_of(s)->pending_db = true;
+}
+
+/* A CommandComplete: the statement at the head of the track finished. */
+static void on_complete(px_session *s, const uint8_t *body, size_t len, bool whole)
+{
+	const char *tag = "";
+	if (!whole || pgw_read_command_complete(body, len, &tag) != PGW_OK)
+		tag = "";
+	const rw_stmt *stmt = px_track_current(&s->track);
+	if (stmt && (stmt->shape->flags & RW_TOUCHES_TEMP))
+		rcache_of(s)->temp_tables = true;
+	rw_tx_op op = stmt && stmt->shape->kind == RW_KIND_TRANSACTION ? stmt->shape->tx_op : RW_TX_NONE;
+	if (tag_is(tag, "COMMIT PREPARED") || tag_is(tag, "ROLLBACK PREPARED")) {
+		rcache_of(s)->pending_db = true; /* another session's writes, tables unknown */
+		commit_pending(s);
+		return;
+	}
+	if (tag_is(tag, "ROLLBACK") && (op == RW_TX_ROLLBACK || op == RW_TX_COMMIT)) {
+		/* the block rolled back (COMMIT of a failed block answers ROLLBACK);
+		 * ROLLBACK TO SAVEPOINT, also tagged ROLLBACK, keeps what came before */
+		if (s->rcache)
+			pending_clear(s->rcache);
+		return;
+	}
+	if (tag_is(tag, "COMMIT") || tag_is(tag, "PREPARE")) {
+		commit_pending(s);
+		return;
+	}
+	if (tag_is(tag, "ROLLBACK"))
+		return; /* unknown or ROLLBACK TO: keep the pending writes (at worst bumped needlessly) */
+	note_write(s, stmt, tag);
+}
+
+void px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+{
+	if (!cache_on(s) && !(s->rcache && s->rcache->phase == PX_RC_CAPTURE))
+		return;
+	if (ch->frame.type == PGW_BE_COMMAND_COMPLETE && s->state == PX_SESSION_ACTIVE)
+		on_complete(s, msg + PGW_HEADER_LEN, ch->frame.body_len, ch->kind == PGW_CHUNK_MESSAGE);
+	if (s->rcache && s->rcache->phase == PX_RC_CAPTURE)
+		capture(s, ch, msg);
+}
+
+static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	bool current;
+	px_session *s = cmd_done(ctx, &current);
+	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_INTEGER;
+	if (!ok)
+		s->server->cache_stats.bump_errors++;
+	if (current && s->rcache->bumping) {
+		uv_timer_stop(&s->rcache->timer);
+		s->rcache->seq++;
+		s->rcache->bumping = false;
+		px_session_resume_backend(s);
+	}
+	px_session_unref(s);
+}
+
+static void bump_clear(px_rcache *rc)
+{
+	for (size_t i = 0; i < rc->nbump; i++)
+		pf_free(rc->bump[i]);
+	rc->nbump = 0;
+}
+
+/* Send the committed bumps; true when the ReadyForQuery must wait for them. */
+static bool send_bumps(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	char nkeys[16];
+	const char *argv[PX_RC_MAX_PENDING + 4];
+	int argc = 0;
+	snprintf(nkeys, sizeof(nkeys), "%zu", rc->nbump);
+	argv[argc++] = "EVAL";
+	argv[argc++] = QC_BUMP_SCRIPT;
+	argv[argc++] = nkeys;
+	for (size_t i = 0; i < rc->nbump; i++)
+		argv[argc++] = rc->bump[i];
+	stats_of(s)->invalidations += rc->nbump;
+	rc->seq++;
+	rc_cmd *c = cmd_new(s);
+	int sent = qc_redis_command_argv(s->server->redis, on_bumped, c, argc, argv, NULL);
+	bump_clear(rc);
+	if (sent < 0) {
+		pf_free(c);
+		px_session_unref(s);
+		stats_of(s)->bump_errors++;
+		return false;
+	}
+	rc->bumping = true;
+	int t = s->server->cfg->cache_timeout_ms;
+	start_deadline(rc, t < 25 ? 100 : 4 * t);
+	return true;
+}
+
+bool px_rcache_ready(px_session *s, char status)
+{
+	px_rcache *rc = s->rcache;
+	if (!rc || s->state != PX_SESSION_ACTIVE)
+		return false;
+	if (rc->bumping)
+		return true;
+	if (status == 'I')
+		commit_pending(s);
+	if (rc->nbump == 0)
+		return false;
+	if (!cache_on(s)) {
+		bump_clear(rc);
+		return false;
+	}
+	return send_bumps(s);
+}
+
+/* ---- deadlines and teardown ----------------------------------------------- */
+
+static void on_deadline(uv_timer_t *t)
+{
+	px_rcache *rc = t->data;
+	px_session *s = rc->s;
+	if (s->state != PX_SESSION_ACTIVE)
+		return;
+	rc->seq++; /* the late answer is dropped */
+	if (rc->phase == PX_RC_LOOKUP) {
+		stats_of(s)->timeouts++;
+		bypass(s, QC_BYPASS_REDIS);
+		forward_query(s, false);
+	} else if (rc->bumping) {
+		stats_of(s)->bump_errors++;
+		rc->bumping = false;
+		px_session_resume_backend(s);
+	}
+}
+
+void px_rcache_close(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	if (!rc || !rc->timer_open)
+		return;
+	rc->timer_open = false;
+	rc->seq++;
+	uv_close((uv_handle_t *)&rc->timer, on_timer_closed);
+}
+
+void px_rcache_free(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	if (!rc)
+		return;
+	pf_free(rc->query);
+	pf_free(rc->versions);
+	pf_sb_free(&rc->capture);
+	pending_clear(rc);
+	bump_clear(rc);
+	pf_free(rc);
+	s->rcache = NULL;
+}
+
+/* ---- admin ---------------------------------------------------------------- */
+
+static void stats_json(pf_sb *b, const px_server *server)
+{
+	const px_rcache_stats *st = &server->cache_stats;
+	static const char *const modes[] = {"off", "rules", "auto"};
+	int mode = server->cfg->cache_mode;
+	pf_sb_appendf(b, "{\"mode\":\"%s\",\"redis\":\"%s\"", mode >= 0 && mode <= 2 ? modes[mode] : "?",
+		      server->redis ? qc_redis_state_name(qc_redis_state(server->redis)) : "off");
+	pf_sb_appendf(b,
+		      ",\"lookups\":%llu,\"hits\":%llu,\"misses\":%llu,\"stores\":%llu,\"store_errors\":%llu"
+		      ",\"invalidations\":%llu,\"invalidation_errors\":%llu,\"redis_errors\":%llu,\"timeouts\":%llu"
+		      ",\"bytes_served\":%llu,\"bytes_stored\":%llu,\"flushes\":%llu"
+		      ",\"lookup_mean_us\":%llu,\"lookup_max_us\":%llu,\"bypasses\":{",
+		      (unsigned long long)st->lookups, (unsigned long long)st->hits, (unsigned long long)st->misses,
+		      (unsigned long long)st->stores, (unsigned long long)st->store_errors,
+		      (unsigned long long)st->invalidations, (unsigned long long)st->bump_errors,
+		      (unsigned long long)st->redis_errors, (unsigned long long)st->timeouts,
+		      (unsigned long long)st->bytes_served, (unsigned long long)st->bytes_stored,
+		      (unsigned long long)st->flushes,
+		      (unsigned long long)(st->lookups_answered ? st->lookup_us_sum / st->lookups_answered : 0),
+		      (unsigned long long)st->lookup_us_max);
+	for (int i = 1; i < QC_BYPASS_COUNT; i++)
+		pf_sb_appendf(b, "%s\"%s\":%llu", i > 1 ? "," : "", qc_bypass_name((qc_bypass)i),
+			      (unsigned long long)st->bypass[i]);
+	pf_sb_append(b, "}}");
+}
+
+static void cache_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	(void)req;
+	stats_json(&resp->body, ctx);
+}
+
+static void on_flushed(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	px_server *server = ctx;
+	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_INTEGER)
+		server->cache_stats.bump_errors++;
+}
+
+/* POST /cache/flush: bump the global version; every entry becomes unreachable
+ * (and expires by its TTL). */
+static void flush_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
+{
+	(void)req;
+	px_server *server = ctx;
+	const char *argv[] = {"EVAL", QC_BUMP_SCRIPT, "1", QC_KEY_GLOBAL};
+	if (!server->redis || qc_redis_command_argv(server->redis, on_flushed, server, 4, argv, NULL) < 0) {
+		resp->status = 503;
+		pf_sb_append(&resp->body, "{\"error\":\"redis is not available\"}");
+		return;
+	}
+	server->cache_stats.flushes++;
+	pf_sb_append(&resp->body, "{\"status\":\"flushing\"}");
+}
+
+void px_rcache_add_admin_routes(px_admin *admin, px_server *server)
+{
+	if (px_admin_route(admin, "GET", "/cache", cache_handler, server) != 0 ||
+	    px_admin_route(admin, "POST", "/cache/flush", flush_handler, server) != 0)
+		pf_warn("admin: could not register the /cache routes");
+}
+
+static void metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+		      (unsigned long long)v);
+}
+
+void px_rcache_metrics(pf_sb *b, void *ctx)
+{
+	const px_rcache_stats *st = &((const px_server *)ctx)->cache_stats;
+	metric(b, "pgfold_cache_lookups_total", "counter", "Result cache lookups sent to Redis.", st->lookups);
+	metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
+	metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
+	metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
+	metric(b, "pgfold_cache_invalidations_total", "counter", "Version keys bumped by committed writes.",
+	       st->invalidations);
+	metric(b, "pgfold_cache_redis_errors_total", "counter", "Lookups Redis refused or failed (fail open).",
+	       st->redis_errors + st->store_errors + st->bump_errors);
+	metric(b, "pgfold_cache_timeouts_total", "counter", "Lookups not answered within cache.timeout_ms.",
+	       st->timeouts);
+	metric(b, "pgfold_cache_bytes_served_total", "counter", "Result bytes written from the cache.",
+	       st->bytes_served);
+	metric(b, "pgfold_cache_bytes_stored_total", "counter", "Result bytes sent to the cache.", st->bytes_stored);
+	metric(b, "pgfold_cache_lookup_answered_total", "counter", "Lookups Redis answered in time.",
+	       st->lookups_answered);
+	pf_sb_appendf(b,
+		      "# HELP pgfold_cache_lookup_seconds_total Time from sending a lookup to its answer.\n"
+		      "# TYPE pgfold_cache_lookup_seconds_total counter\npgfold_cache_lookup_seconds_total %.6f\n",
+		      (double)st->lookup_us_sum / 1e6);
+	pf_sb_append(b, "# HELP pgfold_cache_bypasses_total Statements not looked up, by reason.\n"
+			"# TYPE pgfold_cache_bypasses_total counter\n");
+	for (int i = 1; i < QC_BYPASS_COUNT; i++)
+		pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"%s\"} %llu\n", qc_bypass_name((qc_bypass)i),
+			      (unsigned long long)st->bypass[i]);
+}
