@@ -7,8 +7,8 @@
 #   make run        install what is missing, build, start throwaway PostgreSQL+Redis and pgfold
 #   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer, the
 #                   per-statement cost of analysis, and N+1 batching -> BENCHMARKS.md
-#   make bench-nplusone  SQLAlchemy lazy loading with/without pgfold over an emulated
-#                   network (bench/delay_relay.c) -> BENCHMARKS.md
+#   make bench-nplusone  lazy loading (SQLAlchemy, psycopg 3, node-postgres) with and
+#                   without pgfold over an emulated network (bench/delay_relay.c) -> BENCHMARKS.md
 #   make format     clang-format every C file
 
 CC      ?= cc

@@ -161,6 +161,8 @@ static const cf_key keys[] = {
 		"how long prefetched answers may be used (outside REPEATABLE READ / SERIALIZABLE blocks)"),
 	K_SIZE_F("nplusone", max_buffer_bytes, nplusone_max_buffer_bytes, "8MB", KB, GB, RELOAD,
 		 "prefetched answers kept per session; over it children are relayed unchanged"),
+	K_SIZE_F("nplusone", max_total_buffer_bytes, nplusone_max_total_buffer_bytes, "256MB", KB, 64 * GB,
+		 RELOAD, "prefetched answers kept by all sessions together; over it children are relayed unchanged"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
 	K_ENUM_F("cache", mode, cache_mode, "off", cache_modes, RELOAD,

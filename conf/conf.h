@@ -76,6 +76,7 @@ typedef struct cf_config {
 	int nplusone_batch_size;    /* reload */
 	int nplusone_max_staleness_ms;    /* reload */
 	size_t nplusone_max_buffer_bytes; /* reload */
+	size_t nplusone_max_total_buffer_bytes; /* reload */
 	/* [stats] */
 	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */

@@ -120,9 +120,10 @@ static void nplusone_json(pf_sb *b, const px_admin_info *info)
 	rw_np_registry_stats(info->nplusone, &st);
 	pf_sb_appendf(b,
 		      ",\"nplusone\":{\"patterns\":%zu,\"active\":%zu,\"disabled\":%zu,\"children_seen\":%" PRIu64
-		      ",\"children_served\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"statements_saved\":%" PRIu64 "}",
+		      ",\"children_served\":%" PRIu64 ",\"batches\":%" PRIu64 ",\"statements_saved\":%" PRIu64
+		      ",\"buffered_bytes\":%" PRIu64 "}",
 		      st.patterns, st.active, st.disabled, st.children_seen, st.children_served, st.batches,
-		      st.statements_saved);
+		      st.statements_saved, info->stats->nplusone_buffered_bytes);
 }
 
 static void metric_append(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value);
@@ -140,6 +141,8 @@ static void nplusone_metrics(pf_sb *b, const px_admin_info *info)
 	metric_append(b, "pgfold_nplusone_children_served_total", "counter", "N+1 children answered from a batch.",
 		      st.children_served);
 	metric_append(b, "pgfold_nplusone_batches_total", "counter", "Batched statements sent.", st.batches);
+	metric_append(b, "pgfold_nplusone_buffered_bytes", "gauge", "Prefetched N+1 answers held by all sessions.",
+		      info->stats->nplusone_buffered_bytes);
 	metric_append(b, "pgfold_nplusone_statements_saved_total", "counter", "Backend statements avoided.",
 		      st.statements_saved);
 }

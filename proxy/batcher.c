@@ -47,6 +47,23 @@ static void prefetch_clear(px_prefetch *p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* The session's prefetched bytes change: its own count and the server's. */
+static void account(px_session *s, size_t add, size_t remove)
+{
+	s->batch.buffered_bytes = s->batch.buffered_bytes + add - remove;
+	uint64_t *total = &s->server->stats.nplusone_buffered_bytes;
+	*total = *total + add - remove;
+}
+
+/* Would `more` bytes take the session, or all sessions together, over
+ * their budget (nplusone.max_buffer_bytes, max_total_buffer_bytes)? */
+static bool over_budget(const px_session *s, size_t more)
+{
+	const cf_config *cfg = s->server->cfg;
+	return s->batch.buffered_bytes + more > cfg->nplusone_max_buffer_bytes ||
+	       s->server->stats.nplusone_buffered_bytes + more > cfg->nplusone_max_total_buffer_bytes;
+}
+
 void px_batch_drop_all(px_session *s)
 {
 	px_batcher *b = &s->batch;
@@ -55,7 +72,7 @@ void px_batch_drop_all(px_session *s)
 		any |= b->bufs[i].pattern != NULL;
 		prefetch_clear(&b->bufs[i]);
 	}
-	b->buffered_bytes = 0;
+	account(s, 0, b->buffered_bytes);
 	if (any && s->np)
 		rw_np_reset_fetched(s->np); /* keys no longer buffered must be fetched again */
 }
@@ -425,11 +442,10 @@ bool px_batch_child(px_session *s, const px_child *c)
 		rw_np_count_served(m->pattern, 1);
 		return true;
 	}
-	if (m->nkeys < 2 || s->batch.buffered_bytes >= s->server->cfg->nplusone_max_buffer_bytes ||
-	    px_batch_now_ms() < s->batch.over_budget_until_ms)
+	if (m->nkeys < 2 || over_budget(s, 0) || px_batch_now_ms() < s->batch.over_budget_until_ms)
 		return false;
 	if (p) { /* a new parent: its old answers go */
-		s->batch.buffered_bytes -= p->bytes;
+		account(s, 0, p->bytes);
 		prefetch_clear(p);
 	}
 	return send_batch(s, c);
@@ -543,7 +559,7 @@ static void on_data_row(px_session *s, const uint8_t *body, size_t len)
 		fail(b, "a row for a key not asked for");
 		return;
 	}
-	if (g != &p->groups[0] && b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes)
+	if (g != &p->groups[0] && over_budget(s, p->bytes))
 		return; /* over budget: only the child's own answer is kept (others stay unfetched) */
 	strip_fields(&g->rows, PGW_BE_DATA_ROW, body, len, from, b->extra_columns);
 	g->nrows++;
@@ -587,7 +603,7 @@ static void deliver(px_session *s, char status)
 {
 	px_batcher *b = &s->batch;
 	px_prefetch *p = &b->building;
-	bool over = b->buffered_bytes + p->bytes > s->server->cfg->nplusone_max_buffer_bytes;
+	bool over = over_budget(s, p->bytes);
 	batch_as_parent(s, p);
 	if (suspends(&p->groups[0], b->form) && status != 'I') {
 		send_child_unchanged(s); /* its answer ends in a portal the backend must keep */
@@ -602,8 +618,8 @@ static void deliver(px_session *s, char status)
 		lens[i] = p->groups[i].key_len;
 	}
 	if (over) {
-		/* Prefetching does not fit in this session's budget: stop for a
-		 * while instead of batching again for every child. */
+		/* Prefetching does not fit in the budget: stop for a while
+		 * instead of batching again for every child. */
 		b->over_budget_until_ms =
 			px_batch_now_ms() + (uint64_t)s->server->cfg->nplusone_max_staleness_ms + 1000u;
 		prefetch_clear(p);
@@ -619,10 +635,9 @@ static void deliver(px_session *s, char status)
 		if (b->bufs[i].created_ms < b->bufs[slot].created_ms)
 			slot = i;
 	}
-	b->buffered_bytes -= b->bufs[slot].bytes;
+	account(s, p->bytes, b->bufs[slot].bytes);
 	prefetch_clear(&b->bufs[slot]);
 	b->bufs[slot] = *p;
-	b->buffered_bytes += p->bytes;
 	memset(p, 0, sizeof(*p));
 }
 

@@ -24,6 +24,7 @@ typedef struct px_stats {
 	uint64_t protocol_errors;        /* clients closed for a protocol violation */
 	uint64_t cancel_requests;        /* CancelRequests received */
 	uint64_t config_reloads;         /* successful SIGHUP reloads */
+	uint64_t nplusone_buffered_bytes; /* prefetched N+1 answers held by all sessions now */
 } px_stats;
 
 #endif /* PGFOLD_PROXY_STATS_H */

@@ -13,6 +13,8 @@ lazy one-to-many, lazy many-to-one, count(), first row by ORDER BY + LIMIT
 and exists() per parent.
 """
 
+import json
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -190,6 +192,53 @@ def test_memory_budget_relays_children_unchanged(blog, postgres, pgfold_factory,
     children = backend_statements(postgres, blog, "SELECT rw_posts.id, repeat(%")
     batches = backend_statements(postgres, blog, "%pgfold_key%")
     assert batches <= 1 and children >= N_USERS - 1, (batches, children)
+
+
+def hold_a_batch(proxy, blog, children):
+    """A session that loaded its parent and two children: the batch for
+    every user is in its buffer.  Returns the connection and the bytes held."""
+    holder = WireConn("127.0.0.1", proxy.port)
+    holder.startup("app", blog)
+    for sql in [PARENT] + children[:2]:
+        holder.send(query(sql))
+        holder.read_until_ready()
+    status, _, body = proxy.admin_get("/stats")
+    assert status == 200
+    return holder, json.loads(body)["nplusone"]["buffered_bytes"]
+
+
+def test_total_budget_is_shared_by_sessions(blog, postgres, pgfold_factory, proxies):
+    """nplusone.max_total_buffer_bytes bounds every session's prefetched
+    answers together: while one session holds its buffer, another's batch
+    does not fit and its children are relayed unchanged (answers exact)."""
+    off, _ = proxies
+    children = ["SELECT rw_posts.id, repeat(rw_posts.title, 4) AS big FROM rw_posts WHERE rw_posts.user_id = %d"
+                % k for k in USER_IDS]
+    want = record(off.port, blog, [PARENT] + children)
+    probe = pgfold_factory(sets={"nplusone.mode": "rewrite"}, name="pgfold-np-probe")
+    for _ in range(2):  # learn (the first run may precede the function catalog's load)
+        record(probe.port, blog, [PARENT] + children)
+    conn, one_batch = hold_a_batch(probe, blog, children)
+    conn.close()
+    assert one_batch > 0
+    # room for one session's batch, not for two
+    shared = pgfold_factory(sets={"nplusone.mode": "rewrite",
+                                  "nplusone.max_total_buffer_bytes": f"{one_batch * 3 // 2}B"},
+                            name="pgfold-np-total")
+    for _ in range(2):
+        record(shared.port, blog, [PARENT] + children)
+    holder, held = hold_a_batch(shared, blog, children)
+    try:
+        assert held == one_batch
+        reset_statements(postgres, blog)
+        got = record(shared.port, blog, [PARENT] + children)
+        assert got == want
+        relayed = backend_statements(postgres, blog, "SELECT rw_posts.id, repeat(%")
+        assert relayed >= N_USERS - 1, f"only {relayed} children relayed while the budget was held"
+    finally:
+        holder.close()
+    status, _, body = shared.admin_get("/stats")
+    assert json.loads(body)["nplusone"]["buffered_bytes"] == 0  # freed with the sessions
 
 
 def test_backend_statements_drop(proxies, blog, postgres):

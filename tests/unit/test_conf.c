@@ -189,6 +189,7 @@ static const struct {
 	{"nplusone.batch_size", "batch_size", "500", "reload"},
 	{"nplusone.max_staleness_ms", "max_staleness_ms", "1000", "reload"},
 	{"nplusone.max_buffer_bytes", "max_buffer_bytes", "8MB", "reload"},
+	{"nplusone.max_total_buffer_bytes", "max_total_buffer_bytes", "256MB", "reload"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
 	{"cache.mode", "mode", "off", "reload"},
 	{"cache.default_ttl", "default_ttl", "60s", "reload"},
