@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from pgharness import wait_until
 from wire import WireConn, query
 
 N_USERS = 25
@@ -194,6 +195,19 @@ def test_memory_budget_relays_children_unchanged(blog, postgres, pgfold_factory,
     assert batches <= 1 and children >= N_USERS - 1, (batches, children)
 
 
+def learn(proxy, blog, script):
+    """Run script until pgfold knows its patterns: once, then again after the
+    database's function catalog has loaded (before it, every function call
+    counts as volatile and no child is a candidate)."""
+    record(proxy.port, blog, script)
+
+    def loaded():
+        status, _, body = proxy.admin_get(f"/functions?db={blog}&fn=now")
+        return status == 200 and json.loads(body)["loaded"]
+    wait_until(loaded, 30, f"function catalog of {blog} loaded")
+    record(proxy.port, blog, script)
+
+
 def hold_a_batch(proxy, blog, children):
     """A session that loaded its parent and two children: the batch for
     every user is in its buffer.  Returns the connection and the bytes held."""
@@ -216,8 +230,7 @@ def test_total_budget_is_shared_by_sessions(blog, postgres, pgfold_factory, prox
                 % k for k in USER_IDS]
     want = record(off.port, blog, [PARENT] + children)
     probe = pgfold_factory(sets={"nplusone.mode": "rewrite"}, name="pgfold-np-probe")
-    for _ in range(2):  # learn (the first run may precede the function catalog's load)
-        record(probe.port, blog, [PARENT] + children)
+    learn(probe, blog, [PARENT] + children)
     conn, one_batch = hold_a_batch(probe, blog, children)
     conn.close()
     assert one_batch > 0
@@ -225,8 +238,7 @@ def test_total_budget_is_shared_by_sessions(blog, postgres, pgfold_factory, prox
     shared = pgfold_factory(sets={"nplusone.mode": "rewrite",
                                   "nplusone.max_total_buffer_bytes": f"{one_batch * 3 // 2}B"},
                             name="pgfold-np-total")
-    for _ in range(2):
-        record(shared.port, blog, [PARENT] + children)
+    learn(shared, blog, [PARENT] + children)
     holder, held = hold_a_batch(shared, blog, children)
     try:
         assert held == one_batch
