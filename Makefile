@@ -6,9 +6,11 @@
 #   make test       install what is missing, build, run every test; ends "N passed, N failed"
 #   make run        install what is missing, build, start throwaway PostgreSQL+Redis and pgfold
 #   make bench      pass-through benchmark vs direct PostgreSQL and PgBouncer, the
-#                   per-statement cost of analysis, and N+1 batching -> BENCHMARKS.md
+#                   per-statement cost of analysis, N+1 batching and the result cache -> BENCHMARKS.md
 #   make bench-nplusone  lazy loading (SQLAlchemy, psycopg 3, node-postgres) with and
 #                   without pgfold over an emulated network (bench/delay_relay.c) -> BENCHMARKS.md
+#   make bench-cache  result cache (Redis): heavy read hit vs direct, 90/10 pgbench mix with a
+#                   stale-read checker, cost of a miss (bench/run_cache_bench.sh) -> BENCHMARKS.md
 #   make format     clang-format every C file
 
 CC      ?= cc
@@ -38,7 +40,7 @@ UNIT_BIN     = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_BIN    = $(BUILD)/bench/analysis_bench
 RELAY_BIN    = $(BUILD)/bench/delay_relay
 
-.PHONY: all asan asan-build unit bench-analysis bench-nplusone test run bench format clean check-deps
+.PHONY: all asan asan-build unit bench-analysis bench-nplusone bench-cache test run bench format clean check-deps
 all: $(BUILD)/pgfold
 
 $(BUILD)/pgfold: $(LIB_OBJ) $(MAIN_OBJ)
@@ -70,6 +72,9 @@ $(RELAY_BIN): bench/delay_relay.c
 bench-nplusone: $(BUILD)/pgfold $(RELAY_BIN)
 	bench/run_nplusone_bench.sh
 
+bench-cache: $(BUILD)/pgfold
+	bench/run_cache_bench.sh
+
 asan-build:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
@@ -87,6 +92,7 @@ bench: $(BENCH_BIN) $(RELAY_BIN)
 	bench/run_bench.sh
 	bench/run_analysis_bench.sh
 	bench/run_nplusone_bench.sh
+	bench/run_cache_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

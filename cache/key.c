@@ -15,10 +15,11 @@
 /* ---- scripts -------------------------------------------------------------- */
 
 #define LUA_VERSION_OF                                                                                         \
+	"local function now() local t = redis.call('TIME') "                                                    \
+	"return t[1] .. string.format('%06d', tonumber(t[2])) end "                                            \
 	"local function ver(k) "                                                                               \
 	"local v = redis.call('GET', k) "                                                                      \
-	"if not v then local t = redis.call('TIME') "                                                          \
-	"v = t[1] .. string.format('%06d', tonumber(t[2])) redis.call('SET', k, v) end "                      \
+	"if not v then v = now() redis.call('SET', k, v) end "                                                 \
 	"return v end "
 
 const char QC_LOOKUP_SCRIPT[] =
@@ -28,11 +29,27 @@ const char QC_LOOKUP_SCRIPT[] =
 	"local cur = table.concat(vs, ',') "
 	"local e = redis.call('GET', KEYS[1]) "
 	"if e then local nl = string.find(e, '\\n', 1, true) "
-	"if nl and string.sub(e, 1, nl - 1) == cur then return {1, cur, string.sub(e, nl + 1)} end end "
-	"return {0, cur}";
+	"if nl and string.sub(e, 1, nl - 1) == cur then return {1, cur, now(), string.sub(e, nl + 1)} end end "
+	"return {0, cur, now()}";
 
-const char QC_BUMP_SCRIPT[] = LUA_VERSION_OF "for i = 1, #KEYS do ver(KEYS[i]) redis.call('INCR', KEYS[i]) end "
+/* A bump sets the counter to max(counter + 1, now in microseconds): every
+ * version a bump (or a creation) made at or after time T is >= T. */
+const char QC_BUMP_SCRIPT[] = LUA_VERSION_OF "for i = 1, #KEYS do local v = tonumber(ver(KEYS[i])) "
+					     "local n = now() "
+					     "if tonumber(n) > v then redis.call('SET', KEYS[i], n) "
+					     "else redis.call('INCR', KEYS[i]) end end "
 					     "return #KEYS";
+
+const char QC_FILL_SCRIPT[] =
+	LUA_VERSION_OF
+	"local nv = tonumber(ARGV[1]) "
+	"local vs = {} "
+	"for i = 1, nv do local v = ver(KEYS[i]) "
+	"if tonumber(v) >= tonumber(ARGV[2]) then return 0 end vs[#vs + 1] = v end "
+	"local cur = table.concat(vs, ',') "
+	"for i = nv + 1, #KEYS do "
+	"redis.call('SET', KEYS[i], cur .. '\\n' .. ARGV[i - nv + 3], 'PX', ARGV[3]) end "
+	"return #KEYS - nv";
 
 /* ---- entry keys ----------------------------------------------------------- */
 
@@ -62,16 +79,39 @@ void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
 	put_cstr(md, "pgfold-cache-v1");
 	put_cstr(md, in->database);
 	put_cstr(md, in->user);
+	put_field(md, in->startup, in->startup ? in->startup_len : 0);
 	put_field(md, in->settings, in->settings ? in->settings_len : 0);
 	put_field(md, in->local, in->local ? in->local_len : 0);
 	put_field(md, &in->format, 1);
 	put_field(md, in->sql, in->sql_len);
+	if (in->format != 't')
+		put_field(md, in->params, in->params ? in->params_len : 0);
 	EVP_DigestFinal_ex(md, digest, &dlen);
 	EVP_MD_CTX_free(md);
 	memcpy(out, "pgfold:e:", 9);
 	for (unsigned i = 0; i < 32 && i < dlen; i++)
 		snprintf(out + 9 + 2 * i, 3, "%02x", digest[i]);
 	out[QC_ENTRY_KEY_LEN] = '\0';
+}
+
+static void put_sized(pf_sb *out, uint32_t n, const void *data, size_t len)
+{
+	uint8_t b[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+	pf_sb_append_n(out, (const char *)b, sizeof(b));
+	if (len)
+		pf_sb_append_n(out, (const char *)data, len);
+}
+
+void qc_key_bind(pf_sb *out, int16_t ntypes, const uint32_t *types, int16_t nformats, const uint8_t *formats,
+		 int16_t nparams, const uint8_t *params, size_t params_len, int16_t nresult_formats,
+		 const uint8_t *result_formats)
+{
+	size_t nt = ntypes > 0 ? (size_t)ntypes : 0;
+	put_sized(out, (uint32_t)nt, types, nt * sizeof(uint32_t));
+	put_sized(out, (uint32_t)(nformats > 0 ? nformats : 0), formats, nformats > 0 ? 2 * (size_t)nformats : 0);
+	put_sized(out, (uint32_t)(nparams > 0 ? nparams : 0), params, params_len);
+	put_sized(out, (uint32_t)(nresult_formats > 0 ? nresult_formats : 0), result_formats,
+		  nresult_formats > 0 ? 2 * (size_t)nresult_formats : 0);
 }
 
 /* ---- version keys --------------------------------------------------------- */

@@ -6,9 +6,12 @@
  *                              length-prefixed: the database, the
  *                              authenticated user, every setting the session
  *                              changed with SET (session and SET LOCAL:
- *                              search_path, timezone, ...), the result format
- *                              ('t' text: simple Query) and the statement's
- *                              exact text (literal values included).
+ *                              search_path, timezone, ...), the protocol
+ *                              ('t': simple Query, text results; 'x':
+ *                              extended), the statement's exact text
+ *                              (literal values included) and, extended, the
+ *                              Parse's parameter types with the Bind's
+ *                              parameter formats, values and result formats.
  *   pgfold:v:all               global version (POST /cache/flush bumps it)
  *   pgfold:v:<db>:all          per-database version: bumped by writes pgfold
  *                              cannot attribute to tables (CALL, DO, DDL,
@@ -26,14 +29,23 @@
  * exact backend messages (RowDescription, DataRows, CommandComplete).
  *
  * Scripts (EVAL): QC_LOOKUP_SCRIPT takes KEYS = entry, then the version
- * keys; it returns {1, versions, payload} when the entry exists and its
- * versions equal the current ones, else {0, versions}.  A missing version
+ * keys; it returns {1, versions, time, payload} when the entry exists and
+ * its versions equal the current ones, else {0, versions, time} (time: the
+ * Redis server's, in microseconds, as a decimal string).  A missing version
  * key is created with the server's time in microseconds, so a counter that
  * was evicted or lost never comes back to a value an old entry holds.
- * QC_BUMP_SCRIPT increments each of its KEYS (created the same way first).
+ * QC_BUMP_SCRIPT sets each of its KEYS (created the same way first) to
+ * max(value + 1, time): a version changed at or after time T is >= T.
+ * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches):
+ * KEYS = the version keys, then the entry keys; ARGV = the number of
+ * version keys, a time T read from Redis before the result's snapshot was
+ * taken, the TTL in ms, then one payload per entry.  It stores nothing
+ * (returns 0) when any version is >= T: changed since, the result may be
+ * older than the versions.
  *
  * Interface
  *   qc_key_entry()        the entry key for a statement in a session
+ *   qc_key_bind()         the extended protocol's bound part of a key
  *   qc_key_versions()     the version keys a statement's lookup reads
  *   qc_key_table()        the version key of one table (writes bump it)
  *   qc_key_database()     the per-database version key
@@ -44,6 +56,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../common/strbuf.h"
 #include "../rewrite/analysis.h"
@@ -56,13 +69,19 @@
 typedef struct qc_key_input {
 	const char *database;
 	const char *user;
+	const char *startup;      /* the StartupMessage's other parameters (options, search_path, DateStyle,
+	                             client_encoding, extra_float_digits, ...): name\0value\0 pairs, may be NULL */
+	size_t startup_len;
 	const char *settings;     /* name\0value\0 ... pairs (px_settings blob), may be NULL */
 	size_t settings_len;
 	const char *local;        /* SET LOCAL pairs, may be NULL */
 	size_t local_len;
-	char format;              /* 't': text results (simple Query) */
+	char format;              /* 't': text results (simple Query); 'x': extended protocol */
 	const char *sql;          /* the statement's text */
 	size_t sql_len;
+	const void *params;       /* 'x': the Parse's parameter types, the Bind's parameter formats and
+	                             values and its result formats (qc_key_bind()), may be NULL */
+	size_t params_len;
 } qc_key_input;
 
 /* A list of version keys (owned strings). */
@@ -73,6 +92,12 @@ typedef struct qc_keys {
 
 /* "pgfold:e:<hex>" into out (QC_ENTRY_KEY_LEN + 1 bytes). */
 void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1]);
+/* The extended protocol's part of a key: the Parse's parameter types
+ * (ntypes host-order OIDs) and the Bind's parameter format codes, raw
+ * parameters and result format codes, each length-prefixed, into out. */
+void qc_key_bind(pf_sb *out, int16_t ntypes, const uint32_t *types, int16_t nformats, const uint8_t *formats,
+		 int16_t nparams, const uint8_t *params, size_t params_len, int16_t nresult_formats,
+		 const uint8_t *result_formats);
 /* Global, database, then each distinct table the shape reads.  False when
  * there are more tables than fit (the statement is then not cached). */
 bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out);
@@ -88,5 +113,6 @@ bool qc_payload_check(const char *payload, size_t len, char *tag, size_t size);
 
 extern const char QC_LOOKUP_SCRIPT[];
 extern const char QC_BUMP_SCRIPT[];
+extern const char QC_FILL_SCRIPT[];
 
 #endif /* PGFOLD_CACHE_KEY_H */

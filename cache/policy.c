@@ -15,7 +15,7 @@
 #define QC_HINT_TTL_MAX 86400
 
 static const char *const bypass_names[QC_BYPASS_COUNT] = {
-	"cacheable", "off",       "hint",      "no_rule",  "not_read",  "locking", "temp",
+	"cacheable", "off",       "hint",      "no_rule",  "rule",      "not_read",  "locking", "temp",
 	"catalog",   "function",  "tx_failed", "isolation", "tx_wrote", "session", "role",
 	"multi",     "busy",      "tables",    "relation",  "redis",     "too_large", "not_stored",
 };
@@ -170,6 +170,62 @@ static qc_bypass session_reason(const qc_session_facts *f)
 	return QC_CACHEABLE;
 }
 
+/* ---- [cache.rules] ------------------------------------------------------- */
+
+enum { RULE_NONE = -1, RULE_OFF = 0 }; /* rules_ttl(): or a TTL in ms */
+
+static bool table_matches(const cf_cache_rule *r, const rw_relation *rel)
+{
+	if (rel->written || strcmp(rel->name, r->table) != 0)
+		return false;
+	return !r->schema[0] || !rel->schema || strcmp(rel->schema, r->schema) == 0;
+}
+
+/* The TTL the deciding entry gives, RULE_OFF, or RULE_NONE (see policy.h). */
+static int rules_ttl(const cf_cache_rules *rules, const rw_shape *sh)
+{
+	int ttl = RULE_NONE;
+	bool off = false;
+	if (!rules || !sh || sh->kind == RW_KIND_UNPARSED)
+		return RULE_NONE;
+	for (int i = 0; i < rules->n; i++) {
+		const cf_cache_rule *r = &rules->rule[i];
+		if (r->kind == CF_RULE_SHAPE && r->fingerprint == sh->fingerprint)
+			return r->ttl_ms; /* entries have distinct shapes: this one decides */
+		if (r->kind != CF_RULE_TABLE)
+			continue;
+		for (size_t j = 0; j < sh->nrelations; j++) {
+			if (!table_matches(r, &sh->relations[j]))
+				continue;
+			if (r->ttl_ms == RULE_OFF)
+				off = true;
+			else if (ttl == RULE_NONE || r->ttl_ms < ttl)
+				ttl = r->ttl_ms;
+		}
+	}
+	return off ? RULE_OFF : ttl;
+}
+
+/* The TTL from the hint and the entries, or the reason there is none. */
+static qc_decision selection(const qc_policy_input *in, const qc_hint *h)
+{
+	qc_decision d = {QC_CACHEABLE, in->default_ttl_ms};
+	int rule = rules_ttl(in->rules, in->shape);
+	if (h->kind == QC_HINT_CACHE) {
+		if (h->ttl_s > 0)
+			d.ttl_ms = h->ttl_s * 1000;
+		else if (rule > 0)
+			d.ttl_ms = rule;
+	} else if (rule == RULE_OFF) {
+		d.reason = QC_BYPASS_RULE;
+	} else if (rule > 0) {
+		d.ttl_ms = rule;
+	} else if (in->mode == CF_CACHE_RULES) {
+		d.reason = QC_BYPASS_NO_RULE;
+	}
+	return d;
+}
+
 qc_decision qc_policy_decide(const qc_policy_input *in)
 {
 	qc_decision d = {QC_BYPASS_OFF, 0};
@@ -180,13 +236,11 @@ qc_decision qc_policy_decide(const qc_policy_input *in)
 		d.reason = QC_BYPASS_HINT;
 		return d;
 	}
-	if (in->mode == CF_CACHE_RULES && h.kind != QC_HINT_CACHE) {
-		d.reason = QC_BYPASS_NO_RULE;
+	d = selection(in, &h);
+	if (d.reason != QC_CACHEABLE)
 		return d;
-	}
 	d.reason = statement_reason(in);
 	if (d.reason == QC_CACHEABLE)
 		d.reason = session_reason(&in->session);
-	d.ttl_ms = h.ttl_s > 0 ? h.ttl_s * 1000 : in->default_ttl_ms;
 	return d;
 }

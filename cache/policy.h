@@ -11,7 +11,10 @@
  * Rules (first match wins):
  *   cache.mode off                               -> QC_BYPASS_OFF
  *   a  pgfold:nocache  comment                   -> QC_BYPASS_HINT
- *   rules mode without a  pgfold:cache  comment  -> QC_BYPASS_NO_RULE
+ *   no  pgfold:cache  comment, and the [cache.rules] entry that decides
+ *   (below) is "off"                             -> QC_BYPASS_RULE
+ *   rules mode without a  pgfold:cache  comment or a [cache.rules] entry
+ *   that selects the statement                   -> QC_BYPASS_NO_RULE
  *   not a read-only SELECT / VALUES / TABLE / WITH (EXPLAIN, SHOW, writes, ...)
  *                                                -> QC_BYPASS_NOT_READ
  *   FOR UPDATE / SHARE                           -> QC_BYPASS_LOCKING
@@ -26,7 +29,18 @@
  *   pgfold lost track of the session's settings  -> QC_BYPASS_SESSION
  *   SET ROLE / SET SESSION AUTHORIZATION / a custom (dotted) setting
  *                                                -> QC_BYPASS_ROLE
- * The TTL is the hint's ttl=N (seconds) when given, else cache.default_ttl.
+ * The TTL is the hint's ttl=N (seconds) when given, else the deciding
+ * [cache.rules] entry's, else cache.default_ttl.
+ *
+ * [cache.rules] (cf_cache_rules): a shape entry whose fingerprint is the
+ * statement's decides alone.  Otherwise every table entry that names a
+ * relation the statement reads counts ("any", not "all": a join of a listed
+ * and an unlisted table is selected): one of them "off" decides off, else the
+ * shortest of their TTLs.  A table entry with a schema matches a relation
+ * written with that schema or without one (search_path is not resolved
+ * here); one without a schema matches the name in any schema.  Names compare
+ * as the parser folds them.  A  pgfold:cache  comment selects the statement
+ * even when an entry says off (only its TTL may come from an entry).
  *
  * Hints are looked for in every block comment of the query string (a
  * string literal that looks like one counts too: a hint only opts in or
@@ -38,6 +52,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "../conf/conf.h"
 #include "../rewrite/analysis.h"
 
 /* Why a statement was not looked up.  The first group is the policy's; the
@@ -47,6 +62,7 @@ typedef enum qc_bypass {
 	QC_BYPASS_OFF,
 	QC_BYPASS_HINT,
 	QC_BYPASS_NO_RULE,
+	QC_BYPASS_RULE,        /* a [cache.rules] entry says off */
 	QC_BYPASS_NOT_READ,
 	QC_BYPASS_LOCKING,
 	QC_BYPASS_TEMP,
@@ -90,6 +106,7 @@ typedef char (*qc_volatility_fn)(void *ctx, const char *function);
 typedef struct qc_policy_input {
 	int mode;                   /* a cf_cache_mode */
 	int default_ttl_ms;
+	const cf_cache_rules *rules; /* [cache.rules]; NULL: none */
 	const rw_shape *shape;
 	const char *sql;            /* the whole query string (hints) ... */
 	size_t sql_len;

@@ -1,17 +1,20 @@
 /*
- * redis.c — the Redis connection manager (see redis.h): one hiredis async
- * context at a time on the libuv loop through <hiredis/adapters/libuv.h>,
- * reconnect with backoff, per-command timeouts, a circuit breaker and a
- * health PING.
+ * redis.c — the Redis connection pool (see redis.h): one to
+ * QC_MAX_CONNECTIONS hiredis async contexts on the libuv loop through
+ * <hiredis/adapters/libuv.h>, each with its own reconnect backoff and
+ * health PING, round-robin sending, per-command timeouts, one circuit
+ * breaker for the pool, and the AUTH / SELECT handshake.
  *
- * Connection states (r->conn; the public qc_state is derived from it and the
- * failure count, and changes only in set_state()):
+ * Connection states (c->conn for each qc_conn; the pool's public qc_state is
+ * derived from them and the pool's failure count, and changes only in
+ * set_state()):
  *   IDLE        no hiredis context; conn_timer waits for the next attempt
  *   RESOLVING   uv_getaddrinfo() running (host names only)
  *   CONNECTING  context made, connect(2) in progress; conn_timer ticks
  *               every QC_CONNECT_CHECK_MS until connect_deadline
- *   HANDSHAKE   connected, the first PING is out
- *   READY       that PING answered: commands are sent
+ *   HANDSHAKE   connected; AUTH / SELECT (when configured) and the first
+ *               PING are out
+ *   READY       that PING answered: commands are sent on it
  *   LOST        we asked hiredis to free the context, or hiredis is freeing
  *               it after an error; nothing more is sent on it
  *
@@ -21,18 +24,20 @@
  *     the context is freed; on_reply is where a qc_cmd is freed, never
  *     elsewhere.  A command that timed out (or was failed by close) is marked
  *     done and stays with hiredis until then; its late answer is dropped.
- *   - The context is freed only with redisAsyncFree().  Inside a command
+ *   - A context is freed only with redisAsyncFree().  Inside a command
  *     callback hiredis defers that (REDIS_IN_CALLBACK), so dropping from
- *     on_reply is safe.  onConnect is not protected that way, so on_connect
- *     never frees: after a failed connect hiredis frees the context itself.
+ *     on_reply is safe; dropping another connection of the pool from there
+ *     frees that one at once (its callbacks run, with NULL replies).
+ *     onConnect is not protected that way, so on_connect never frees:
+ *     after a failed connect hiredis frees the context itself.
  *   - onDisconnect runs only for a context that had connected; a context
  *     that never connected is freed synchronously by redisAsyncFree() and
- *     calls nothing of ours.  r->ac is cleared exactly when hiredis lets go.
- *   - qc_redis itself is freed in the close_cb of its last uv timer, and its
- *     timers are closed only after hiredis let go of the context and the
- *     resolver request finished, so no hiredis or libuv callback can see a
- *     freed qc_redis.  (The adapter's uv_poll_t frees itself in its own
- *     close_cb.)
+ *     calls nothing of ours.  c->ac is cleared exactly when hiredis lets go.
+ *   - qc_redis itself (its connections with it) is freed in the close_cb of
+ *     its last uv timer, and its timers are closed only after hiredis let go
+ *     of every context and every resolver request finished, so no hiredis
+ *     or libuv callback can see a freed qc_redis.  (The adapter's uv_poll_t
+ *     frees itself in its own close_cb.)
  *
  * The adapter's blind spot: libuv reports a socket error (POLLERR: a
  * refused connect, a connection reset) to a uv_poll_t only as an error
@@ -41,9 +46,9 @@
  * QC_CONNECT_CHECK_MS while connecting, and before each health PING.
  * Anything it misses still ends in a timeout.
  *
- * Timeouts: all commands have the same timeout and Redis answers in order,
- * so the waiting commands (r->waiting, in send order) time out in order and
- * one timer armed for the oldest deadline serves them all.
+ * Timeouts: all commands have the same timeout, so the waiting commands of
+ * the whole pool (r->waiting, in send order) time out in order and one
+ * timer armed for the oldest deadline serves them all.
  */
 #include "redis.h"
 
@@ -67,7 +72,8 @@
 enum {
 	QC_DEFAULT_TIMEOUT_MS = 1000,
 	QC_CONNECT_CHECK_MS = 50, /* SO_ERROR look while connecting (see socket_error) */
-	QC_HANDLES = 3,           /* deadline_timer, conn_timer, ping_timer */
+	QC_POOL_HANDLES = 2,      /* deadline_timer, ping_timer; + one conn_timer per connection */
+	QC_SECRET_MAX = 128,      /* bytes of a user name or password, NUL included */
 };
 
 typedef enum conn_state {
@@ -81,15 +87,19 @@ typedef enum conn_state {
 
 typedef enum cmd_kind {
 	CMD_USER,      /* qc_redis_command*: the caller's callback */
+	CMD_SETUP,     /* AUTH or SELECT of the handshake: an error answer fails the attempt */
 	CMD_HANDSHAKE, /* the PING that makes a new connection READY */
 	CMD_HEALTH,    /* the PING every QC_PING_INTERVAL_MS */
 } cmd_kind;
 
+typedef struct qc_conn qc_conn;
+
 /* One command hiredis holds (see the ownership rules above). */
 typedef struct qc_cmd {
-	qc_redis *r;
+	qc_conn *c;
 	struct qc_cmd *next, *prev; /* in r->waiting while !done */
 	cmd_kind kind;
+	const char *what;  /* CMD_SETUP: "AUTH" or "SELECT", for the failure */
 	bool done;         /* outcome delivered already (timeout, close): drop the answer */
 	uint64_t deadline; /* uv_now() ms */
 	uint64_t sent_ns;  /* uv_hrtime() at send, for the PING round trip */
@@ -97,40 +107,56 @@ typedef struct qc_cmd {
 	void *ctx;
 } qc_cmd;
 
-struct qc_redis {
-	uv_loop_t *loop;
-	char host[256];            /* as configured */
-	int port;
-	char name[300];            /* "host:port" for logs and the admin */
-	char ip[INET6_ADDRSTRLEN]; /* the numeric address hiredis connects to */
-	bool numeric;              /* host is an address literal: no resolving */
-	unsigned timeout_ms;
-	qc_state state;
+/* One connection of the pool. */
+struct qc_conn {
+	qc_redis *r;
+	int index;
 	conn_state conn;
+	char ip[INET6_ADDRSTRLEN]; /* the numeric address hiredis connects to */
 	redisAsyncContext *ac;     /* the context hiredis holds for us; NULL once it let go */
 	bool ac_connected;         /* on_connect(OK) ran: on_disconnect will run when it goes */
 	bool dropping;             /* redisAsyncFree() called on a connected context */
 	uv_getaddrinfo_t resolver;
 	bool resolving;            /* resolver's callback has not run */
-	uv_timer_t deadline_timer; /* the oldest waiting command's deadline */
 	uv_timer_t conn_timer;     /* IDLE: retry backoff; CONNECTING: connect check */
 	uint64_t connect_deadline; /* uv_now() ms */
-	uv_timer_t ping_timer;     /* health PING */
+	unsigned in_hiredis;       /* qc_cmds hiredis still holds */
+	bool ping_out;             /* a health PING is waiting */
+	unsigned backoff_ms;       /* delay before the next attempt */
+	bool attempted;            /* a connect was attempted (reconnects counts the rest) */
+	uint64_t commands;         /* user commands sent on it */
+	uint64_t reconnects;
+	uint64_t ping_us;
+	char last_error[200];
+};
+
+struct qc_redis {
+	uv_loop_t *loop;
+	char host[256];            /* as configured */
+	int port;
+	char name[300];            /* "host:port" for logs and the admin */
+	bool numeric;              /* host is an address literal: no resolving */
+	unsigned timeout_ms;
+	int database;
+	char username[QC_SECRET_MAX];
+	char password[QC_SECRET_MAX];
+	qc_state state;
+	qc_conn *conns;
+	int nconns;
+	unsigned next;             /* round-robin cursor */
+	uv_timer_t deadline_timer; /* the oldest waiting command's deadline */
+	uv_timer_t ping_timer;     /* health PINGs */
 	int handles_open;          /* our timers whose close_cb has not run */
 	bool handles_closing;
 	qc_cmd *waiting_head, *waiting_tail; /* outcome pending, oldest first */
-	unsigned in_hiredis;       /* qc_cmds hiredis still holds */
-	bool ping_out;             /* a health PING is waiting */
-	unsigned failures;         /* consecutive */
-	unsigned backoff_ms;       /* delay before the next attempt */
-	bool attempted;            /* a connect was attempted (reconnects counts the rest) */
+	unsigned failures;         /* consecutive, over the pool */
 	bool closing;
 	char last_error[200];
 	qc_redis_counters counters;
 };
 
-static void start_connect(qc_redis *r);
-static void drop_connection(qc_redis *r);
+static void start_connect(qc_conn *c);
+static void drop_connection(qc_conn *c);
 static void try_finish_close(qc_redis *r);
 
 /* ---- names -------------------------------------------------------------- */
@@ -179,37 +205,54 @@ static void set_state(qc_redis *r, qc_state next, const char *why)
 	}
 }
 
+static int ready_count(const qc_redis *r)
+{
+	int n = 0;
+	for (int i = 0; i < r->nconns; i++)
+		n += r->conns[i].conn == CONN_READY;
+	return n;
+}
+
 /* Redis answered something: the breaker closes. */
 static void note_success(qc_redis *r)
 {
 	r->failures = 0;
-	if (r->conn == CONN_READY)
+	if (ready_count(r) > 0)
 		set_state(r, QC_STATE_UP, NULL);
 }
 
-/* Redis failed us (connect, lost connection, timeout, bad PING answer).  The
- * QC_FAILURE_THRESHOLD-th in a row opens the breaker and drops the
- * connection; reconnecting is then the probe. */
-static void note_failure(qc_redis *r, const char *why)
+static void drop_all(qc_redis *r)
+{
+	for (int i = 0; i < r->nconns; i++)
+		drop_connection(&r->conns[i]);
+}
+
+/* Redis failed us (connect, handshake, lost connection, timeout, bad PING
+ * answer) on connection c (NULL: the pool).  The QC_FAILURE_THRESHOLD-th in a
+ * row opens the breaker and drops every connection; reconnecting is then
+ * the probe. */
+static void note_failure(qc_redis *r, qc_conn *c, const char *why)
 {
 	snprintf(r->last_error, sizeof(r->last_error), "%s", why);
-	pf_debug("redis %s: %s", r->name, why);
+	if (c)
+		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+	pf_debug("redis %s (connection %d): %s", r->name, c ? c->index : -1, why);
 	if (r->failures < UINT_MAX)
 		r->failures++;
 	if (r->state != QC_STATE_DOWN && r->state != QC_STATE_OFF && r->failures >= QC_FAILURE_THRESHOLD) {
 		set_state(r, QC_STATE_DOWN, why);
-		drop_connection(r);
+		drop_all(r);
 	}
 }
 
 /* The pending error of the context's socket (errno value), or 0. */
-static int socket_error(const qc_redis *r)
+static int socket_error(const qc_conn *c)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
-	if (!r->ac || r->ac->c.fd < 0)
+	if (!c->ac || c->ac->c.fd < 0)
 		return 0;
-	if (getsockopt(r->ac->c.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+	if (getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		return errno;
 	return err;
 }
@@ -260,43 +303,80 @@ static void waiting_unlink(qc_redis *r, qc_cmd *cmd)
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
-static qc_cmd *cmd_new(qc_redis *r, cmd_kind kind, qc_reply_fn cb, void *ctx)
+static qc_cmd *cmd_new(qc_conn *c, cmd_kind kind, qc_reply_fn cb, void *ctx)
 {
 	qc_cmd *cmd = pf_calloc(1, sizeof(*cmd));
-	cmd->r = r;
+	cmd->c = c;
 	cmd->kind = kind;
 	cmd->cb = cb;
 	cmd->ctx = ctx;
-	cmd->deadline = uv_now(r->loop) + r->timeout_ms;
+	cmd->deadline = uv_now(c->r->loop) + c->r->timeout_ms;
 	cmd->sent_ns = uv_hrtime();
 	return cmd;
 }
 
 /* After redisAsyncCommand*(): on success hiredis holds cmd until on_reply. */
-static int cmd_sent(qc_redis *r, qc_cmd *cmd, int hiredis_rc)
+static int cmd_sent(qc_conn *c, qc_cmd *cmd, int hiredis_rc)
 {
 	if (hiredis_rc != REDIS_OK) {
 		pf_free(cmd);
-		return (r->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ? QC_DISCONNECTED : QC_EINVAL;
+		return (c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ? QC_DISCONNECTED : QC_EINVAL;
 	}
-	r->in_hiredis++;
-	waiting_push(r, cmd);
+	c->in_hiredis++;
+	waiting_push(c->r, cmd);
 	return 0;
 }
 
-static int send_ping(qc_redis *r, cmd_kind kind)
+static int send_ping(qc_conn *c, cmd_kind kind)
 {
-	qc_cmd *cmd = cmd_new(r, kind, NULL, NULL);
-	return cmd_sent(r, cmd, redisAsyncCommand(r->ac, on_reply, cmd, "PING"));
+	qc_cmd *cmd = cmd_new(c, kind, NULL, NULL);
+	return cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "PING"));
 }
 
-/* Why a command cannot be sent now, or 0. */
-static int refusal(const qc_redis *r)
+/* AUTH and SELECT as configured, then the handshake PING, pipelined. */
+static int send_handshake(qc_conn *c)
+{
+	qc_redis *r = c->r;
+	qc_cmd *cmd;
+	int rc = 0;
+	if (r->password[0]) {
+		cmd = cmd_new(c, CMD_SETUP, NULL, NULL);
+		cmd->what = "AUTH";
+		rc = r->username[0]
+			     ? cmd_sent(c, cmd,
+					redisAsyncCommand(c->ac, on_reply, cmd, "AUTH %s %s", r->username, r->password))
+			     : cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "AUTH %s", r->password));
+	}
+	if (rc == 0 && r->database != 0) {
+		cmd = cmd_new(c, CMD_SETUP, NULL, NULL);
+		cmd->what = "SELECT";
+		rc = cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "SELECT %d", r->database));
+	}
+	return rc == 0 ? send_ping(c, CMD_HANDSHAKE) : rc;
+}
+
+/* The next ready connection after the last one used, or NULL. */
+static qc_conn *pick_conn(qc_redis *r)
+{
+	for (int i = 0; i < r->nconns; i++) {
+		qc_conn *c = &r->conns[(r->next + (unsigned)i) % (unsigned)r->nconns];
+		if (c->conn == CONN_READY) {
+			r->next = (unsigned)(c->index + 1) % (unsigned)r->nconns;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* A connection to send on, or why a command cannot be sent now. */
+static int refusal(qc_redis *r, qc_conn **out)
 {
 	if (r->closing)
 		return QC_CLOSED;
-	if (r->conn != CONN_READY)
+	*out = pick_conn(r);
+	if (!*out)
 		return r->state == QC_STATE_DOWN ? QC_DOWN : QC_DISCONNECTED;
+	(*out)->commands++;
 	return 0;
 }
 
@@ -305,12 +385,13 @@ int qc_redis_command(qc_redis *r, qc_reply_fn cb, void *ctx, const char *fmt, ..
 	if (!r)
 		return QC_CLOSED;
 	r->counters.commands++;
-	int rc = refusal(r);
+	qc_conn *c = NULL;
+	int rc = refusal(r, &c);
 	if (rc == 0) {
-		qc_cmd *cmd = cmd_new(r, CMD_USER, cb, ctx);
+		qc_cmd *cmd = cmd_new(c, CMD_USER, cb, ctx);
 		va_list ap;
 		va_start(ap, fmt);
-		rc = cmd_sent(r, cmd, redisvAsyncCommand(r->ac, on_reply, cmd, fmt, ap));
+		rc = cmd_sent(c, cmd, redisvAsyncCommand(c->ac, on_reply, cmd, fmt, ap));
 		va_end(ap);
 	}
 	if (rc < 0)
@@ -324,10 +405,11 @@ int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, cons
 	if (!r)
 		return QC_CLOSED;
 	r->counters.commands++;
-	int rc = argc > 0 && argv ? refusal(r) : QC_EINVAL;
+	qc_conn *c = NULL;
+	int rc = argc > 0 && argv ? refusal(r, &c) : QC_EINVAL;
 	if (rc == 0) {
-		qc_cmd *cmd = cmd_new(r, CMD_USER, cb, ctx);
-		rc = cmd_sent(r, cmd, redisAsyncCommandArgv(r->ac, on_reply, cmd, argc, argv, argvlen));
+		qc_cmd *cmd = cmd_new(c, CMD_USER, cb, ctx);
+		rc = cmd_sent(c, cmd, redisAsyncCommandArgv(c->ac, on_reply, cmd, argc, argv, argvlen));
 	}
 	if (rc < 0)
 		r->counters.errors++;
@@ -336,26 +418,44 @@ int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, cons
 
 /* ---- answers and timeouts ----------------------------------------------- */
 
-/* An internal PING (kind) answered, or failed with why != NULL. */
-static void ping_outcome(qc_redis *r, cmd_kind kind, const redisReply *reply, uint64_t sent_ns, const char *why)
+/* What an internal command was, copied out of its qc_cmd (which a failure
+ * dropping connections may free). */
+typedef struct internal_cmd {
+	cmd_kind kind;
+	const char *what;
+	uint64_t sent_ns;
+} internal_cmd;
+
+static internal_cmd internal_of(const qc_cmd *cmd)
 {
+	internal_cmd ic = {cmd->kind, cmd->kind == CMD_SETUP ? cmd->what : "PING", cmd->sent_ns};
+	return ic;
+}
+
+/* An internal command of connection c answered, or failed with why != NULL. */
+static void internal_outcome(qc_conn *c, internal_cmd ic, const redisReply *reply, const char *why)
+{
+	qc_redis *r = c->r;
 	char buf[160];
 	if (!why && reply->type == REDIS_REPLY_ERROR) {
-		snprintf(buf, sizeof(buf), "PING answered: %.120s", reply->str ? reply->str : "error");
+		snprintf(buf, sizeof(buf), "%s answered: %.120s", ic.what, reply->str ? reply->str : "error");
 		why = buf;
 	}
-	if (kind == CMD_HEALTH)
-		r->ping_out = false;
+	if (ic.kind == CMD_HEALTH)
+		c->ping_out = false;
 	if (why) {
-		note_failure(r, why);
-		if (kind == CMD_HANDSHAKE)
-			drop_connection(r); /* inside on_reply hiredis defers the free */
+		note_failure(r, c, why);
+		if (ic.kind != CMD_HEALTH)
+			drop_connection(c); /* inside on_reply hiredis defers the free */
 		return;
 	}
-	r->counters.ping_us = (uv_hrtime() - sent_ns) / 1000;
-	if (kind == CMD_HANDSHAKE) {
-		r->conn = CONN_READY;
-		r->backoff_ms = QC_BACKOFF_MIN_MS;
+	if (ic.kind == CMD_SETUP)
+		return; /* the handshake PING decides */
+	c->ping_us = r->counters.ping_us = (uv_hrtime() - ic.sent_ns) / 1000;
+	if (ic.kind == CMD_HANDSHAKE) {
+		c->conn = CONN_READY;
+		c->backoff_ms = QC_BACKOFF_MIN_MS;
+		c->last_error[0] = '\0';
 	}
 	note_success(r);
 }
@@ -364,9 +464,10 @@ static void ping_outcome(qc_redis *r, cmd_kind kind, const redisReply *reply, ui
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
 	qc_cmd *cmd = privdata;
-	qc_redis *r = cmd->r;
+	qc_conn *c = cmd->c;
+	qc_redis *r = c->r;
 	const redisReply *reply = reply_;
-	r->in_hiredis--;
+	c->in_hiredis--;
 	if (cmd->done) {
 		if (reply)
 			r->counters.late_replies++;
@@ -374,28 +475,29 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 		return;
 	}
 	waiting_unlink(r, cmd);
-	cmd_kind kind = cmd->kind;
-	qc_reply_fn cb = cmd->cb;
-	void *ctx = cmd->ctx;
-	uint64_t sent_ns = cmd->sent_ns;
-	pf_free(cmd);
 	if (!reply) {
 		/* The context is going away: lost, or dropped by us.  on_disconnect
 		 * counts the failure once, not per command. */
-		r->conn = CONN_LOST;
-		if (kind == CMD_HEALTH)
-			r->ping_out = false;
-		if (kind == CMD_USER) {
+		c->conn = CONN_LOST;
+		if (cmd->kind == CMD_HEALTH)
+			c->ping_out = false;
+		if (cmd->kind == CMD_USER) {
 			r->counters.errors++;
-			if (cb)
-				cb(r, QC_DISCONNECTED, NULL, ctx);
+			if (cmd->cb)
+				cmd->cb(r, QC_DISCONNECTED, NULL, cmd->ctx);
 		}
+		pf_free(cmd);
 		return;
 	}
-	if (kind != CMD_USER) {
-		ping_outcome(r, kind, reply, sent_ns, NULL);
+	if (cmd->kind != CMD_USER) {
+		internal_cmd ic = internal_of(cmd);
+		pf_free(cmd);
+		internal_outcome(c, ic, reply, NULL);
 		return;
 	}
+	qc_reply_fn cb = cmd->cb;
+	void *ctx = cmd->ctx;
+	pf_free(cmd);
 	note_success(r);
 	if (cb)
 		cb(r, QC_OK, reply, ctx);
@@ -410,169 +512,181 @@ static void on_deadline(uv_timer_t *timer)
 	char why[96];
 	while (!r->closing && r->waiting_head && r->waiting_head->deadline <= now) {
 		qc_cmd *cmd = r->waiting_head;
-		cmd_kind kind = cmd->kind;
-		qc_reply_fn cb = cmd->cb;
-		void *ctx = cmd->ctx;
+		qc_conn *c = cmd->c;
 		waiting_unlink(r, cmd);
-		cmd->done = true; /* cmd is hiredis's now: not touched again here */
-		if (kind != CMD_USER) {
-			snprintf(why, sizeof(why), "PING timed out after %u ms", r->timeout_ms);
-			ping_outcome(r, kind, NULL, 0, why);
+		cmd->done = true; /* cmd is hiredis's now: not touched after this block */
+		if (cmd->kind != CMD_USER) {
+			internal_cmd ic = internal_of(cmd);
+			snprintf(why, sizeof(why), "%s timed out after %u ms", ic.what, r->timeout_ms);
+			internal_outcome(c, ic, NULL, why);
 			continue;
 		}
+		qc_reply_fn cb = cmd->cb;
+		void *ctx = cmd->ctx;
 		r->counters.timeouts++;
 		if (cb)
 			cb(r, QC_TIMEOUT, NULL, ctx);
 		if (!r->closing) {
 			snprintf(why, sizeof(why), "command timed out after %u ms", r->timeout_ms);
-			note_failure(r, why);
+			note_failure(r, c, why);
 		}
 	}
 	arm_deadline(r);
 }
 
-static void connection_lost(qc_redis *r, const char *why);
+static void connection_lost(qc_conn *c, const char *why);
+
+static void ping_conn(qc_conn *c)
+{
+	if (c->conn != CONN_READY)
+		return;
+	int err = socket_error(c);
+	if (err) {
+		char why[160];
+		snprintf(why, sizeof(why), "%s", strerror(err));
+		connection_lost(c, why);
+		drop_connection(c);
+		return;
+	}
+	if (!c->ping_out && send_ping(c, CMD_HEALTH) == 0)
+		c->ping_out = true;
+}
 
 static void on_ping_timer(uv_timer_t *timer)
 {
 	qc_redis *r = timer->data;
-	if (r->conn != CONN_READY)
-		return;
-	int err = socket_error(r);
-	if (err) {
-		char why[160];
-		snprintf(why, sizeof(why), "%s", strerror(err));
-		connection_lost(r, why);
-		drop_connection(r);
-		return;
-	}
-	if (!r->ping_out && send_ping(r, CMD_HEALTH) == 0)
-		r->ping_out = true;
+	for (int i = 0; i < r->nconns && !r->closing; i++)
+		ping_conn(&r->conns[i]);
 }
 
 /* ---- connecting --------------------------------------------------------- */
 
 static void on_conn_timer(uv_timer_t *timer);
 
-static void schedule_retry(qc_redis *r)
+static void schedule_retry(qc_conn *c)
 {
-	if (r->closing)
+	if (c->r->closing)
 		return;
-	unsigned delay = r->backoff_ms;
-	r->backoff_ms = delay >= QC_BACKOFF_MAX_MS / 2 ? QC_BACKOFF_MAX_MS : delay * 2;
-	uv_timer_start(&r->conn_timer, on_conn_timer, delay, 0);
+	unsigned delay = c->backoff_ms;
+	c->backoff_ms = delay >= QC_BACKOFF_MAX_MS / 2 ? QC_BACKOFF_MAX_MS : delay * 2;
+	uv_timer_start(&c->conn_timer, on_conn_timer, delay, 0);
 }
 
-/* hiredis no longer holds a context (or none was made). */
-static void connection_gone(qc_redis *r)
+/* hiredis no longer holds c's context (or none was made). */
+static void connection_gone(qc_conn *c)
 {
-	r->conn = CONN_IDLE;
-	r->ping_out = false;
-	if (r->closing)
-		try_finish_close(r);
+	c->conn = CONN_IDLE;
+	c->ping_out = false;
+	if (c->r->closing)
+		try_finish_close(c->r);
 	else
-		schedule_retry(r);
+		schedule_retry(c);
 }
 
 /* An attempt failed before hiredis held a context. */
-static void attempt_failed(qc_redis *r, const char *why)
+static void attempt_failed(qc_conn *c, const char *why)
 {
-	r->conn = CONN_IDLE;
-	note_failure(r, why);
-	schedule_retry(r);
+	c->conn = CONN_IDLE;
+	note_failure(c->r, c, why);
+	schedule_retry(c);
 }
 
 /* Free the context: at once when it never connected (hiredis calls nothing
  * then), else through on_disconnect, now or once the running hiredis
  * callback returned. */
-static void drop_connection(qc_redis *r)
+static void drop_connection(qc_conn *c)
 {
-	redisAsyncContext *ac = r->ac;
-	if (!ac || r->dropping)
+	redisAsyncContext *ac = c->ac;
+	if (!ac || c->dropping)
 		return;
-	r->conn = CONN_LOST;
-	uv_timer_stop(&r->conn_timer);
-	if (r->ac_connected) {
-		r->dropping = true;
+	c->conn = CONN_LOST;
+	uv_timer_stop(&c->conn_timer);
+	if (c->ac_connected) {
+		c->dropping = true;
 		redisAsyncFree(ac);
 		return;
 	}
-	r->ac = NULL;
+	c->ac = NULL;
 	redisAsyncFree(ac);
-	connection_gone(r);
+	connection_gone(c);
 }
 
 /* A connection we did not drop failed. */
-static void connection_lost(qc_redis *r, const char *why)
+static void connection_lost(qc_conn *c, const char *why)
 {
-	if (r->state == QC_STATE_UP)
+	qc_redis *r = c->r;
+	bool was_ready = c->conn == CONN_READY;
+	c->conn = CONN_LOST;
+	if (r->state == QC_STATE_UP && ready_count(r) == 0)
 		set_state(r, QC_STATE_CONNECTING, why);
-	note_failure(r, why);
+	else if (was_ready && r->state == QC_STATE_UP)
+		pf_warn("redis %s: connection %d lost (%s); reconnecting", r->name, c->index, why);
+	note_failure(r, c, why);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-	qc_redis *r = ac->data;
-	bool ours = r->dropping || r->closing;
-	r->ac = NULL;
-	r->ac_connected = false;
-	r->dropping = false;
+	qc_conn *c = ac->data;
+	bool ours = c->dropping || c->r->closing;
+	c->ac = NULL;
+	c->ac_connected = false;
+	c->dropping = false;
 	if (!ours) {
 		char why[160];
 		snprintf(why, sizeof(why), "%s", ac->err && ac->errstr[0] ? ac->errstr : "connection closed");
-		connection_lost(r, why);
+		connection_lost(c, why);
 	}
-	connection_gone(r);
+	connection_gone(c);
 }
 
 /* hiredis frees the context itself right after a failed connect: never free
  * it here (onConnect runs outside hiredis's REDIS_IN_CALLBACK protection). */
 static void on_connect(const redisAsyncContext *ac, int status)
 {
-	qc_redis *r = ac->data;
-	uv_timer_stop(&r->conn_timer);
+	qc_conn *c = ac->data;
+	uv_timer_stop(&c->conn_timer);
 	if (status != REDIS_OK) {
 		char why[160];
 		snprintf(why, sizeof(why), "connect: %s", ac->errstr[0] ? ac->errstr : "failed");
-		r->ac = NULL;
-		attempt_failed(r, why);
+		c->ac = NULL;
+		attempt_failed(c, why);
 		return;
 	}
-	r->ac_connected = true;
-	r->conn = CONN_HANDSHAKE;
-	if (send_ping(r, CMD_HANDSHAKE) < 0)
-		uv_timer_start(&r->conn_timer, on_conn_timer, 0, 0); /* fails it outside this callback */
+	c->ac_connected = true;
+	c->conn = CONN_HANDSHAKE;
+	if (send_handshake(c) < 0)
+		uv_timer_start(&c->conn_timer, on_conn_timer, 0, 0); /* fails it outside this callback */
 }
 
-static void connect_to(qc_redis *r)
+static void connect_to(qc_conn *c)
 {
 	char why[160];
-	redisAsyncContext *ac = redisAsyncConnect(r->ip, r->port);
+	redisAsyncContext *ac = redisAsyncConnect(c->ip, c->r->port);
 	if (!ac) {
-		attempt_failed(r, "connect: out of memory");
+		attempt_failed(c, "connect: out of memory");
 		return;
 	}
 	if (ac->err) {
 		snprintf(why, sizeof(why), "connect: %s", ac->errstr);
 		redisAsyncFree(ac);
-		attempt_failed(r, why);
+		attempt_failed(c, why);
 		return;
 	}
-	ac->data = r;
-	if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+	ac->data = c;
+	if (redisLibuvAttach(ac, c->r->loop) != REDIS_OK) {
 		ac->ev.cleanup = NULL; /* the adapter failed half-way: its cleanup would crash */
 		redisAsyncFree(ac);
-		attempt_failed(r, "connect: cannot watch the socket");
+		attempt_failed(c, "connect: cannot watch the socket");
 		return;
 	}
 	/* The adapter first: setting the connect callback arms its write watch. */
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
-	r->ac = ac;
-	r->ac_connected = false;
-	r->conn = CONN_CONNECTING;
-	r->connect_deadline = uv_now(r->loop) + r->timeout_ms;
-	uv_timer_start(&r->conn_timer, on_conn_timer, QC_CONNECT_CHECK_MS, QC_CONNECT_CHECK_MS);
+	c->ac = ac;
+	c->ac_connected = false;
+	c->conn = CONN_CONNECTING;
+	c->connect_deadline = uv_now(c->r->loop) + c->r->timeout_ms;
+	uv_timer_start(&c->conn_timer, on_conn_timer, QC_CONNECT_CHECK_MS, QC_CONNECT_CHECK_MS);
 }
 
 /* The first IPv4 address (Redis listens on 127.0.0.1 by default), else the first. */
@@ -586,37 +700,40 @@ static const struct addrinfo *pick_address(const struct addrinfo *res)
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-	qc_redis *r = req->data;
+	qc_conn *c = req->data;
 	char why[400];
-	r->resolving = false;
+	c->resolving = false;
 	const struct addrinfo *ai = status == 0 ? pick_address(res) : NULL;
 	int rc = UV_EAI_NONAME;
 	if (ai && ai->ai_family == AF_INET)
-		rc = uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, r->ip, sizeof(r->ip));
+		rc = uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, c->ip, sizeof(c->ip));
 	else if (ai && ai->ai_family == AF_INET6)
-		rc = uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, r->ip, sizeof(r->ip));
+		rc = uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, c->ip, sizeof(c->ip));
 	uv_freeaddrinfo(res);
-	if (r->closing) {
-		try_finish_close(r);
+	if (c->r->closing) {
+		try_finish_close(c->r);
 		return;
 	}
 	if (status < 0 || rc < 0) {
-		snprintf(why, sizeof(why), "resolve %s: %s", r->host, uv_strerror(status < 0 ? status : rc));
-		attempt_failed(r, why);
+		snprintf(why, sizeof(why), "resolve %s: %s", c->r->host, uv_strerror(status < 0 ? status : rc));
+		attempt_failed(c, why);
 		return;
 	}
-	connect_to(r);
+	connect_to(c);
 }
 
-static void start_connect(qc_redis *r)
+static void start_connect(qc_conn *c)
 {
-	if (r->closing || r->ac || r->resolving)
+	qc_redis *r = c->r;
+	if (r->closing || c->ac || c->resolving)
 		return;
-	if (r->attempted)
+	if (c->attempted) {
+		c->reconnects++;
 		r->counters.reconnects++;
-	r->attempted = true;
+	}
+	c->attempted = true;
 	if (r->numeric) {
-		connect_to(r);
+		connect_to(c);
 		return;
 	}
 	struct addrinfo hints;
@@ -625,36 +742,36 @@ static void start_connect(qc_redis *r)
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	snprintf(port, sizeof(port), "%d", r->port);
-	r->conn = CONN_RESOLVING;
-	int rc = uv_getaddrinfo(r->loop, &r->resolver, on_resolved, r->host, port, &hints);
+	c->conn = CONN_RESOLVING;
+	int rc = uv_getaddrinfo(r->loop, &c->resolver, on_resolved, r->host, port, &hints);
 	if (rc < 0) {
 		snprintf(why, sizeof(why), "resolve %s: %s", r->host, uv_strerror(rc));
-		attempt_failed(r, why);
+		attempt_failed(c, why);
 		return;
 	}
-	r->resolving = true;
+	c->resolving = true;
 }
 
 static void on_conn_timer(uv_timer_t *timer)
 {
-	qc_redis *r = timer->data;
+	qc_conn *c = timer->data;
 	char why[160];
 	int err;
-	switch (r->conn) {
-	case CONN_IDLE: start_connect(r); break;
+	switch (c->conn) {
+	case CONN_IDLE: start_connect(c); break;
 	case CONN_CONNECTING:
-		if ((err = socket_error(r)) != 0)
+		if ((err = socket_error(c)) != 0)
 			snprintf(why, sizeof(why), "connect: %s", strerror(err));
-		else if (uv_now(r->loop) >= r->connect_deadline)
-			snprintf(why, sizeof(why), "connect: timed out after %u ms", r->timeout_ms);
+		else if (uv_now(c->r->loop) >= c->connect_deadline)
+			snprintf(why, sizeof(why), "connect: timed out after %u ms", c->r->timeout_ms);
 		else
 			break;
-		note_failure(r, why);
-		drop_connection(r);
+		note_failure(c->r, c, why);
+		drop_connection(c);
 		break;
-	case CONN_HANDSHAKE: /* the PING could not be sent in on_connect */
-		note_failure(r, "PING could not be sent");
-		drop_connection(r);
+	case CONN_HANDSHAKE: /* the handshake could not be sent in on_connect */
+		note_failure(c->r, c, "handshake could not be sent");
+		drop_connection(c);
 		break;
 	default: break;
 	}
@@ -668,55 +785,104 @@ static bool is_address_literal(const char *host)
 	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-qc_redis *qc_redis_new(uv_loop_t *loop, const cf_addr *addr, unsigned command_timeout_ms)
+static void conn_init(qc_redis *r, qc_conn *c, int index)
+{
+	c->r = r;
+	c->index = index;
+	c->conn = CONN_IDLE;
+	c->backoff_ms = QC_BACKOFF_MIN_MS;
+	c->resolver.data = c;
+	if (r->numeric)
+		snprintf(c->ip, sizeof(c->ip), "%.*s", (int)sizeof(c->ip) - 1, r->host);
+	uv_timer_init(r->loop, &c->conn_timer);
+	c->conn_timer.data = c;
+}
+
+static void copy_secret(char *dst, const char *src)
+{
+	snprintf(dst, QC_SECRET_MAX, "%s", src ? src : "");
+}
+
+qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)
 {
 	char where[300];
-	if (!addr || addr->kind != CF_ADDR_TCP) {
-		pf_error("redis: %s is not a host:port address", addr ? cf_addr_format(addr, where, sizeof(where)) : "NULL");
+	if (!o || o->addr.kind != CF_ADDR_TCP) {
+		pf_error("redis: %s is not a host:port address",
+			 o ? cf_addr_format(&o->addr, where, sizeof(where)) : "NULL");
 		return NULL;
 	}
 	qc_redis *r = pf_calloc(1, sizeof(*r));
 	r->loop = loop;
-	snprintf(r->host, sizeof(r->host), "%s", addr->host);
-	r->port = addr->port;
-	cf_addr_format(addr, r->name, sizeof(r->name));
-	r->numeric = is_address_literal(r->host) && strlen(r->host) < sizeof(r->ip);
-	if (r->numeric)
-		snprintf(r->ip, sizeof(r->ip), "%.*s", (int)sizeof(r->ip) - 1, r->host);
-	r->timeout_ms = command_timeout_ms ? command_timeout_ms : QC_DEFAULT_TIMEOUT_MS;
+	snprintf(r->host, sizeof(r->host), "%s", o->addr.host);
+	r->port = o->addr.port;
+	cf_addr_format(&o->addr, r->name, sizeof(r->name));
+	r->numeric = is_address_literal(r->host) && strlen(r->host) < INET6_ADDRSTRLEN;
+	r->timeout_ms = o->timeout_ms ? o->timeout_ms : QC_DEFAULT_TIMEOUT_MS;
+	r->database = o->database;
+	copy_secret(r->username, o->username);
+	copy_secret(r->password, o->password);
 	r->state = QC_STATE_CONNECTING;
-	r->conn = CONN_IDLE;
-	r->backoff_ms = QC_BACKOFF_MIN_MS;
-	r->resolver.data = r;
-	uv_timer_t *timers[QC_HANDLES] = {&r->deadline_timer, &r->conn_timer, &r->ping_timer};
-	for (int i = 0; i < QC_HANDLES; i++) {
-		uv_timer_init(loop, timers[i]);
-		timers[i]->data = r;
-	}
-	r->handles_open = QC_HANDLES;
+	r->nconns = o->connections < 1 ? 1 : o->connections > QC_MAX_CONNECTIONS ? QC_MAX_CONNECTIONS : o->connections;
+	r->conns = pf_calloc((size_t)r->nconns, sizeof(*r->conns));
+	uv_timer_init(loop, &r->deadline_timer);
+	uv_timer_init(loop, &r->ping_timer);
+	r->deadline_timer.data = r->ping_timer.data = r;
+	for (int i = 0; i < r->nconns; i++)
+		conn_init(r, &r->conns[i], i);
+	r->handles_open = QC_POOL_HANDLES + r->nconns;
 	uv_timer_start(&r->ping_timer, on_ping_timer, QC_PING_INTERVAL_MS, QC_PING_INTERVAL_MS);
-	pf_debug("redis %s: connecting", r->name);
-	start_connect(r);
+	pf_debug("redis %s: connecting %d connection(s), database %d%s", r->name, r->nconns, r->database,
+		 r->password[0] ? ", with AUTH" : "");
+	for (int i = 0; i < r->nconns; i++)
+		start_connect(&r->conns[i]);
 	return r;
 }
 
-static void on_timer_closed(uv_handle_t *handle)
+qc_redis *qc_redis_new(uv_loop_t *loop, const cf_addr *addr, unsigned command_timeout_ms)
 {
-	qc_redis *r = handle->data;
-	if (--r->handles_open == 0)
-		pf_free(r);
+	if (!addr) {
+		pf_error("redis: NULL is not a host:port address");
+		return NULL;
+	}
+	qc_redis_options o = {.addr = *addr, .timeout_ms = command_timeout_ms, .connections = 1};
+	return qc_redis_open(loop, &o);
 }
 
-/* Once hiredis and the resolver let go, close the timers; the last close_cb frees r. */
+static void handle_closed(qc_redis *r)
+{
+	if (--r->handles_open == 0) {
+		memset(r->password, 0, sizeof(r->password));
+		pf_free(r->conns);
+		pf_free(r);
+	}
+}
+
+static void on_pool_timer_closed(uv_handle_t *handle)
+{
+	handle_closed(handle->data);
+}
+
+static void on_conn_timer_closed(uv_handle_t *handle)
+{
+	handle_closed(((qc_conn *)handle->data)->r);
+}
+
+/* Once hiredis and the resolvers let go, close the timers; the last close_cb frees r. */
 static void try_finish_close(qc_redis *r)
 {
-	if (!r->closing || r->ac || r->resolving || r->handles_closing)
+	if (!r->closing || r->handles_closing)
 		return;
-	assert(r->in_hiredis == 0 && r->waiting_head == NULL);
+	for (int i = 0; i < r->nconns; i++)
+		if (r->conns[i].ac || r->conns[i].resolving)
+			return;
+	assert(r->waiting_head == NULL);
 	r->handles_closing = true;
-	uv_close((uv_handle_t *)&r->deadline_timer, on_timer_closed);
-	uv_close((uv_handle_t *)&r->conn_timer, on_timer_closed);
-	uv_close((uv_handle_t *)&r->ping_timer, on_timer_closed);
+	uv_close((uv_handle_t *)&r->deadline_timer, on_pool_timer_closed);
+	uv_close((uv_handle_t *)&r->ping_timer, on_pool_timer_closed);
+	for (int i = 0; i < r->nconns; i++) {
+		assert(r->conns[i].in_hiredis == 0);
+		uv_close((uv_handle_t *)&r->conns[i].conn_timer, on_conn_timer_closed);
+	}
 }
 
 void qc_redis_close(qc_redis *r)
@@ -726,8 +892,9 @@ void qc_redis_close(qc_redis *r)
 	r->closing = true;
 	set_state(r, QC_STATE_OFF, NULL);
 	uv_timer_stop(&r->deadline_timer);
-	uv_timer_stop(&r->conn_timer);
 	uv_timer_stop(&r->ping_timer);
+	for (int i = 0; i < r->nconns; i++)
+		uv_timer_stop(&r->conns[i].conn_timer);
 	while (r->waiting_head) {
 		qc_cmd *cmd = r->waiting_head;
 		qc_reply_fn cb = cmd->kind == CMD_USER ? cmd->cb : NULL;
@@ -740,9 +907,11 @@ void qc_redis_close(qc_redis *r)
 		if (cb)
 			cb(r, QC_CLOSED, NULL, ctx);
 	}
-	if (r->resolving)
-		uv_cancel((uv_req_t *)&r->resolver);
-	drop_connection(r);
+	for (int i = 0; i < r->nconns; i++) {
+		if (r->conns[i].resolving)
+			uv_cancel((uv_req_t *)&r->conns[i].resolver);
+		drop_connection(&r->conns[i]);
+	}
 	try_finish_close(r);
 }
 
@@ -767,4 +936,30 @@ const char *qc_redis_address(const qc_redis *r)
 const char *qc_redis_last_error(const qc_redis *r)
 {
 	return r ? r->last_error : "";
+}
+
+int qc_redis_database(const qc_redis *r)
+{
+	return r ? r->database : 0;
+}
+
+int qc_redis_connections(const qc_redis *r)
+{
+	return r ? r->nconns : 0;
+}
+
+int qc_redis_conn_info_get(const qc_redis *r, int i, qc_redis_conn_info *out)
+{
+	if (!r || i < 0 || i >= r->nconns)
+		return -1;
+	const qc_conn *c = &r->conns[i];
+	out->state = r->closing                  ? QC_STATE_OFF
+		     : c->conn == CONN_READY      ? QC_STATE_UP
+		     : r->state == QC_STATE_DOWN  ? QC_STATE_DOWN
+						  : QC_STATE_CONNECTING;
+	out->commands = c->commands;
+	out->reconnects = c->reconnects;
+	out->ping_us = c->ping_us;
+	out->last_error = c->last_error;
+	return 0;
 }

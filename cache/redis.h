@@ -1,15 +1,25 @@
 /*
- * redis.h — pgfold's one connection to Redis: the channel the result cache
- * sends its commands through, and the source of the Redis health the admin
- * port reports.  hiredis 0.14 async API on the libuv loop through hiredis's
- * own libuv adapter; nothing else in pgfold talks to Redis.
+ * redis.h — pgfold's connections to Redis: a small pool (cache.redis_connections,
+ * default 1) that the result cache sends its commands through, round-robin
+ * over the connections that are ready, and the source of the Redis health
+ * the admin port reports (the pool's, and each connection's).  hiredis 0.14
+ * async API on the libuv loop through hiredis's own libuv adapter; nothing
+ * else in pgfold talks to Redis.
+ *
+ * Each new connection first sends AUTH (with a user name for a Redis 6 ACL
+ * user) when a password is configured, SELECT when the database is not 0,
+ * then the PING that makes it ready; an error answer to any of them fails
+ * the attempt ("AUTH: WRONGPASS ..." in the last error; the password is
+ * never logged).  Commands on different connections are not ordered with
+ * each other: a command sent after another one's answer arrived is.
  *
  * pgfold never depends on Redis being up (fail-open): a command either gets
  * its answer within the command timeout or an error, and while Redis is down
  * commands are refused at once without touching the network.
  *
  * Interface
- *   qc_redis_new(loop, addr, timeout)   start connecting (and keep reconnecting)
+ *   qc_redis_open(loop, options)        start connecting the pool (and keep reconnecting)
+ *   qc_redis_new(loop, addr, timeout)   the same for one connection, no AUTH, database 0
  *   qc_redis_command(r, cb, ctx, fmt, ...)
  *   qc_redis_command_argv(r, cb, ctx, argc, argv, argvlen)
  *                                       send one command (binary-safe in argv form)
@@ -18,19 +28,24 @@
  *   qc_redis_state(r), qc_redis_state_name(s) OFF / CONNECTING / UP / DOWN
  *   qc_redis_counters(r)                commands, errors, timeouts, reconnects, ping
  *   qc_redis_address(r)                 "127.0.0.1:6379", for logs and the admin
+ *   qc_redis_connections(r), qc_redis_conn_info_get(r, i, out)
+ *                                       each connection's state and counters
+ *   qc_redis_database(r)                the database number SELECTed
  *   qc_strerror(status)                 text of a QC_* status
  *
- * States
- *   CONNECTING  no usable connection yet, or reconnecting after one was lost
- *               while fewer than QC_FAILURE_THRESHOLD failures happened in a
- *               row; commands are refused with QC_DISCONNECTED
- *   UP          connected and the last PING (connect handshake, then one a
- *               second) answered; commands are sent
- *   DOWN        QC_FAILURE_THRESHOLD failures in a row (failed connects, lost
- *               connections, timed-out commands or PINGs): the connection is
- *               dropped and commands are refused with QC_DOWN.  Reconnects
- *               with capped exponential backoff (100 ms doubling to 5 s) are
- *               the probe: a new connection whose PING answers makes it UP.
+ * States (of the pool: one circuit breaker for all its connections)
+ *   CONNECTING  no connection ready yet, or reconnecting after the last ready
+ *               one was lost, while fewer than QC_FAILURE_THRESHOLD failures
+ *               happened in a row; commands are refused with QC_DISCONNECTED
+ *   UP          at least one connection ready (its connect handshake, then its
+ *               PING once a second, answered); commands are sent round-robin
+ *               over the ready connections
+ *   DOWN        QC_FAILURE_THRESHOLD failures in a row over the whole pool
+ *               (failed connects or handshakes, lost connections, timed-out
+ *               commands or PINGs): every connection is dropped and commands
+ *               are refused with QC_DOWN.  Each connection reconnects with
+ *               capped exponential backoff (100 ms doubling to 5 s): the
+ *               first whose handshake answers makes the pool UP.
  *   OFF         after qc_redis_close (and for a NULL qc_redis)
  * Each change is logged once: "redis ADDR is down: why" (warning), "redis
  * ADDR is up" (info), "redis ADDR: connection lost (...)" (warning).
@@ -51,6 +66,8 @@ struct redisReply; /* <hiredis/hiredis.h>: include it to read a reply's fields *
 
 typedef struct qc_redis qc_redis;
 
+/* Connections one pool may hold (cache.redis_connections). */
+#define QC_MAX_CONNECTIONS 16
 /* Consecutive failures that make the state DOWN. */
 #define QC_FAILURE_THRESHOLD 3
 /* Reconnect backoff: the first retry after QC_BACKOFF_MIN_MS, doubling to QC_BACKOFF_MAX_MS. */
@@ -86,6 +103,25 @@ typedef struct qc_redis_counters {
 	uint64_t ping_us;      /* round trip of the last answered PING, microseconds; 0 before one */
 } qc_redis_counters;
 
+/* What one connection of the pool reports (qc_redis_conn_info_get). */
+typedef struct qc_redis_conn_info {
+	qc_state state;         /* UP when ready; DOWN while the pool's breaker is open; else CONNECTING */
+	uint64_t commands;      /* commands sent on it (the pool's round-robin share) */
+	uint64_t reconnects;    /* its connection attempts after the first */
+	uint64_t ping_us;       /* round trip of its last answered PING; 0 before one */
+	const char *last_error; /* its last failure, "" when none */
+} qc_redis_conn_info;
+
+/* How to reach Redis (qc_redis_open). */
+typedef struct qc_redis_options {
+	cf_addr addr;            /* must be CF_ADDR_TCP */
+	unsigned timeout_ms;     /* each command, PING, handshake and connect attempt (0: 1000 ms) */
+	int database;            /* SELECTed on each connection when not 0 */
+	const char *username;    /* with password: AUTH username password (Redis 6 ACL); NULL or "" */
+	const char *password;    /* AUTH password when not NULL or ""; copied */
+	int connections;         /* 1 .. QC_MAX_CONNECTIONS (clamped) */
+} qc_redis_options;
+
 /*
  * The answer to one command.  status is QC_OK with reply set (valid only
  * during the call; hiredis frees it afterwards; a Redis error answer is a
@@ -97,11 +133,13 @@ typedef struct qc_redis_counters {
 typedef void (*qc_reply_fn)(qc_redis *r, int status, const struct redisReply *reply, void *ctx);
 
 /* Starts connecting to addr (must be CF_ADDR_TCP; a host name is resolved
- * before every connect attempt) and keeps a connection for the object's
+ * before every connect attempt) and keeps its connections for the object's
  * lifetime.  command_timeout_ms bounds each command, each PING and each
  * connect attempt (0: 1000 ms).  Returns NULL, after logging, only when addr
  * is not TCP. */
 qc_redis *qc_redis_new(uv_loop_t *loop, const cf_addr *addr, unsigned command_timeout_ms);
+/* The same with every option; NULL, after logging, only when the address is not TCP. */
+qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *options);
 
 /*
  * Send one command (hiredis format: "SET %s %b", key, val, len).  Returns 0
@@ -128,6 +166,10 @@ qc_state qc_redis_state(const qc_redis *r); /* QC_STATE_OFF for NULL */
 const char *qc_redis_state_name(qc_state state); /* "off", "connecting", "up", "down" */
 const qc_redis_counters *qc_redis_counters_get(const qc_redis *r);
 const char *qc_redis_address(const qc_redis *r); /* "127.0.0.1:6379" */
+int qc_redis_database(const qc_redis *r);        /* 0 for NULL */
+int qc_redis_connections(const qc_redis *r);     /* connections in the pool; 0 for NULL */
+/* Connection i (0 .. qc_redis_connections() - 1) into out; -1 when out of range. */
+int qc_redis_conn_info_get(const qc_redis *r, int i, qc_redis_conn_info *out);
 /* The reason of the last failure ("" when none), e.g. "connect: Connection refused". */
 const char *qc_redis_last_error(const qc_redis *r);
 const char *qc_strerror(int status);

@@ -30,6 +30,7 @@
 
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "conf_rules.h"
 #include "conf_value.h"
 
 typedef enum cf_type {
@@ -107,6 +108,9 @@ typedef struct cf_key {
 #define K_DURATION_F(sec, key, field, dflt, unit, lo, hi, reload, text)                                        \
 	{.section = sec, .name = #key, .type = CF_T_DURATION, .def = dflt, .min = lo, .max = hi,              \
 	 .unit_ms = unit, .reloadable = reload, .offset = FIELD(field, int), .help = text}
+#define K_STRING_F(sec, key, field, dflt, reload, text)                                                        \
+	{.section = sec, .name = #key, .type = CF_T_STRING, .def = dflt, .reloadable = reload,                \
+	 .offset = FIELD(field, char *), .help = text}
 #define K_LOGLEVEL(key, dflt, reload, text)                                                                    \
 	{.section = "pgfold", .name = #key, .type = CF_T_LOGLEVEL, .def = dflt, .reloadable = reload,         \
 	 .offset = FIELD(key, int), .help = text}
@@ -165,10 +169,19 @@ static const cf_key keys[] = {
 		 RELOAD, "prefetched answers kept by all sessions together; over it children are relayed unchanged"),
 	K_ADDR("cache", redis, "127.0.0.1:6379", 6379, ADDR_TCP | ADDR_OFF, RESTART,
 	       "Redis for the query cache: host:port, [v6]:port, or off"),
+	K_INT_F("cache", redis_db, cache_redis_db, "0", 0, 65535, RESTART,
+		"Redis database number, SELECTed after connecting"),
+	K_STRING_F("cache", redis_user, cache_redis_user, "", RESTART,
+		   "Redis 6 ACL user for AUTH (with redis_password); empty: the default user"),
+	K_STRING_F("cache", redis_password, cache_redis_password, "", RESTART,
+		   "password sent with AUTH after connecting; empty: no AUTH"),
+	K_INT_F("cache", redis_connections, cache_redis_connections, "1", 1, 16, RESTART,
+		"connections to Redis, used round-robin (one circuit breaker for all)"),
 	K_ENUM_F("cache", mode, cache_mode, "off", cache_modes, RELOAD,
-		 "result cache: off, rules (statements with a /* pgfold:cache */ hint) or auto (every cacheable read)"),
+		 "result cache: off, rules (what [cache.rules] or a /* pgfold:cache */ hint selects) or auto "
+		 "(every cacheable read)"),
 	K_DURATION_F("cache", default_ttl, cache_default_ttl_ms, "60s", SEC, SEC, 24 * HOUR, RELOAD,
-		     "how long a cached result lives unless its hint gives a ttl"),
+		     "how long a cached result lives unless a [cache.rules] entry or its hint gives a ttl"),
 	K_SIZE_F("cache", max_entry_bytes, cache_max_entry_bytes, "1MB", 64, 512 * (KB << 10), RELOAD,
 		 "larger results are not cached"),
 	K_DURATION_F("cache", timeout_ms, cache_timeout_ms, "5ms", 1, 1, 60 * SEC, RELOAD,
@@ -181,6 +194,8 @@ static const cf_key keys[] = {
 
 static bool section_known(const char *section, size_t len)
 {
+	if (len == strlen(CF_RULES_SECTION) && strncmp(section, CF_RULES_SECTION, len) == 0)
+		return true;
 	for (size_t i = 0; i < N_KEYS; i++)
 		if (strlen(keys[i].section) == len && strncmp(keys[i].section, section, len) == 0)
 			return true;
@@ -422,6 +437,8 @@ cf_config *cf_config_copy(const cf_config *cfg)
 int cf_config_set(cf_config *cfg, const char *key, const char *value, cf_error *err)
 {
 	cf__error_clear(err);
+	if (strncmp(key, CF_RULES_SECTION ".", sizeof(CF_RULES_SECTION)) == 0)
+		return cf__rule_apply(&cfg->cache_rules, key + sizeof(CF_RULES_SECTION), value, 0, INT32_MAX, err);
 	const char *dot = strchr(key, '.');
 	const char *name = dot ? dot + 1 : key;
 	const cf_key *k = dot ? key_find(key, (size_t)(dot - key), name) : key_find("pgfold", 6, name);
@@ -480,6 +497,7 @@ void cf_keys_print(FILE *out)
 			: k->unit_ms == SEC      ? " (ms, s, min, h; a bare number is seconds)"
 						 : " (ms, s, min, h; a bare number is milliseconds)");
 	}
+	cf__rules_print(out);
 }
 
 const char *cf_error_format(const cf_error *err, char *buf, size_t size)
@@ -500,6 +518,7 @@ typedef struct ini_ctx {
 	cf_config cfg; /* the copy being applied */
 	int line;      /* lines handed to inih so far: the one being parsed */
 	int err_line;  /* 0, or the line of the first error found here */
+	int rules_before; /* [cache.rules] entries the config had before this file */
 	cf_error err;  /* its message */
 } ini_ctx;
 
@@ -563,7 +582,9 @@ static int ini_on_key(void *user, const char *section, const char *name, const c
 	if (ctx->err_line)
 		return 0;
 	const cf_key *k = key_find(section, strlen(section), name);
-	if (!section[0])
+	if (strcmp(section, CF_RULES_SECTION) == 0)
+		rc = cf__rule_apply(&ctx->cfg.cache_rules, name, value, ctx->line, ctx->rules_before, &ctx->err);
+	else if (!section[0])
 		rc = cf__error_set(&ctx->err, "%s: key before any [section]; put it under [pgfold]", name);
 	else if (!k)
 		rc = cf__error_set(&ctx->err, "unknown key \"%s\" in [%s]", name, section);
@@ -603,6 +624,7 @@ int cf_config_load_file(cf_config *cfg, const char *path, cf_error *err)
 	cf__error_clear(err);
 	ini_ctx *ctx = pf_calloc(1, sizeof(*ctx));
 	ctx->cfg = *cfg;
+	ctx->rules_before = cfg->cache_rules.n;
 	ctx->fp = fopen(path, "r");
 	if (!ctx->fp) {
 		int rc = file_error(err, path, 0, strerror(errno));

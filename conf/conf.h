@@ -15,6 +15,12 @@
  *   cf_keys_print()            the key reference, for --help
  *   cf_error_format()          "file:line: message" for printing a cf_error
  *
+ * [cache.rules] is not a table of fixed keys: each entry names a table or a
+ * statement shape and gives it a TTL (or off).  The entries live in the
+ * snapshot as a bounded array (cf_cache_rules), so copying a snapshot is a
+ * plain struct copy; a statement entry's text is reduced to its
+ * libpg_query fingerprint when it is read, and only the fingerprint is kept.
+ *
  * Nothing here logs or touches the event loop; errors come back in cf_error.
  */
 #ifndef PGFOLD_CONF_CONF_H
@@ -46,6 +52,29 @@ typedef struct cf_error {
 
 typedef enum cf_nplusone_mode { CF_NPLUSONE_OFF, CF_NPLUSONE_DETECT, CF_NPLUSONE_REWRITE } cf_nplusone_mode;
 typedef enum cf_cache_mode { CF_CACHE_OFF, CF_CACHE_RULES, CF_CACHE_AUTO } cf_cache_mode;
+
+#define CF_CACHE_RULES_MAX 256 /* [cache.rules] entries one configuration holds */
+#define CF_IDENT_MAX 63        /* bytes of a PostgreSQL identifier (NAMEDATALEN - 1) */
+
+typedef enum cf_rule_kind {
+	CF_RULE_TABLE, /* table.NAME / table.SCHEMA.NAME: statements that read the table */
+	CF_RULE_SHAPE, /* shape.FINGERPRINT / statement.LABEL: statements of that shape */
+} cf_rule_kind;
+
+/* One [cache.rules] entry. */
+typedef struct cf_cache_rule {
+	cf_rule_kind kind;
+	int ttl_ms;                    /* > 0; 0 for "off": never cache what it selects */
+	uint64_t fingerprint;          /* SHAPE: pg_query_fingerprint, as /queries prints it */
+	char schema[CF_IDENT_MAX + 1]; /* TABLE: "" when the entry names no schema */
+	char table[CF_IDENT_MAX + 1];  /* TABLE: as PostgreSQL folds it (unquoted: lower case) */
+	int line;                      /* line of the file it came from; 0 from the command line */
+} cf_cache_rule;
+
+typedef struct cf_cache_rules {
+	int n;
+	cf_cache_rule rule[CF_CACHE_RULES_MAX];
+} cf_cache_rules;
 
 /* One immutable snapshot of every setting.  Durations are milliseconds. */
 typedef struct cf_config {
@@ -81,10 +110,15 @@ typedef struct cf_config {
 	int max_shapes;             /* restart: /queries table size */
 	/* [cache] */
 	cf_addr redis;              /* restart; kind OFF disables */
+	int cache_redis_db;         /* restart: SELECTed after connect */
+	char cache_redis_user[128]; /* restart: AUTH user (Redis 6 ACL); "" = AUTH with the password alone */
+	char cache_redis_password[128]; /* restart: "" = no AUTH */
+	int cache_redis_connections;/* restart: pool size */
 	int cache_mode;             /* reload: a cf_cache_mode */
 	int cache_default_ttl_ms;   /* reload: TTL of entries cached in auto mode */
 	size_t cache_max_entry_bytes; /* reload: larger results are not cached */
 	int cache_timeout_ms;       /* reload: a lookup not answered within this fails open */
+	cf_cache_rules cache_rules; /* reload: [cache.rules] */
 } cf_config;
 
 /* A new snapshot holding every default. */
@@ -97,8 +131,9 @@ cf_config *cf_config_copy(const cf_config *cfg);
 int cf_config_load_file(cf_config *cfg, const char *path, cf_error *err);
 
 /* Apply one setting.  key is "section.name", or a bare name of [pgfold]
- * ("listen" == "pgfold.listen").  Returns 0 or -1 with err->message (the key
- * is then unchanged). */
+ * ("listen" == "pgfold.listen"), or "cache.rules.ENTRY" for a [cache.rules]
+ * entry (replacing an entry for the same table or shape).  Returns 0 or -1
+ * with err->message (the key is then unchanged). */
 int cf_config_set(cf_config *cfg, const char *key, const char *value, cf_error *err);
 
 /* Checks across keys (buffer_low_bytes < buffer_high_bytes, ...). 0 or -1. */

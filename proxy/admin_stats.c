@@ -83,6 +83,24 @@ static const char *redis_state(const px_admin_info *info)
 	return qc_redis_state_name(qc_redis_state(info->redis));
 }
 
+/* "connections":[{"state":"up","commands":N,...}, ...]: each connection of the pool. */
+static void redis_connections_json(pf_sb *b, const px_admin_info *info)
+{
+	pf_sb_append(b, ",\"connections\":[");
+	for (int i = 0; i < qc_redis_connections(info->redis); i++) {
+		qc_redis_conn_info ci;
+		if (qc_redis_conn_info_get(info->redis, i, &ci) < 0)
+			break;
+		pf_sb_append(b, i ? ",{\"state\":" : "{\"state\":");
+		pf_sb_append_json_string(b, qc_redis_state_name(ci.state));
+		pf_sb_appendf(b, ",\"commands\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"ping_us\":%" PRIu64
+			      ",\"last_error\":", ci.commands, ci.reconnects, ci.ping_us);
+		pf_sb_append_json_string(b, ci.last_error);
+		pf_sb_append(b, "}");
+	}
+	pf_sb_append(b, "]");
+}
+
 static void redis_json(pf_sb *b, const px_admin_info *info)
 {
 	const qc_redis_counters *c = qc_redis_counters_get(info->redis);
@@ -91,9 +109,29 @@ static void redis_json(pf_sb *b, const px_admin_info *info)
 	pf_sb_append(b, ",\"address\":");
 	pf_sb_append_json_string(b, qc_redis_address(info->redis));
 	pf_sb_appendf(b,
-		      ",\"commands\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
-		      ",\"reconnects\":%" PRIu64 ",\"ping_us\":%" PRIu64 "}",
-		      c->commands, c->errors, c->timeouts, c->reconnects, c->ping_us);
+		      ",\"database\":%d,\"commands\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
+		      ",\"reconnects\":%" PRIu64 ",\"ping_us\":%" PRIu64,
+		      qc_redis_database(info->redis), c->commands, c->errors, c->timeouts, c->reconnects, c->ping_us);
+	redis_connections_json(b, info);
+	pf_sb_append(b, "}");
+}
+
+/* With more than one connection, /health lists each one's state too. */
+static void redis_health_connections(pf_sb *b, const px_admin_info *info)
+{
+	int n = qc_redis_connections(info->redis);
+	if (n < 2)
+		return;
+	pf_sb_append(b, ",\"redis_connections\":[");
+	for (int i = 0; i < n; i++) {
+		qc_redis_conn_info ci;
+		if (qc_redis_conn_info_get(info->redis, i, &ci) < 0)
+			break;
+		if (i)
+			pf_sb_append(b, ",");
+		pf_sb_append_json_string(b, qc_redis_state_name(ci.state));
+	}
+	pf_sb_append(b, "]");
 }
 
 /* ---- routes ------------------------------------------------------------- */
@@ -108,6 +146,7 @@ static void health_handler(const px_admin_request *req, px_admin_response *resp,
 	if (info->redis) {
 		pf_sb_append(&resp->body, ",\"redis\":");
 		pf_sb_append_json_string(&resp->body, redis_state(info));
+		redis_health_connections(&resp->body, info);
 	}
 	pf_sb_append(&resp->body, "}");
 }
@@ -184,6 +223,13 @@ static void redis_metrics(pf_sb *b, const px_admin_info *info)
 	const qc_redis_counters *c = qc_redis_counters_get(info->redis);
 	metric_append(b, "pgfold_redis_up", "gauge", "1 while Redis is up, else 0 (the cache fails open).",
 		      qc_redis_state(info->redis) == QC_STATE_UP);
+	uint64_t up = 0;
+	for (int i = 0; i < qc_redis_connections(info->redis); i++) {
+		qc_redis_conn_info ci;
+		if (qc_redis_conn_info_get(info->redis, i, &ci) == 0 && ci.state == QC_STATE_UP)
+			up++;
+	}
+	metric_append(b, "pgfold_redis_connections_up", "gauge", "Connections of the Redis pool that are ready.", up);
 	metric_append(b, "pgfold_redis_commands_total", "counter", "Redis commands sent or refused.", c->commands);
 	metric_append(b, "pgfold_redis_errors_total", "counter",
 		      "Redis commands refused (down, disconnected) or lost with their connection.", c->errors);

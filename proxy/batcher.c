@@ -448,6 +448,8 @@ bool px_batch_child(px_session *s, const px_child *c)
 		account(s, 0, p->bytes);
 		prefetch_clear(p);
 	}
+	if (px_rcache_batch_claim(s, c->msg, c->msg_len))
+		return true; /* result cache hook: looked up first; a miss comes back here */
 	return send_batch(s, c);
 }
 
@@ -611,6 +613,7 @@ static void deliver(px_session *s, char status)
 		answer_child(s, p, &p->groups[0], status, b->form);
 	}
 	rw_np_count_batch(p->pattern, 1, 0);
+	px_rcache_batch_fill(s, p, b->child_msg, b->child_len); /* result cache hook: store every group */
 	const char *keys[p->ngroups];
 	size_t lens[p->ngroups];
 	for (size_t i = 0; i < p->ngroups; i++) {

@@ -368,6 +368,30 @@ void px_qstats_record(px_qstat *st, uint64_t elapsed_us, uint64_t rows, bool err
 	entry_touch(e);
 }
 
+void px_qstats_record_cache(px_qstats *qs, const rw_stmt *stmt, bool hit)
+{
+	px_qstat *st = stmt && stmt->shape ? px_qstats_get(qs, stmt->shape) : NULL;
+	if (!st)
+		return;
+	if (hit)
+		st->cache_hits++;
+	else
+		st->cache_misses++;
+}
+
+void px_qstats_record_cache_fingerprint(px_qstats *qs, uint64_t fingerprint, bool hit)
+{
+	if (!qs || qs->n == 0)
+		return;
+	qs_entry *e = qs->slots[slot_find(qs, fingerprint, false, key_hash(fingerprint, false))];
+	if (!e)
+		return;
+	if (hit)
+		e->pub.cache_hits++;
+	else
+		e->pub.cache_misses++;
+}
+
 const px_qstat *px_qstats_find(const px_qstats *qs, uint64_t fingerprint, bool unparsed)
 {
 	if (!qs || qs->n == 0)
@@ -405,6 +429,8 @@ static const struct {
 	{"calls", offsetof(px_qstat, calls)},
 	{"rows", offsetof(px_qstat, rows)},
 	{"errors", offsetof(px_qstat, errors)},
+	{"cache_hits", offsetof(px_qstat, cache_hits)},
+	{"cache_misses", offsetof(px_qstat, cache_misses)},
 };
 
 static uint64_t counter_value(const px_qstat *st, size_t i)
@@ -493,10 +519,10 @@ void px_qstats_render_json(const px_qstats *qs, pf_sb *out, size_t limit)
 	pf_free(v);
 }
 
-enum { TEXT_COLS = 8 }; /* before the query */
+enum { TEXT_COLS = 10 }; /* before the query */
 
-static const char *const text_headers[TEXT_COLS] = {"calls", "total_ms", "mean_ms", "p99_ms",
-						    "max_ms", "rows",     "errors",  "kind"};
+static const char *const text_headers[TEXT_COLS] = {"calls", "total_ms", "mean_ms",    "p99_ms",       "max_ms",
+						    "rows",  "errors",   "cache_hits", "cache_misses", "kind"};
 
 typedef struct text_row {
 	char cell[TEXT_COLS][32];
@@ -511,7 +537,9 @@ static void text_row_fill(text_row *r, const px_qstat *st)
 	snprintf(r->cell[4], sizeof(r->cell[4]), "%.3f", us_to_ms(st->max_us));
 	snprintf(r->cell[5], sizeof(r->cell[5]), "%" PRIu64, st->rows);
 	snprintf(r->cell[6], sizeof(r->cell[6]), "%" PRIu64, st->errors);
-	snprintf(r->cell[7], sizeof(r->cell[7]), "%s", rw_kind_name(st->kind));
+	snprintf(r->cell[7], sizeof(r->cell[7]), "%" PRIu64, st->cache_hits);
+	snprintf(r->cell[8], sizeof(r->cell[8]), "%" PRIu64, st->cache_misses);
+	snprintf(r->cell[9], sizeof(r->cell[9]), "%s", rw_kind_name(st->kind));
 }
 
 /* q on one line: runs of white space and control characters become one space

@@ -14,6 +14,8 @@
  *   px_qstats_new / px_qstats_free
  *   px_qstats_get()            find or create the entry of a shape
  *   px_qstats_record()         add one execution to an entry
+ *   px_qstats_record_cache()   count a result-cache hit or miss of a statement
+ *   px_qstats_record_cache_fingerprint()  the same by shape fingerprint
  *   px_qstats_find()           look an entry up without creating it
  *   px_qstat_p99_us()          an entry's 99th percentile
  *   px_qstats_reset()          drop every entry (POST /queries/reset)
@@ -61,6 +63,8 @@ typedef struct px_qstat {
 	uint64_t calls;             /* executions recorded */
 	uint64_t rows;              /* rows returned or affected, summed */
 	uint64_t errors;            /* executions that ended in an ErrorResponse */
+	uint64_t cache_hits;        /* executions answered from the result cache (also in calls) */
+	uint64_t cache_misses;      /* result-cache lookups that found no valid entry */
 	uint64_t total_us;          /* elapsed time, summed */
 	uint64_t max_us;            /* longest execution */
 	char volatility;            /* most volatile function called: 'i', 's', 'v'; 0 not known */
@@ -97,6 +101,30 @@ px_qstat *px_qstats_get(px_qstats *qs, const rw_shape *shape);
  * ReadyForQuery out.  st NULL does nothing. */
 void px_qstats_record(px_qstat *st, uint64_t elapsed_us, uint64_t rows, bool error);
 
+/*
+ * A result-cache lookup of stmt's shape was answered: hit (the statement is
+ * answered from the cache; its execution is still recorded by
+ * px_qstats_record() when it completes) or miss (it goes to PostgreSQL).
+ * Finds or creates the entry like px_qstats_get(), so a miss of a shape seen
+ * for the first time is counted too.  qs or stmt NULL, or statistics
+ * disabled: nothing.  Keeps no pointer.  Called by the result cache
+ * (proxy/rcache.c) when a lookup's answer arrives, e.g. with
+ * px_track_current(&s->track) for a simple Query (its statement is at the
+ * head of the session's track then).
+ */
+void px_qstats_record_cache(px_qstats *qs, const rw_stmt *stmt, bool hit);
+
+/*
+ * The same for the shape with this fingerprint (never the unparsed entry,
+ * which nothing cacheable maps to), when its entry exists: no entry is
+ * created and it does not count as a use.  For a caller that kept only the
+ * fingerprint of the statement it looked up (proxy/rcache.c's
+ * rc->fingerprint).  The entry appears when the shape's first execution is
+ * recorded, so a lookup before that (the very first of a new shape) is not
+ * counted; px_qstats_record_cache() with the statement counts it.
+ */
+void px_qstats_record_cache_fingerprint(px_qstats *qs, uint64_t fingerprint, bool hit);
+
 /* The entry with this fingerprint (unparsed false) or the unparsed entry
  * (unparsed true, fingerprint ignored); NULL when absent.  Does not count as
  * a use.  Valid as px_qstats_get()'s result is. */
@@ -118,11 +146,13 @@ void px_qstats_totals_get(const px_qstats *qs, px_qstats_totals *out);
  *
  * JSON: {"shapes":N,"evicted":N,"queries":[{"fingerprint":"<16 hex>",
  * "query":"..." (null for the unparsed entry),"kind":"read","tables":[...],
- * "calls":N,"rows":N,"errors":N,"total_ms":F,"mean_ms":F,"max_ms":F,
- * "p99_ms":F}, ...]} where "evicted" counts evictions since the last reset.
+ * "calls":N,"rows":N,"errors":N,"cache_hits":N,"cache_misses":N,
+ * "total_ms":F,"mean_ms":F,"max_ms":F,"p99_ms":F}, ...]} where "evicted"
+ * counts evictions since the last reset.
  *
  * Text: a header line and one line per entry, columns calls, total_ms,
- * mean_ms, p99_ms, max_ms, rows, errors (right-aligned), kind (left-aligned),
+ * mean_ms, p99_ms, max_ms, rows, errors, cache_hits, cache_misses
+ * (right-aligned), kind (left-aligned),
  * then the query with white space runs collapsed to one space, cut to 80
  * characters ("..." appended).
  *

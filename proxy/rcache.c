@@ -1,7 +1,9 @@
 /*
  * rcache.c — the result cache on the session's data path (see rcache.h):
- * lookups with a deadline, hits answered by pgfold, misses captured and
- * stored, writes turned into version bumps at commit, and /cache.
+ * lookups with a deadline, hits answered by pgfold (simple Query and
+ * extended groups), misses captured and stored, cold shapes sent without
+ * waiting for Redis, writes turned into version bumps at commit, and
+ * /cache.  N+1 batches: rcache_fill.c.
  *
  * Every Redis command a session sends carries a small context holding a
  * session reference and the session's command sequence number: a reply
@@ -12,43 +14,15 @@
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../cache/key.h"
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "rcache_int.h"
+#include "qstats.h"
 #include "session.h"
-
-#define PX_RC_MAX_PENDING 64 /* tables a transaction may write before it counts as the whole database */
-
-typedef enum px_rc_phase {
-	PX_RC_IDLE,
-	PX_RC_LOOKUP,  /* EVAL in flight; the client's Query is held */
-	PX_RC_CAPTURE, /* miss forwarded: copying its answer */
-} px_rc_phase;
-
-struct px_rcache {
-	px_session *s;
-	px_rc_phase phase;
-	uint64_t seq;          /* bumped whenever a command's answer stops mattering */
-	uint64_t sent_us;      /* LOOKUP: when the EVAL was sent */
-	uv_timer_t timer;      /* lookup / bump deadline */
-	bool timer_open;
-	uint8_t *query;        /* LOOKUP: the client's Query message */
-	size_t query_len;
-	char key[QC_ENTRY_KEY_LEN + 1];
-	int ttl_ms;
-	char *versions;        /* CAPTURE: the versions the lookup read */
-	pf_sb capture;         /* CAPTURE: the answer so far */
-	bool capture_ok;
-	size_t npending;       /* version keys written by the running transaction */
-	char *pending[PX_RC_MAX_PENDING];
-	bool pending_db;       /* ... or the whole database */
-	size_t nbump;          /* committed, to bump at the ReadyForQuery */
-	char *bump[PX_RC_MAX_PENDING + 1];
-	bool bumping;          /* a ReadyForQuery is held until the bump is answered */
-	bool temp_tables;      /* the session made a temporary table: an unqualified name may be one */
-};
 
 typedef struct rc_cmd {
 	px_session *s;
@@ -144,7 +118,7 @@ static qc_session_facts session_facts(const px_session *s)
 		.tx_wrote = st->tx_wrote,
 		.isolation = px_sstate_isolation(st),
 		.unknown = st->cur.unknown || st->local.unknown,
-		.role_changed = custom_setting_in(&st->cur) || custom_setting_in(&st->local),
+		.role_changed = s->startup_role || custom_setting_in(&st->cur) || custom_setting_in(&st->local),
 	};
 	return f;
 }
@@ -168,16 +142,14 @@ static bool session_idle(const px_session *s)
 static void forward_query(px_session *s, bool capture);
 static void answer_hit(px_session *s, const char *payload, size_t len, const char *tag);
 
-static qc_bypass decide(px_session *s, const rw_analysis *an, const char *sql, size_t len, int *ttl_ms)
+/* May statement st (of query string sql) be cached in the session as it is
+ * now?  Everything but whether the session is idle. */
+static qc_bypass policy_of(px_session *s, const rw_stmt *st, const char *sql, size_t len, int *ttl_ms)
 {
-	if (!s->analyse)
-		return QC_BYPASS_SESSION;
-	if (an->nstmts != 1)
-		return QC_BYPASS_MULTI;
-	const rw_stmt *st = &an->stmts[0];
 	qc_policy_input in = {
 		.mode = s->server->cfg->cache_mode,
 		.default_ttl_ms = s->server->cfg->cache_default_ttl_ms,
+		.rules = &s->server->cfg->cache_rules, /* [cache.rules] (conf owner) */
 		.shape = st->shape,
 		.sql = sql,
 		.sql_len = len,
@@ -195,9 +167,19 @@ static qc_bypass decide(px_session *s, const rw_analysis *an, const char *sql, s
 		if (!(px_relcat_flags(s->server->relcat, s->database, s->user, st->shape->relations[i].name) &
 		      PX_REL_READ_OK))
 			return QC_BYPASS_RELATION;
-	if (d.reason == QC_CACHEABLE && !session_idle(s))
-		return QC_BYPASS_BUSY;
 	return d.reason;
+}
+
+static qc_bypass decide(px_session *s, const rw_analysis *an, const char *sql, size_t len, int *ttl_ms)
+{
+	if (!s->analyse)
+		return QC_BYPASS_SESSION;
+	if (an->nstmts != 1)
+		return QC_BYPASS_MULTI;
+	qc_bypass why = policy_of(s, &an->stmts[0], sql, len, ttl_ms);
+	if (why == QC_CACHEABLE && !session_idle(s))
+		return QC_BYPASS_BUSY;
+	return why;
 }
 
 static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ctx);
@@ -224,37 +206,98 @@ static bool send_lookup(px_session *s, px_rcache *rc, const qc_keys *vk)
 	return true;
 }
 
-bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size_t len, const uint8_t *msg,
-		     size_t msg_len)
+static void cold_clear(px_rcache *rc)
 {
-	if (!cache_on(s))
-		return false;
-	int ttl_ms = 0;
-	qc_bypass why = decide(s, an, sql, len, &ttl_ms);
-	qc_keys vk;
-	if (why == QC_CACHEABLE && !qc_key_versions(s->database, an->stmts[0].shape, &vk)) {
-		qc_keys_free(&vk);
-		why = QC_BYPASS_TABLES;
+	rc->cold = false;
+	qc_keys_free(&rc->cold_vk);
+}
+
+/* A cold shape's statement goes to PostgreSQL without a lookup (the caller
+ * relays it): capture its answer to store under rc->key all the same.  Not
+ * for a child the batcher is asking about (it is batched instead), nor an
+ * undescribed portal (its answer has no RowDescription to store). */
+static void cold_capture(px_session *s, int ttl_ms, qc_keys *vk)
+{
+	px_rcache *rc = s->rcache;
+	uint64_t after = stats_of(s)->redis_now_us;
+	if (rc->claiming || (rc->grp.ext && !rc->grp.describe) || !after) {
+		qc_keys_free(vk);
+		return;
 	}
-	if (why != QC_CACHEABLE) {
-		bypass(s, why);
+	cold_clear(rc);
+	rc->cold = true;
+	rc->cold_after_us = after;
+	rc->cold_vk = *vk; /* owned now */
+	memset(vk, 0, sizeof(*vk));
+	rc->ttl_ms = ttl_ms;
+	rc->phase = PX_RC_CAPTURE;
+	rc->inject = false;
+	pf_sb_reset(&rc->capture);
+	rc->capture_ok = true;
+}
+
+typedef struct rc_probe {
+	px_server *server;
+	uint64_t fingerprint;
+} rc_probe;
+
+static void on_probe(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	rc_probe *p = ctx;
+	px_rcache_stats *st = &p->server->cache_stats;
+	if (status == QC_OK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 3 &&
+	    reply->element[0]->type == REDIS_REPLY_INTEGER) {
+		px_rc_shape_record(&st->shapes, p->fingerprint, reply->element[0]->integer == 1);
+		st->probe_hits += reply->element[0]->integer == 1;
+	}
+	pf_free(p);
+}
+
+/* A cold shape's probe: look rc->key up without holding the statement; the
+ * answer only tells the shape's table whether it would have hit. */
+static void send_probe(px_session *s, uint64_t fingerprint, const qc_keys *vk)
+{
+	const char *argv[QC_MAX_VERSION_KEYS + 4];
+	char nkeys[16];
+	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = QC_LOOKUP_SCRIPT;
+	argv[argc++] = nkeys;
+	argv[argc++] = s->rcache->key;
+	for (size_t i = 0; i < vk->n; i++)
+		argv[argc++] = vk->keys[i];
+	rc_probe *p = pf_malloc(sizeof(*p));
+	*p = (rc_probe){.server = s->server, .fingerprint = fingerprint};
+	if (qc_redis_command_argv(s->server->redis, on_probe, p, argc, argv, NULL) < 0)
+		pf_free(p);
+	else
+		stats_of(s)->probes++;
+}
+
+/* Send the lookup for key input ki and hold msg (a Query, or the group
+ * rc->grp describes) until it is answered; a cold shape's statement (v) is
+ * only captured.  False: not looked up (counted), the caller relays msg. */
+static bool start_lookup(px_session *s, const rw_stmt *stmt, px_rc_verdict v, const qc_key_input *ki, int ttl_ms,
+			 const uint8_t *msg, size_t msg_len)
+{
+	qc_keys vk;
+	if (!qc_key_versions(s->database, stmt->shape, &vk)) {
+		qc_keys_free(&vk);
+		bypass(s, QC_BYPASS_TABLES);
 		return false;
 	}
 	px_rcache *rc = rcache_of(s);
-	const px_sstate *st = &s->track.state;
-	const rw_stmt *stmt = &an->stmts[0];
-	qc_key_input ki = {
-		.database = s->database,
-		.user = s->user,
-		.settings = st->cur.blob,
-		.settings_len = st->cur.len,
-		.local = st->local.blob,
-		.local_len = st->local.len,
-		.format = 't',
-		.sql = sql + stmt->location,
-		.sql_len = (size_t)stmt->length,
-	};
-	qc_key_entry(&ki, rc->key);
+	qc_key_entry(ki, rc->key);
+	if (v == PX_RC_PROBE)
+		send_probe(s, stmt->shape->fingerprint, &vk);
+	if (v == PX_RC_SKIP_STORE || v == PX_RC_PROBE) {
+		stats_of(s)->bypass_cold++;
+		cold_capture(s, ttl_ms, &vk);
+		return false;
+	}
+	rc->fingerprint = stmt->shape->fingerprint;
 	rc->seq++;
 	bool sent = send_lookup(s, rc, &vk);
 	qc_keys_free(&vk);
@@ -275,17 +318,162 @@ bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size
 	return true;
 }
 
+/* Is the statement's shape cold (rcache_shape.h)?  A cold shape's
+ * statements, but for probes and the ones whose answers are stored, skip
+ * everything else (policy, keys): forwarding is always safe. */
+static px_rc_verdict shape_verdict(px_session *s, const rw_stmt *st)
+{
+	px_rc_verdict v = px_rc_shape_lookup(&stats_of(s)->shapes, st->shape->fingerprint);
+	if (v == PX_RC_SKIP)
+		stats_of(s)->bypass_cold++;
+	return v;
+}
+
+static qc_key_input key_input(const px_session *s, char format, const char *sql, size_t len)
+{
+	const px_sstate *st = &s->track.state;
+	qc_key_input ki = {
+		.database = s->database,
+		.user = s->user,
+		.startup = s->startup_settings,
+		.startup_len = s->startup_settings_len,
+		.settings = st->cur.blob,
+		.settings_len = st->cur.len,
+		.local = st->local.blob,
+		.local_len = st->local.len,
+		.format = format,
+		.sql = sql,
+		.sql_len = len,
+	};
+	return ki;
+}
+
+/* ---- for rcache_fill.c (rcache_int.h) ------------------------------------- */
+
+px_rcache_stats *px_rc_stats(px_session *s)
+{
+	return stats_of(s);
+}
+
+bool px_rc_cache_on(const px_session *s)
+{
+	return cache_on(s);
+}
+
+px_rcache *px_rc_of(px_session *s)
+{
+	return rcache_of(s);
+}
+
+qc_bypass px_rc_policy(px_session *s, const rw_stmt *st, const char *sql, size_t len, int *ttl_ms)
+{
+	return policy_of(s, st, sql, len, ttl_ms);
+}
+
+qc_key_input px_rc_key_input(const px_session *s, char format, const char *sql, size_t len)
+{
+	return key_input(s, format, sql, len);
+}
+
+bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size_t len, const uint8_t *msg,
+		     size_t msg_len)
+{
+	if (!cache_on(s))
+		return false;
+	px_rc_verdict v = an->nstmts == 1 ? shape_verdict(s, &an->stmts[0]) : PX_RC_LOOK_UP;
+	if (v == PX_RC_SKIP)
+		return false;
+	int ttl_ms = 0;
+	qc_bypass why = decide(s, an, sql, len, &ttl_ms);
+	if (why != QC_CACHEABLE) {
+		bypass(s, why);
+		return false;
+	}
+	const rw_stmt *stmt = &an->stmts[0];
+	qc_key_input ki = key_input(s, 't', sql + stmt->location, (size_t)stmt->length);
+	if (s->rcache)
+		s->rcache->grp.ext = false;
+	return start_lookup(s, stmt, v, &ki, ttl_ms, msg, msg_len);
+}
+
+bool px_rcache_groups(const px_session *s)
+{
+	return s->analyse && cache_on(s);
+}
+
+/* Where the group's Bind ends (it follows the Parse, if any). */
+static size_t bind_end(const pgw_ext_group *g, const uint8_t *bytes)
+{
+	const uint8_t *m = bytes + g->parse_len;
+	return g->parse_len + 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+}
+
+bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *bytes)
+{
+	if (!cache_on(s))
+		return false;
+	px_track_stmt ts;
+	bool unnamed = !g->parse && !g->bind.stmt_name[0];
+	if (!s->analyse || !px_track_statement(&s->track, g->bind.stmt_name, &ts) || !ts.an || !ts.text ||
+	    (unnamed && s->batch.unnamed_state != PX_UNNAMED_KNOWN) || g->max_rows < 0) {
+		bypass(s, QC_BYPASS_SESSION); /* what the statement is, pgfold cannot tell */
+		return false;
+	}
+	px_rc_verdict v = ts.an->nstmts == 1 ? shape_verdict(s, &ts.an->stmts[0]) : PX_RC_LOOK_UP;
+	if (v == PX_RC_SKIP)
+		return false;
+	int ttl_ms = 0;
+	size_t text_len = strlen(ts.text);
+	qc_bypass why = decide(s, ts.an, ts.text, text_len, &ttl_ms);
+	if (why != QC_CACHEABLE) {
+		bypass(s, why);
+		return false;
+	}
+	pf_sb params;
+	pf_sb_init(&params);
+	const pgw_bind_msg *b = &g->bind;
+	qc_key_bind(&params, ts.ntypes, ts.types, b->nformats, b->formats, b->nparams, b->params, b->params_len,
+		    b->nresult_formats, b->result_formats);
+	qc_key_input ki = key_input(s, 'x', ts.text, text_len);
+	ki.params = params.data;
+	ki.params_len = params.len;
+	rc_group grp = {.ext = true,
+			.parse_len = g->parse ? g->parse_len : 0,
+			.bind_end = bind_end(g, bytes),
+			.describe = g->describe,
+			.unnamed = unnamed,
+			.max_rows = g->max_rows};
+	rcache_of(s)->grp = grp;
+	bool taken = start_lookup(s, &ts.an->stmts[0], v, &ki, ttl_ms, bytes, g->len);
+	pf_sb_free(&params);
+	return taken;
+}
+
 bool px_rcache_busy(const px_session *s)
 {
 	return s->rcache && s->rcache->phase == PX_RC_LOOKUP;
 }
 
-/* The lookup's answer: {1, versions, payload} or {0, versions}. */
+/* DataRow messages in a stored payload (checked by qc_payload_check()). */
+static uint32_t payload_rows(const char *payload, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)payload;
+	uint32_t n = 0;
+	for (size_t pos = 0; pos + PGW_HEADER_LEN <= len;) {
+		n += p[pos] == PGW_BE_DATA_ROW;
+		pos += 1 + (((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
+			    p[pos + 4]);
+	}
+	return n;
+}
+
+/* The lookup's answer: {1, versions, time, payload} or {0, versions, time}. */
 static void lookup_answered(px_session *s, const redisReply *reply)
 {
 	px_rcache *rc = s->rcache;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-	    reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING ||
+	    reply->element[2]->type != REDIS_REPLY_STRING) {
 		if (reply && reply->type == REDIS_REPLY_ERROR)
 			px_session_log(PF_LOG_DEBUG, s, "cache lookup: redis: %s", reply->str);
 		stats_of(s)->redis_errors++;
@@ -294,14 +482,27 @@ static void lookup_answered(px_session *s, const redisReply *reply)
 		return;
 	}
 	char tag[64];
-	if (reply->element[0]->integer == 1 && reply->elements == 3 &&
-	    reply->element[2]->type == REDIS_REPLY_STRING &&
-	    qc_payload_check(reply->element[2]->str, reply->element[2]->len, tag, sizeof(tag))) {
+	uint64_t now = strtoull(reply->element[2]->str, NULL, 10);
+	if (now > stats_of(s)->redis_now_us)
+		stats_of(s)->redis_now_us = now;
+	const redisReply *payload = reply->elements == 4 ? reply->element[3] : NULL;
+	if (reply->element[0]->integer == 1 && payload && payload->type == REDIS_REPLY_STRING &&
+	    qc_payload_check(payload->str, payload->len, tag, sizeof(tag))) {
+		if (rc->grp.ext && rc->grp.max_rows > 0 &&
+		    payload_rows(payload->str, payload->len) >= (uint32_t)rc->grp.max_rows) {
+			stats_of(s)->bypass_max_rows++; /* the backend would suspend the portal */
+			forward_query(s, false);
+			return;
+		}
 		stats_of(s)->hits++;
-		answer_hit(s, reply->element[2]->str, reply->element[2]->len, tag);
+		px_rc_shape_record(&stats_of(s)->shapes, rc->fingerprint, true);
+		px_qstats_record_cache_fingerprint(s->server->qstats, rc->fingerprint, true);
+		answer_hit(s, payload->str, payload->len, tag);
 		return;
 	}
 	stats_of(s)->misses++;
+	px_rc_shape_record(&stats_of(s)->shapes, rc->fingerprint, false);
+	px_qstats_record_cache_fingerprint(s->server->qstats, rc->fingerprint, false);
 	pf_free(rc->versions);
 	rc->versions = pf_strdup(reply->element[1]->str);
 	forward_query(s, true);
@@ -331,14 +532,52 @@ static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ct
 	px_session_unref(s);
 }
 
-/* Send the held Query to PostgreSQL; capture its answer on a miss. */
+/* Send the held group as relay_group() in session.c would have: its Parse
+ * noted (or the deferred Parse of the unnamed statement it binds sent
+ * first).  When its answer is captured and the client did not describe the
+ * portal, a Describe is added: the entry keeps the RowDescription (capture()
+ * keeps it from the client).  Returns px_peer_write()'s result. */
+static int forward_group(px_session *s, bool capture)
+{
+	px_rcache *rc = s->rcache;
+	const rc_group *g = &rc->grp;
+	if (g->parse_len) {
+		px_batch_note_parse(s, "", rc->query, g->parse_len);
+		px_session_parse_sent(s);
+	} else if (g->unnamed && s->batch.unnamed_deferred && !px_session_send_deferred_parse(s)) {
+		return -1;
+	}
+	rc->inject = capture && !g->describe;
+	if (!rc->inject)
+		return px_peer_write(&s->backend, rc->query, rc->query_len);
+	pgw_buf out;
+	pgw_buf_init(&out, 0);
+	pgw_buf_put_bytes(&out, rc->query, g->bind_end);
+	pgw_buf_begin(&out, PGW_FE_DESCRIBE);
+	pgw_buf_put_u8(&out, 'P');
+	pgw_buf_put_cstr(&out, "");
+	pgw_buf_end(&out);
+	pgw_buf_put_bytes(&out, rc->query + g->bind_end, rc->query_len - g->bind_end);
+	int rc_write = pgw_buf_ok(&out) ? px_peer_write(&s->backend, out.data, out.len) : -1;
+	pgw_buf_free(&out);
+	return rc_write;
+}
+
+/* Send the held Query (or group) to PostgreSQL; capture its answer on a
+ * miss.  An N+1 child goes back to the batcher first. */
 static void forward_query(px_session *s, bool capture)
 {
 	px_rcache *rc = s->rcache;
-	int rc_write = px_peer_write(&s->backend, rc->query, rc->query_len);
+	if (rc->batch_on_miss) {
+		rc->batch_on_miss = false;
+		if (px_rc_redispatch(s))
+			return;
+	}
+	int rc_write = rc->grp.ext ? forward_group(s, capture) : px_peer_write(&s->backend, rc->query, rc->query_len);
 	pf_free(rc->query);
 	rc->query = NULL;
 	rc->phase = capture && rc_write == 0 ? PX_RC_CAPTURE : PX_RC_IDLE;
+	cold_clear(rc);
 	pf_sb_reset(&rc->capture);
 	rc->capture_ok = true;
 	px_session_resume_client(s);
@@ -361,12 +600,50 @@ static void replay_for_nplusone(px_session *s, const uint8_t *p, size_t len)
 	}
 }
 
+/* An extended group answered from the cache: its Parse, when it differs
+ * from the backend's unnamed statement, waits until that is used (as the
+ * batcher's answered children do, batcher.h). */
+static void hit_parse(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	const px_batcher *b = &s->batch;
+	size_t n = rc->grp.parse_len;
+	if (!n || (b->unnamed_state == PX_UNNAMED_KNOWN && !b->unnamed_deferred && b->unnamed.len == n &&
+		   memcmp(b->unnamed.data, rc->query, n) == 0))
+		return;
+	px_batch_note_parse(s, "", rc->query, n);
+	s->batch.unnamed_deferred = true;
+}
+
+/* The extended answer's front: ParseComplete (when the group parsed) and
+ * BindComplete; the payload loses its RowDescription unless the portal was
+ * described. */
+static void ext_front(const px_rcache *rc, pgw_buf *out, const char **payload, size_t *len)
+{
+	if (rc->grp.parse_len) {
+		pgw_buf_begin(out, PGW_BE_PARSE_COMPLETE);
+		pgw_buf_end(out);
+	}
+	pgw_buf_begin(out, PGW_BE_BIND_COMPLETE);
+	pgw_buf_end(out);
+	const uint8_t *p = (const uint8_t *)*payload;
+	if (rc->grp.describe || *len < PGW_HEADER_LEN || p[0] != PGW_BE_ROW_DESC)
+		return;
+	size_t skip = 1 + (((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | p[4]);
+	*payload += skip;
+	*len -= skip;
+}
+
 static void answer_hit(px_session *s, const char *payload, size_t len, const char *tag)
 {
 	px_rcache *rc = s->rcache;
 	char status = s->tx_status;
 	pgw_buf out;
 	pgw_buf_init(&out, 0);
+	if (rc->grp.ext) {
+		ext_front(rc, &out, &payload, &len);
+		hit_parse(s);
+	}
 	pgw_buf_put_bytes(&out, payload, len);
 	pgw_build_ready(&out, status);
 	if (pgw_buf_ok(&out))
@@ -376,6 +653,7 @@ static void answer_hit(px_session *s, const char *payload, size_t len, const cha
 	pf_free(rc->query);
 	rc->query = NULL;
 	rc->phase = PX_RC_IDLE;
+	rc->batch_on_miss = false;
 	replay_for_nplusone(s, (const uint8_t *)payload, len);
 	px_track_complete(&s->track, tag, uv_hrtime() / 1000u);
 	px_session_ready(s, status);
@@ -396,9 +674,58 @@ static void on_stored(qc_redis *r, int status, const redisReply *reply, void *ct
 		server->cache_stats.store_errors++;
 }
 
+void px_rc_on_filled(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	px_server *server = ctx;
+	if (status == QC_OK && reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+		server->cache_stats.stores += (uint64_t)reply->integer;
+	else if (status == QC_OK && reply && reply->type == REDIS_REPLY_INTEGER)
+		server->cache_stats.fill_refused++;
+	else
+		server->cache_stats.store_errors++;
+}
+
+/* A cold shape's answer: stored only if no version it depends on changed
+ * since a Redis time read before it was sent (QC_FILL_SCRIPT). */
+static void store_cold(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	const qc_keys *vk = &rc->cold_vk;
+	const char *argv[QC_MAX_VERSION_KEYS + 10];
+	size_t lens[QC_MAX_VERSION_KEYS + 10];
+	char nkeys[16], nv[16], after[24], ttl[24];
+	int n = 0;
+	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
+	snprintf(nv, sizeof(nv), "%zu", vk->n);
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)rc->cold_after_us);
+	snprintf(ttl, sizeof(ttl), "%d", rc->ttl_ms > 0 ? rc->ttl_ms : 1000);
+	argv[n++] = "EVAL";
+	argv[n++] = QC_FILL_SCRIPT;
+	argv[n++] = nkeys;
+	for (size_t i = 0; i < vk->n; i++)
+		argv[n++] = vk->keys[i];
+	argv[n++] = rc->key;
+	argv[n++] = nv;
+	argv[n++] = after;
+	argv[n++] = ttl;
+	for (int i = 0; i < n; i++)
+		lens[i] = strlen(argv[i]);
+	lens[n] = rc->capture.len;
+	argv[n++] = rc->capture.data;
+	if (qc_redis_command_argv(s->server->redis, px_rc_on_filled, s->server, n, argv, lens) < 0)
+		stats_of(s)->store_errors++;
+	else
+		stats_of(s)->bytes_stored += rc->capture.len;
+}
+
 static void store(px_session *s)
 {
 	px_rcache *rc = s->rcache;
+	if (rc->cold) {
+		store_cold(s);
+		return;
+	}
 	pf_sb value;
 	pf_sb_init(&value);
 	pf_sb_append(&value, rc->versions ? rc->versions : "");
@@ -440,11 +767,18 @@ static void capture_message(px_session *s, const pgw_chunk *ch, const uint8_t *m
 	pf_sb_append_n(&rc->capture, (const char *)msg, ch->frame.frame_len);
 }
 
-static void capture(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+/* One backend message of a miss's answer.  True when it is pgfold's own
+ * (the RowDescription of a Describe forward_group() added): not relayed. */
+static bool capture(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
 	px_rcache *rc = s->rcache;
+	bool own = false;
 	switch (ch->frame.type) {
 	case PGW_BE_ROW_DESC:
+		own = rc->inject;
+		rc->inject = false;
+		capture_message(s, ch, msg);
+		break;
 	case PGW_BE_DATA_ROW:
 	case PGW_BE_COMMAND_COMPLETE:
 		capture_message(s, ch, msg);
@@ -452,16 +786,24 @@ static void capture(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 	case PGW_BE_NOTIFICATION:
 	case PGW_BE_PARAM_STATUS:
 		break; /* not part of the result */
+	case PGW_BE_PARSE_COMPLETE:
+	case PGW_BE_BIND_COMPLETE:
+		if (!rc->grp.ext)
+			capture_end(rc, QC_BYPASS_NOT_STORED);
+		break; /* an extended group's: made again on a hit */
 	case PGW_BE_READY:
 		if (rc->capture_ok && rc->capture.len > 0)
 			store(s);
 		capture_end(rc, QC_CACHEABLE);
 		rc->phase = PX_RC_IDLE;
+		rc->inject = false;
+		cold_clear(rc);
 		break;
 	default:
 		capture_end(rc, QC_BYPASS_NOT_STORED);
 		break;
 	}
+	return own;
 }
 
 /* ---- invalidation --------------------------------------------------------- */
@@ -623,14 +965,15 @@ static void on_complete(px_session *s, const uint8_t *body, size_t len, bool who
 	note_write(s, stmt, tag);
 }
 
-void px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
+bool px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 {
 	if (!cache_on(s) && !(s->rcache && s->rcache->phase == PX_RC_CAPTURE))
-		return;
+		return false;
 	if (ch->frame.type == PGW_BE_COMMAND_COMPLETE && s->state == PX_SESSION_ACTIVE)
 		on_complete(s, msg + PGW_HEADER_LEN, ch->frame.body_len, ch->kind == PGW_CHUNK_MESSAGE);
 	if (s->rcache && s->rcache->phase == PX_RC_CAPTURE)
-		capture(s, ch, msg);
+		return capture(s, ch, msg);
+	return false;
 }
 
 static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
@@ -743,6 +1086,7 @@ void px_rcache_free(px_session *s)
 	pf_free(rc->query);
 	pf_free(rc->versions);
 	pf_sb_free(&rc->capture);
+	cold_clear(rc);
 	pending_clear(rc);
 	bump_clear(rc);
 	pf_free(rc);
@@ -762,7 +1106,9 @@ static void stats_json(pf_sb *b, const px_server *server)
 		      ",\"lookups\":%llu,\"hits\":%llu,\"misses\":%llu,\"stores\":%llu,\"store_errors\":%llu"
 		      ",\"invalidations\":%llu,\"invalidation_errors\":%llu,\"redis_errors\":%llu,\"timeouts\":%llu"
 		      ",\"bytes_served\":%llu,\"bytes_stored\":%llu,\"flushes\":%llu"
-		      ",\"lookup_mean_us\":%llu,\"lookup_max_us\":%llu,\"bypasses\":{",
+		      ",\"lookup_mean_us\":%llu,\"lookup_max_us\":%llu,\"fills\":%llu,\"fills_refused\":%llu"
+		      ",\"probes\":%llu,\"probe_hits\":%llu"
+		      ",\"bypasses\":{",
 		      (unsigned long long)st->lookups, (unsigned long long)st->hits, (unsigned long long)st->misses,
 		      (unsigned long long)st->stores, (unsigned long long)st->store_errors,
 		      (unsigned long long)st->invalidations, (unsigned long long)st->bump_errors,
@@ -770,10 +1116,14 @@ static void stats_json(pf_sb *b, const px_server *server)
 		      (unsigned long long)st->bytes_served, (unsigned long long)st->bytes_stored,
 		      (unsigned long long)st->flushes,
 		      (unsigned long long)(st->lookups_answered ? st->lookup_us_sum / st->lookups_answered : 0),
-		      (unsigned long long)st->lookup_us_max);
+		      (unsigned long long)st->lookup_us_max, (unsigned long long)st->fills,
+		      (unsigned long long)st->fill_refused, (unsigned long long)st->probes,
+		      (unsigned long long)st->probe_hits);
 	for (int i = 1; i < QC_BYPASS_COUNT; i++)
 		pf_sb_appendf(b, "%s\"%s\":%llu", i > 1 ? "," : "", qc_bypass_name((qc_bypass)i),
 			      (unsigned long long)st->bypass[i]);
+	pf_sb_appendf(b, ",\"max_rows\":%llu,\"cold_shape\":%llu", (unsigned long long)st->bypass_max_rows,
+		      (unsigned long long)st->bypass_cold);
 	pf_sb_append(b, "}}");
 }
 
@@ -827,6 +1177,8 @@ void px_rcache_metrics(pf_sb *b, void *ctx)
 	metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
 	metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
 	metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
+	metric(b, "pgfold_cache_fills_total", "counter", "N+1 batch groups sent to be stored under their child's key.",
+	       st->fills);
 	metric(b, "pgfold_cache_invalidations_total", "counter", "Version keys bumped by committed writes.",
 	       st->invalidations);
 	metric(b, "pgfold_cache_redis_errors_total", "counter", "Lookups Redis refused or failed (fail open).",
@@ -847,4 +1199,8 @@ void px_rcache_metrics(pf_sb *b, void *ctx)
 	for (int i = 1; i < QC_BYPASS_COUNT; i++)
 		pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"%s\"} %llu\n", qc_bypass_name((qc_bypass)i),
 			      (unsigned long long)st->bypass[i]);
+	pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"max_rows\"} %llu\n",
+		      (unsigned long long)st->bypass_max_rows);
+	pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"cold_shape\"} %llu\n",
+		      (unsigned long long)st->bypass_cold);
 }

@@ -1,6 +1,7 @@
 /*
  * rcache.h — the result cache on the session's data path (cache.mode rules
- * or auto, Redis configured).  First slice: simple Query only.
+ * or auto, Redis configured): simple Query, and extended-protocol
+ * statements sent as one group (below).
  *
  * Lookup: a simple Query holding one cacheable statement (cache/policy.h) on
  * an idle session is held back (the client's reads pause) while one EVAL
@@ -12,6 +13,43 @@
  * cache.max_entry_bytes, plain results only), stored with the versions the
  * lookup read and the TTL after its ReadyForQuery.  Redis down, erroring or
  * late: the Query is forwarded unchanged (fail open), counted.
+ *
+ * Extended protocol: a group [Parse ""] Bind [Describe portal] Execute Sync
+ * on an idle session (protocol/pgwire.h, pgw_ext_group; the N+1 batcher has
+ * it first) is looked up the same way.  Its key adds the Parse's parameter
+ * types, the Bind's parameter formats and values and its result formats
+ * (cache/key.h).  The entry holds RowDescription, DataRows and
+ * CommandComplete (a miss whose portal the client did not describe is sent
+ * with a Describe added, whose RowDescription pgfold keeps to itself).  A hit
+ * answers ParseComplete (when the group parsed), BindComplete, the
+ * RowDescription only when the portal was described, the rows,
+ * CommandComplete and ReadyForQuery; with an Execute row limit only when the
+ * result has fewer rows.  A Parse answered so never reached the backend:
+ * when it differs from the backend's unnamed statement it is deferred as the
+ * batcher's are (batcher.h): the session sends it in front of the first
+ * message that uses the unnamed statement.  Such a Parse succeeded for a
+ * session of the same database, user and settings (the entry's key).
+ *
+ * N+1 batches (batcher.h): before the batcher sends a batch for a child, a
+ * cacheable child is looked up (a hit answers it; a miss goes back to the
+ * batcher, which then batches).  When the batch is delivered and the child
+ * may be cached as the session is, every group is stored under the key the
+ * child with that group's key would have: its text with the key literal
+ * replaced (plain keys only: digits, letters, - _ . : @), or its Bind with
+ * the key parameter's value replaced (text format only).  A batch has no
+ * lookup that read the versions before it ran, so the entries are stored by
+ * QC_FILL_SCRIPT only if no version changed since a Redis time read before
+ * the batch was sent (the latest any lookup returned): versions hold the
+ * time of their last change (cache/key.h).
+ *
+ * Miss cost: per statement shape the outcomes of its recent lookups are kept
+ * (rcache_shape.h); a shape whose lookups almost never hit (unique keys) is
+ * cold: its statements go to PostgreSQL without waiting for a lookup,
+ * counted as the bypass "cold_shape"; one in PX_RC_SHAPE_PROBE is also
+ * looked up meanwhile (a probe: its answer only re-measures the shape).
+ * Probes and one in PX_RC_SHAPE_STORE of the others are captured and stored
+ * (QC_FILL_SCRIPT, against a Redis time read before the statement was
+ * sent), so a shape whose keys start repeating warms up again.
  *
  * Invalidation: every statement that completes is classified from its
  * analysis (tables written, CALL/DO/DDL/unknown: the whole database) into
@@ -30,8 +68,14 @@
  *
  * Interface (session.c calls these; all no-ops when the cache is off)
  *   px_rcache_query()     a simple Query arrived: true when pgfold took it
+ *   px_rcache_groups()    should the relay recognise extended groups for the cache?
+ *   px_rcache_extended()  an extended group arrived (not the batcher's): true when pgfold took it
  *   px_rcache_busy()      a lookup is in flight: relay no more client messages
- *   px_rcache_backend()   a backend message (or a streamed one's first chunk)
+ *   px_rcache_batch_claim()  the batcher is about to batch for a child: true when
+ *                         the cache looks it up first (a miss goes back to the batcher)
+ *   px_rcache_batch_fill()   a batch delivered: store each group under its child's key
+ *   px_rcache_backend()   a backend message (or a streamed one's first chunk):
+ *                         true when it is pgfold's own (not relayed)
  *   px_rcache_ready()     a backend ReadyForQuery: true to hold it back
  *   px_rcache_close()     the session is closing (stops the timer)
  *   px_rcache_free()      the session is freed
@@ -50,6 +94,8 @@
 #include "../protocol/pgwire.h"
 #include "../rewrite/analysis.h"
 #include "admin.h"
+#include "batcher.h"
+#include "rcache_shape.h"
 
 typedef struct px_session px_session;
 typedef struct px_server px_server;
@@ -73,12 +119,24 @@ typedef struct px_rcache_stats {
 	uint64_t lookup_us_sum;    /* ... their round trips, microseconds */
 	uint64_t lookup_us_max;
 	uint64_t bypass[QC_BYPASS_COUNT];
+	uint64_t bypass_max_rows;  /* extended hits whose rows reach Execute's limit: forwarded */
+	uint64_t fills;            /* N+1 batch groups sent to be stored (px_rcache_batch_fill) */
+	uint64_t fill_refused;     /* ... fills Redis refused: a version changed since the batch began */
+	uint64_t redis_now_us;     /* the latest Redis time a lookup returned (not a counter) */
+	uint64_t bypass_cold;      /* executions of a cold shape sent without a lookup (rcache_shape.h) */
+	uint64_t probes;           /* ... of which looked up meanwhile (not waited for) */
+	uint64_t probe_hits;       /* ... and found a valid entry */
+	px_rc_shapes shapes;       /* per-shape lookup outcomes (not counters) */
 } px_rcache_stats;
 
 bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size_t len, const uint8_t *msg,
 		     size_t msg_len);
+bool px_rcache_groups(const px_session *s);
+bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *bytes);
 bool px_rcache_busy(const px_session *s);
-void px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg);
+bool px_rcache_batch_claim(px_session *s, const uint8_t *msg, size_t len);
+void px_rcache_batch_fill(px_session *s, const px_prefetch *p, const uint8_t *child_msg, size_t child_len);
+bool px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg);
 bool px_rcache_ready(px_session *s, char status);
 void px_rcache_close(px_session *s);
 void px_rcache_free(px_session *s);

@@ -323,7 +323,16 @@ static void start_redis(px_server *server)
 {
 	if (server->cfg->redis.kind == CF_ADDR_OFF)
 		return;
-	server->redis = qc_redis_new(server->loop, &server->cfg->redis, PX_REDIS_TIMEOUT_MS);
+	const cf_config *cfg = server->cfg;
+	qc_redis_options o = {
+		.addr = cfg->redis,
+		.timeout_ms = PX_REDIS_TIMEOUT_MS,
+		.database = cfg->cache_redis_db,
+		.username = cfg->cache_redis_user,
+		.password = cfg->cache_redis_password,
+		.connections = cfg->cache_redis_connections,
+	};
+	server->redis = qc_redis_open(server->loop, &o);
 	server->admin_info.redis = server->redis;
 }
 

@@ -83,6 +83,7 @@ void px_session_unref(px_session *s)
 	px_track_free(&s->track);
 	rw_np_session_free(s->np);
 	pf_free(s->startup_packet);
+	pf_free(s->startup_settings);
 	px_server_session_gone(s->server, s);
 	pf_free(s);
 }
@@ -326,6 +327,11 @@ static bool send_deferred_parse(px_session *s)
 	return true;
 }
 
+bool px_session_send_deferred_parse(px_session *s)
+{
+	return send_deferred_parse(s);
+}
+
 /* A ParseComplete from the backend: the deferred Parse's is pgfold's own. */
 static relay_verdict on_parse_complete(px_session *s)
 {
@@ -488,7 +494,8 @@ static relay_verdict inspect_backend(px_session *s, const pgw_chunk *ch, const u
 	if (ch->frame.type == PGW_BE_READY && ch->kind == PGW_CHUNK_MESSAGE &&
 	    pgw_read_ready(body, ch->frame.body_len, &status) == PGW_OK && px_rcache_ready(s, status))
 		return RELAY_HOLD; /* committed writes are being invalidated first */
-	px_rcache_backend(s, ch, msg);
+	if (px_rcache_backend(s, ch, msg))
+		return RELAY_CONSUME; /* the answer to a Describe the result cache added */
 	switch (ch->frame.type) {
 	case PGW_BE_READY:
 		parses_settled(s);
@@ -570,17 +577,19 @@ static void protocol_violation(px_session *s, px_peer *src, int rc, const pgw_ch
 typedef enum group_verdict {
 	GROUP_NONE,      /* not a group: relay message by message */
 	GROUP_WAIT,      /* could be one: wait for the rest */
-	GROUP_TAKEN,     /* pgfold answers it */
+	GROUP_TAKEN,     /* pgfold answers it (the batcher, or the result cache: a hit, or a miss it forwards) */
 	GROUP_FORWARDED, /* tracked; pass its bytes on */
 	GROUP_FORWARDED_UNNAMED, /* ... after the deferred Parse of the unnamed statement it uses */
 } group_verdict;
 
 /* Could the client's next message begin an N+1 child the batcher might take
- * whole?  Only on an idle session (nothing in flight, between messages). */
+ * whole, or a statement the result cache may answer?  Only on an idle
+ * session (nothing in flight, between messages). */
 static bool group_possible(const px_session *s, const px_peer *src, const uint8_t *at)
 {
-	return src == &s->client && s->np && s->state == PX_SESSION_ACTIVE &&
-	       s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE && s->batch.phase == PX_BATCH_IDLE &&
+	return src == &s->client && s->state == PX_SESSION_ACTIVE &&
+	       ((s->np && s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE) || px_rcache_groups(s)) &&
+	       s->batch.phase == PX_BATCH_IDLE &&
 	       s->pending_ready == 0 && !s->extended_open && px_track_inflight(&s->track) == 0 &&
 	       src->framer.remaining == 0 && (at[0] == PGW_FE_PARSE || at[0] == PGW_FE_BIND);
 }
@@ -609,8 +618,8 @@ static group_verdict relay_group(px_session *s, const uint8_t *at, size_t avail,
 		return GROUP_NONE;
 	*len = g.len;
 	track_group(s, at, g.len);
-	if (px_batch_extended(s, &g, at))
-		return GROUP_TAKEN;
+	if (px_batch_extended(s, &g, at) || px_rcache_extended(s, &g, at))
+		return GROUP_TAKEN; /* the batcher first, as for a simple Query */
 	if (g.parse) {
 		px_batch_note_parse(s, "", g.parse, g.parse_len);
 		s->parses_out++;
@@ -724,11 +733,39 @@ static void copy_param(char *dst, size_t size, const char *value)
 	snprintf(dst, size, "%s", value ? value : "");
 }
 
+/* Could this startup parameter give the session another role or a setting
+ * row-level security may read?  (`options` may carry -c name=value.) */
+static bool sets_role(const char *name, const char *value)
+{
+	if (strcmp(name, "options") == 0)
+		return strstr(value, "role") || strstr(value, "authorization") || strchr(value, '.');
+	return strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0 || strchr(name, '.');
+}
+
+/* Keep the startup parameters that can change a statement's result. */
+static void keep_startup_settings(px_session *s, const pgw_startup *st)
+{
+	pf_sb b;
+	pf_sb_init(&b);
+	size_t pos = 0;
+	const char *name, *value;
+	while (pgw_startup_next_param(st, &pos, &name, &value)) {
+		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strcmp(name, "application_name") == 0)
+			continue;
+		pf_sb_append_n(&b, name, strlen(name) + 1);
+		pf_sb_append_n(&b, value, strlen(value) + 1);
+		s->startup_role |= sets_role(name, value);
+	}
+	s->startup_settings = b.data; /* owned now (NULL when none) */
+	s->startup_settings_len = b.len;
+}
+
 static void begin_login(px_session *s, const pgw_startup *st, size_t packet_len)
 {
 	copy_param(s->user, sizeof(s->user), pgw_startup_get(st, "user"));
 	const char *db = pgw_startup_get(st, "database");
 	copy_param(s->database, sizeof(s->database), db ? db : s->user);
+	keep_startup_settings(s, st);
 	s->startup_packet = pf_malloc(packet_len);
 	memcpy(s->startup_packet, s->client.in, packet_len);
 	s->startup_len = packet_len;

@@ -53,6 +53,10 @@ struct px_session {
 	char database[64];
 	uint8_t *startup_packet; /* the client's StartupMessage, forwarded once connected */
 	size_t startup_len;
+	char *startup_settings;  /* its parameters but user, database and application_name:
+	                            name\0value\0 pairs (they can change results: the cache keys on them) */
+	size_t startup_settings_len;
+	bool startup_role;       /* they set a role, a session authorization or a custom setting */
 	uint32_t backend_pid; /* from BackendKeyData */
 	uint32_t backend_key;
 	bool has_key;
@@ -99,6 +103,9 @@ void px_cancel_forward(uv_loop_t *loop, const px_session *target, uint32_t pid, 
 void px_session_ready(px_session *session, char status);
 /* A client Parse went to the backend outside the relay (batcher). */
 void px_session_parse_sent(px_session *session);
+/* Send the batcher's deferred Parse of the unnamed statement now (the
+ * result cache forwards a group that binds it).  False if the write failed. */
+bool px_session_send_deferred_parse(px_session *session);
 /* Start reading the client again and relay what it already sent. */
 void px_session_resume_client(px_session *session);
 /* Relay what the backend already sent (after pgfold held a message back). */

@@ -88,7 +88,8 @@ def cacheable_now(proxy):
         w.startup("app", DB)
         w.simple_query(f"SELECT /* probe {marker()} */ /* pgfold:cache */ id FROM qc_items WHERE id = 1")
     after = cache_stats(proxy)
-    return after["lookups"] > before["lookups"] or after["bypasses"]["redis"] > before["bypasses"]["redis"]
+    return (after["lookups"] > before["lookups"] or after["bypasses"]["redis"] > before["bypasses"]["redis"]
+            or after["bypasses"].get("cold_shape", 0) > before["bypasses"].get("cold_shape", 0))
 
 
 def start_cache(factory, name, **sets):

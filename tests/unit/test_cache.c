@@ -1,7 +1,7 @@
 /*
  * test_cache.c — unit tests for the result cache's pure parts: hint
  * comments, the cacheability policy over real analyses (statements x
- * session facts x modes), entry keys (what changes them and what does
+ * session facts x modes x [cache.rules] entries), entry keys (what changes them and what does
  * not), version keys, and the stored payload walk.  Table-driven; each
  * failure prints the case.
  */
@@ -81,13 +81,14 @@ static char stub_volatility(void *ctx, const char *fn)
 
 static const qc_session_facts idle = {.tx_status = 'I'};
 
-static qc_decision decide(const char *sql, int mode, qc_session_facts f)
+static qc_decision decide_with(const char *sql, int mode, qc_session_facts f, const cf_cache_rules *rules)
 {
 	rw_analysis *an = rw_analyze(analyzer, sql, strlen(sql));
 	assert_int_equal(an->nstmts, 1);
 	qc_policy_input in = {
 		.mode = mode,
 		.default_ttl_ms = 60000,
+		.rules = rules,
 		.shape = an->stmts[0].shape,
 		.sql = sql,
 		.sql_len = strlen(sql),
@@ -99,6 +100,11 @@ static qc_decision decide(const char *sql, int mode, qc_session_facts f)
 	qc_decision d = qc_policy_decide(&in);
 	rw_analysis_free(an);
 	return d;
+}
+
+static qc_decision decide(const char *sql, int mode, qc_session_facts f)
+{
+	return decide_with(sql, mode, f, NULL);
 }
 
 static void test_policy_statements(void **state)
@@ -207,6 +213,80 @@ static void test_policy_modes_and_ttl(void **state)
 	assert_string_equal(qc_bypass_name(QC_BYPASS_RELATION), "relation");
 	assert_string_equal(qc_bypass_name(QC_BYPASS_NOT_STORED), "not_stored");
 	assert_string_equal(qc_bypass_name(QC_BYPASS_COUNT), "?");
+}
+
+/* [cache.rules]: which entry decides, "any" table, the shortest TTL, off,
+ * schemas, shapes by fingerprint or by statement text, and hints over all. */
+static void test_policy_rules(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *key, *value;
+	} entries[] = {
+		{"cache.rules.table.orders", "30s"},
+		{"cache.rules.table.customers", "10s"},
+		{"cache.rules.table.public.products", "20s"},
+		{"cache.rules.table.audit", "off"},
+		{"cache.rules.table.\"Mixed\"", "40s"},
+		{"cache.rules.statement.hot", "5s SELECT id FROM hits WHERE day = $1"},
+		{"cache.rules.statement.quiet", "off SELECT count(*) FROM orders WHERE status = 'x'"},
+		{"cache.rules.statement.audited", "7s SELECT * FROM audit WHERE id = 1"},
+	};
+	cf_config *cfg = cf_config_new();
+	cf_error err;
+	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++)
+		if (cf_config_set(cfg, entries[i].key, entries[i].value, &err) != 0)
+			fail_msg("%s: %s", entries[i].key, err.message);
+	static const struct {
+		const char *sql;
+		int mode;
+		qc_bypass want;
+		int ttl_ms;
+	} cases[] = {
+		/* rules mode: exactly what an entry selects */
+		{"SELECT * FROM orders WHERE id = 1", CF_CACHE_RULES, QC_CACHEABLE, 30000},
+		{"SELECT * FROM shop.orders", CF_CACHE_RULES, QC_CACHEABLE, 30000},
+		{"SELECT * FROM ORDERS o JOIN items i ON i.order_id = o.id", CF_CACHE_RULES, QC_CACHEABLE, 30000},
+		{"SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id", CF_CACHE_RULES, QC_CACHEABLE, 10000},
+		{"SELECT * FROM items WHERE order_id IN (SELECT id FROM orders)", CF_CACHE_RULES, QC_CACHEABLE, 30000},
+		{"SELECT * FROM items", CF_CACHE_RULES, QC_BYPASS_NO_RULE, 0},
+		{"WITH orders AS (SELECT 1 AS id) SELECT * FROM orders", CF_CACHE_RULES, QC_BYPASS_NO_RULE, 0},
+		{"SELECT * FROM products", CF_CACHE_RULES, QC_CACHEABLE, 20000},
+		{"SELECT * FROM public.products", CF_CACHE_RULES, QC_CACHEABLE, 20000},
+		{"SELECT * FROM archive.products", CF_CACHE_RULES, QC_BYPASS_NO_RULE, 0},
+		{"SELECT * FROM \"Mixed\"", CF_CACHE_RULES, QC_CACHEABLE, 40000},
+		{"SELECT * FROM Mixed", CF_CACHE_RULES, QC_BYPASS_NO_RULE, 0},
+		{"SELECT * FROM audit", CF_CACHE_RULES, QC_BYPASS_RULE, 0},
+		{"SELECT * FROM orders JOIN audit USING (id)", CF_CACHE_RULES, QC_BYPASS_RULE, 0},
+		{"select id from hits where day = '2026-01-01'", CF_CACHE_RULES, QC_CACHEABLE, 5000},
+		{"SELECT id FROM hits WHERE day = $1", CF_CACHE_RULES, QC_CACHEABLE, 5000},
+		{"SELECT id, day FROM hits WHERE day = 1", CF_CACHE_RULES, QC_BYPASS_NO_RULE, 0},
+		{"SELECT count(*) FROM orders WHERE status = 'new'", CF_CACHE_RULES, QC_BYPASS_RULE, 0},
+		{"SELECT * FROM audit WHERE id = 42", CF_CACHE_RULES, QC_CACHEABLE, 7000}, /* the shape decides */
+		/* hints: nocache always wins; cache selects, its ttl over the entry's */
+		{"/* pgfold:nocache */ SELECT * FROM orders", CF_CACHE_RULES, QC_BYPASS_HINT, 0},
+		{"/* pgfold:cache */ SELECT * FROM audit", CF_CACHE_RULES, QC_CACHEABLE, 60000},
+		{"/* pgfold:cache */ SELECT * FROM orders", CF_CACHE_RULES, QC_CACHEABLE, 30000},
+		{"/* pgfold:cache ttl=3 */ SELECT * FROM orders", CF_CACHE_RULES, QC_CACHEABLE, 3000},
+		{"/* pgfold:cache */ SELECT * FROM items", CF_CACHE_RULES, QC_CACHEABLE, 60000},
+		/* safety rules still apply to what an entry selects */
+		{"SELECT * FROM orders FOR UPDATE", CF_CACHE_RULES, QC_BYPASS_LOCKING, 0},
+		{"SELECT now(), * FROM orders", CF_CACHE_RULES, QC_BYPASS_FUNCTION, 0},
+		/* auto mode: entries change the TTL or opt out */
+		{"SELECT * FROM items", CF_CACHE_AUTO, QC_CACHEABLE, 60000},
+		{"SELECT * FROM orders", CF_CACHE_AUTO, QC_CACHEABLE, 30000},
+		{"SELECT * FROM audit", CF_CACHE_AUTO, QC_BYPASS_RULE, 0},
+		{"SELECT id FROM hits WHERE day = 3", CF_CACHE_AUTO, QC_CACHEABLE, 5000},
+		{"SELECT * FROM orders", CF_CACHE_OFF, QC_BYPASS_OFF, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		qc_decision d = decide_with(cases[i].sql, cases[i].mode, idle, &cfg->cache_rules);
+		if (d.reason != cases[i].want || (d.reason == QC_CACHEABLE && d.ttl_ms != cases[i].ttl_ms))
+			fail_msg("%s (mode %d): got %s ttl %d, want %s ttl %d", cases[i].sql, cases[i].mode,
+				 qc_bypass_name(d.reason), d.ttl_ms, qc_bypass_name(cases[i].want), cases[i].ttl_ms);
+	}
+	assert_string_equal(qc_bypass_name(QC_BYPASS_RULE), "rule");
+	cf_config_free(cfg);
 }
 
 /* ---- keys ----------------------------------------------------------------- */
@@ -327,6 +407,7 @@ int main(void)
 		cmocka_unit_test(test_policy_statements),
 		cmocka_unit_test(test_policy_session),
 		cmocka_unit_test(test_policy_modes_and_ttl),
+		cmocka_unit_test(test_policy_rules),
 		cmocka_unit_test(test_entry_keys),
 		cmocka_unit_test(test_version_keys),
 		cmocka_unit_test(test_payload_check),

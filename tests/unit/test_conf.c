@@ -20,6 +20,8 @@
 #include "../../conf/conf.h"
 #include "../../conf/conf_value.h"
 
+#include <pg_query.h>
+
 #define EXAMPLE_INI "conf/pgfold.ini"
 
 /* Values one byte within and one byte over the 127-byte limit of string keys. */
@@ -32,12 +34,13 @@
 /* Every value of a cf_config, addresses as cf_addr_format() prints them. */
 typedef struct want_config {
 	const char *listen, *backend, *admin, *redis;
-	const char *control_user, *control_password;
+	const char *control_user, *control_password, *redis_user, *redis_password;
 	long long listen_backlog, max_client_conn, max_message_bytes, buffer_high_bytes, buffer_low_bytes;
 	long long connect_timeout_ms, client_login_timeout_ms, shutdown_timeout_ms, log_level;
 	long long analysis, analysis_cache_entries, analysis_cache_bytes, max_shapes;
 	long long np_mode, np_min_repeats, np_max_parent_rows, np_max_parent_bytes, np_max_patterns;
 	long long cache_mode, cache_default_ttl_ms, cache_max_entry_bytes, cache_timeout_ms;
+	long long redis_db, redis_connections;
 } want_config;
 
 static const want_config defaults = {
@@ -47,6 +50,10 @@ static const want_config defaults = {
 	.redis = "127.0.0.1:6379",
 	.control_user = "",
 	.control_password = "",
+	.redis_user = "",
+	.redis_password = "",
+	.redis_db = 0,
+	.redis_connections = 1,
 	.listen_backlog = 512,
 	.max_client_conn = 1000,
 	.max_message_bytes = 1073741824,
@@ -102,7 +109,9 @@ static void expect_config(const cf_config *c, const want_config *w)
 	int bad = expect_addr("listen", &c->listen, w->listen) + expect_addr("backend", &c->backend, w->backend) +
 		  expect_addr("admin", &c->admin, w->admin) + expect_addr("redis", &c->redis, w->redis) +
 		  expect_str("control_user", c->control_user, w->control_user) +
-		  expect_str("control_password", c->control_password, w->control_password);
+		  expect_str("control_password", c->control_password, w->control_password) +
+		  expect_str("cache.redis_user", c->cache_redis_user, w->redis_user) +
+		  expect_str("cache.redis_password", c->cache_redis_password, w->redis_password);
 	const struct {
 		const char *name;
 		long long got, want;
@@ -129,6 +138,8 @@ static void expect_config(const cf_config *c, const want_config *w)
 		{"cache.default_ttl", c->cache_default_ttl_ms, w->cache_default_ttl_ms},
 		{"cache.max_entry_bytes", (long long)c->cache_max_entry_bytes, w->cache_max_entry_bytes},
 		{"cache.timeout_ms", c->cache_timeout_ms, w->cache_timeout_ms},
+		{"cache.redis_db", c->cache_redis_db, w->redis_db},
+		{"cache.redis_connections", c->cache_redis_connections, w->redis_connections},
 	};
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
 		bad += expect_num(nums[i].name, nums[i].got, nums[i].want);
@@ -191,6 +202,10 @@ static const struct {
 	{"nplusone.max_buffer_bytes", "max_buffer_bytes", "8MB", "reload"},
 	{"nplusone.max_total_buffer_bytes", "max_total_buffer_bytes", "256MB", "reload"},
 	{"cache.redis", "redis", "127.0.0.1:6379", "restart"},
+	{"cache.redis_db", "redis_db", "0", "restart"},
+	{"cache.redis_user", "redis_user", "", "restart"},
+	{"cache.redis_password", "redis_password", "", "restart"},
+	{"cache.redis_connections", "redis_connections", "1", "restart"},
 	{"cache.mode", "mode", "off", "reload"},
 	{"cache.default_ttl", "default_ttl", "60s", "reload"},
 	{"cache.max_entry_bytes", "max_entry_bytes", "1MB", "reload"},
@@ -269,6 +284,10 @@ static const char every_key_ini[] = "; every key, none at its default\n"
 				    "\n"
 				    "[cache]\n"
 				    "redis = [::1]:6380\n"
+				    "redis_db = 3\n"
+				    "redis_user = pgfold\n"
+				    "redis_password = p@ss w=rd:x\n"
+				    "redis_connections = 4\n"
 				    "mode = Auto\n"
 				    "default_ttl = 2min\n"
 				    "max_entry_bytes = 64kB\n"
@@ -289,6 +308,10 @@ static const want_config every_key_want = {
 	.redis = "[::1]:6380",
 	.control_user = "pgfold_ctl",
 	.control_password = "s3cr=t:with spaces",
+	.redis_user = "pgfold",
+	.redis_password = "p@ss w=rd:x",
+	.redis_db = 3,
+	.redis_connections = 4,
 	.listen_backlog = 128,
 	.max_client_conn = 50,
 	.max_message_bytes = 16 << 20,
@@ -393,6 +416,32 @@ static const err_case err_cases[] = {
 	{"[pgfold]\nnonsense\nmax_client_conn = 0\n", 2, "syntax error"}, /* the first error wins */
 	{"[pgfold]\nlisten = 1.2.3.4:5\n   max_client_conn = 0\n", 3, "max_client_conn: value 0 is below"},
 	{long_line_ini, 2, "line is longer than"},
+	{"[cache.rules]\ntable.orders = 30s\nview.orders = 5s\n", 3,
+	 "cache.rules.view.orders: unknown entry: expected table.NAME, table.SCHEMA.NAME, shape.FINGERPRINT or "
+	 "statement.LABEL"},
+	{"[cache.rules]\ntable.orders = soon\n", 2, "cache.rules.table.orders: \"soon\" is not a duration"},
+	{"[cache.rules]\ntable.orders = 500ms\n", 2, "cache.rules.table.orders: TTL 500ms is outside 1s to 24h"},
+	{"[cache.rules]\ntable.orders = 25h\n", 2, "cache.rules.table.orders: TTL 25h is outside 1s to 24h"},
+	{"[cache.rules]\ntable.orders =\n", 2, "cache.rules.table.orders: empty value"},
+	{"[cache.rules]\ntable.a.b.c = 1s\n", 2, "cache.rules.table.a.b.c: expected table.NAME or table.SCHEMA.NAME"},
+	{"[cache.rules]\ntable. = 1s\n", 2, "cache.rules.table.: expected a table name"},
+	{"[cache.rules]\ntable.\"open = 1s\n", 2, "unterminated quoted name"},
+	{"[cache.rules]\ntable." X128 " = 1s\n", 2, "name longer than 63 bytes"},
+	{"[cache.rules]\ntable.orders = 1s\n; again\ntable.ORDERS = 2s\n", 4,
+	 "cache.rules.table.ORDERS: the same table as the entry on line 2"},
+	{"[cache.rules]\nshape.5f3a = 1s\n", 2, "cache.rules.shape.5f3a: a shape is its fingerprint: 16 hex digits"},
+	{"[cache.rules]\nshape.5f3a9c01d2e4b7cg = 1s\n", 2, "16 hex digits"},
+	{"[cache.rules]\nshape.0a42922fab0bd73f = 1s\nstatement.x = 2s SELECT * FROM t WHERE id = 1\n", 3,
+	 "cache.rules.statement.x: the same shape as the entry on line 2"},
+	{"[cache.rules]\nstatement.x = 10s\n", 2, "cache.rules.statement.x: expected \"TTL STATEMENT\""},
+	{"[cache.rules]\nstatement.x = soon SELECT 1\n", 2, "cache.rules.statement.x: \"soon\" is not a duration"},
+	{"[cache.rules]\nstatement.x = 5s SELEC 1\n", 2,
+	 "cache.rules.statement.x: the statement does not parse: syntax error at or near \"SELEC\""},
+	{"[cache.rules]\nstatement.x = 5s SELECT 1; SELECT 2\n", 2,
+	 "cache.rules.statement.x: expected exactly one statement, found 2"},
+	{"[cache.rules]\nstatement.a.b = 5s SELECT 1\n", 2, "cache.rules.statement.a.b: a statement entry is"},
+	{"[cache.rules]\nstatement. = 5s SELECT 1\n", 2, "a statement entry is statement.LABEL"},
+	{"[cache.rulez]\ntable.x = 1s\n", 1, "unknown section [cache.rulez]"},
 };
 
 static void check_err_case(size_t i, const err_case *ec)
@@ -407,6 +456,8 @@ static void check_err_case(size_t i, const err_case *ec)
 	if (rc != -1 || err.line != ec->line || strcmp(err.file, path) != 0 || !strstr(err.message, ec->want))
 		fail_msg("case %zu: rc %d, got \"%s\", want line %d and \"%s\"", i, rc, msg, ec->line, ec->want);
 	expect_config(c, &defaults); /* a failed load changes nothing */
+	if (c->cache_rules.n != 0)
+		fail_msg("case %zu: %d [cache.rules] entries after a failed load", i, c->cache_rules.n);
 	cf_config_free(c);
 }
 
@@ -458,6 +509,10 @@ static const struct {
 	{"control_user", "pgfold_ctl"},
 	{"pgfold.control_password", "s3cr=t:with spaces"},
 	{"cache.redis", "[::1]:6380"},
+	{"cache.redis_db", "3"},
+	{"cache.redis_user", "pgfold"},
+	{"cache.redis_password", "p@ss w=rd:x"},
+	{"cache.redis_connections", "4"},
 	{"cache.mode", "auto"},
 	{"cache.default_ttl", "120"},
 	{"cache.max_entry_bytes", "64kB"},
@@ -496,6 +551,12 @@ static const struct {
 	{"cache.timeout_ms", "0", "cache.timeout_ms: value 0 is below the minimum 1ms"},
 	{"cache.max_entry_bytes", "1GB", "cache.max_entry_bytes: value 1GB is above the maximum 512MB"},
 	{"mode", "auto", "unknown key \"mode\"; did you mean nplusone.mode?"},
+	{"cache.redis_db", "-1", "cache.redis_db: value -1 is below the minimum 0"},
+	{"cache.redis_db", "65536", "cache.redis_db: value 65536 is above the maximum 65535"},
+	{"cache.redis_connections", "0", "cache.redis_connections: value 0 is below the minimum 1"},
+	{"cache.redis_connections", "17", "cache.redis_connections: value 17 is above the maximum 16"},
+	{"cache.redis_password", X128, "cache.redis_password: value is longer than 127 bytes"},
+	{"redis_password", "x", "unknown key \"redis_password\"; did you mean cache.redis_password?"},
 };
 
 static void test_set(void **state)
@@ -730,12 +791,16 @@ static void test_carry_fixed(void **state)
 	for (size_t i = 0; i < sizeof(set_ok) / sizeof(set_ok[0]); i++)
 		assert_int_equal(cf_config_set(next, set_ok[i].key, set_ok[i].value, &err), 0);
 	cf_config_carry_fixed(running, next, collect, reported);
-	assert_string_equal(reported, "listen,admin,listen_backlog,analysis_cache_entries,analysis_cache_bytes,stats.max_shapes,nplusone.max_patterns,cache.redis");
+	assert_string_equal(reported, "listen,admin,listen_backlog,analysis_cache_entries,analysis_cache_bytes,stats.max_shapes,nplusone.max_patterns,cache.redis,cache.redis_db,cache.redis_user,cache.redis_password,cache.redis_connections");
 	want_config want = every_key_want; /* reloadable keys take the new value ... */
 	want.listen = defaults.listen;      /* ... restart-only keys keep the running one */
 	want.admin = defaults.admin;
 	want.listen_backlog = defaults.listen_backlog;
 	want.redis = defaults.redis;
+	want.redis_db = defaults.redis_db;
+	want.redis_user = defaults.redis_user;
+	want.redis_password = defaults.redis_password;
+	want.redis_connections = defaults.redis_connections;
 	want.analysis_cache_entries = defaults.analysis_cache_entries;
 	want.analysis_cache_bytes = defaults.analysis_cache_bytes;
 	want.max_shapes = defaults.max_shapes;
@@ -753,6 +818,127 @@ static void test_carry_fixed(void **state)
 	cf_config_free(running);
 }
 
+/* ---- [cache.rules] ------------------------------------------------------- */
+
+static void expect_rule(const cf_config *c, int i, cf_rule_kind kind, const char *schema, const char *table,
+			uint64_t fp, int ttl_ms, int line)
+{
+	if (i >= c->cache_rules.n)
+		fail_msg("entry %d: only %d entries", i, c->cache_rules.n);
+	const cf_cache_rule *r = &c->cache_rules.rule[i];
+	if (r->kind != kind || strcmp(r->schema, schema) != 0 || strcmp(r->table, table) != 0 ||
+	    r->fingerprint != fp || r->ttl_ms != ttl_ms || r->line != line)
+		fail_msg("entry %d: got kind %d \"%s\".\"%s\" fp %016llx ttl %d line %d, want kind %d \"%s\".\"%s\" "
+			 "fp %016llx ttl %d line %d",
+			 i, r->kind, r->schema, r->table, (unsigned long long)r->fingerprint, r->ttl_ms, r->line, kind,
+			 schema, table, (unsigned long long)fp, ttl_ms, line);
+}
+
+/* Literal values, $n, case and blanks do not change a statement's shape;
+ * names fold like PostgreSQL's; "quoted" names stay as written. */
+static void test_cache_rules_file(void **state)
+{
+	(void)state;
+	char path[64], msg[1024];
+	cf_error err;
+	write_temp("[cache]\nmode = rules\n"
+		   "[cache.rules]\n"
+		   "table.orders = 30s\n"
+		   "table.Public.Customers = 5min\n"
+		   "table.\"Audit\".\"Log\"\"s\" = off\n"
+		   "\n"
+		   "shape.0A42922FAB0BD73F = 5\n"
+		   "statement.top-items_1 = 2min   select id, name::text from items where price > $1 order by 2 "
+		   "limit 10\n"
+		   "table.public.orders = 1h ; another schema-qualified name: a different entry\n"
+		   "[cache]\ndefault_ttl = 10s\n",
+		   path, sizeof(path));
+	cf_config *c = cf_config_new();
+	assert_int_equal(c->cache_rules.n, 0);
+	int rc = cf_config_load_file(c, path, &err);
+	unlink(path);
+	if (rc != 0)
+		fail_msg("%s", cf_error_format(&err, msg, sizeof(msg)));
+	assert_int_equal(c->cache_rules.n, 6);
+	assert_int_equal(c->cache_mode, CF_CACHE_RULES);
+	assert_int_equal(c->cache_default_ttl_ms, 10000);
+	expect_rule(c, 0, CF_RULE_TABLE, "", "orders", 0, 30000, 4);
+	expect_rule(c, 1, CF_RULE_TABLE, "public", "customers", 0, 300000, 5);
+	expect_rule(c, 2, CF_RULE_TABLE, "Audit", "Log\"s", 0, 0, 6);
+	expect_rule(c, 3, CF_RULE_SHAPE, "", "", UINT64_C(0x0a42922fab0bd73f), 5000, 8);
+	PgQueryFingerprintResult fp = pg_query_fingerprint("SELECT id, name::text FROM items WHERE price > 3.5 "
+							     "ORDER BY 2 LIMIT 99");
+	assert_null(fp.error);
+	expect_rule(c, 4, CF_RULE_SHAPE, "", "", fp.fingerprint, 120000, 9);
+	pg_query_free_fingerprint_result(fp);
+	expect_rule(c, 5, CF_RULE_TABLE, "public", "orders", 0, 3600000, 10);
+
+	/* a copy carries them; the command line adds and replaces (flags win over the file) */
+	cf_config *copy = cf_config_copy(c);
+	expect_rule(copy, 5, CF_RULE_TABLE, "public", "orders", 0, 3600000, 10);
+	assert_int_equal(cf_config_set(copy, "cache.rules.table.ORDERS", "7s", &err), 0);
+	expect_rule(copy, 0, CF_RULE_TABLE, "", "orders", 0, 7000, 0);
+	assert_int_equal(cf_config_set(copy, "cache.rules.shape.0a42922fab0bd73f", "off", &err), 0);
+	expect_rule(copy, 3, CF_RULE_SHAPE, "", "", UINT64_C(0x0a42922fab0bd73f), 0, 0);
+	assert_int_equal(cf_config_set(copy, "cache.rules.table.tags", "1", &err), 0);
+	expect_rule(copy, 6, CF_RULE_TABLE, "", "tags", 0, 1000, 0);
+	assert_int_equal(copy->cache_rules.n, 7);
+	assert_int_equal(c->cache_rules.n, 6);
+	cf_config_free(copy);
+	cf_config_free(c);
+}
+
+static void test_cache_rules_set(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *key, *value, *want; /* want NULL: accepted */
+	} cases[] = {
+		{"cache.rules.table.orders", "30s", NULL},
+		{"cache.rules.table.orders", "OFF", NULL},
+		{"cache.rules.table.s.t", "24h", NULL},
+		{"cache.rules.shape.ffffffffffffffff", "1s", NULL},
+		{"cache.rules.statement.q", "3 VALUES (1)", NULL},
+		{"cache.rules.table.orders", "0",
+		 "cache.rules.table.orders: TTL 0 is outside 1s to 24h (off: never cache)"},
+		{"cache.rules.table.orders", "", "cache.rules.table.orders: empty value: expected a TTL (30s, 5min ...) or off"},
+		{"cache.rules.orders", "1s",
+		 "cache.rules.orders: unknown entry: expected table.NAME, table.SCHEMA.NAME, shape.FINGERPRINT or "
+		 "statement.LABEL"},
+		{"cache.rules.", "1s",
+		 "cache.rules.: unknown entry: expected table.NAME, table.SCHEMA.NAME, shape.FINGERPRINT or "
+		 "statement.LABEL"},
+		{"cache.rules", "1s", "unknown key \"cache.rules\""},
+		{"cache.rules.shape.-1", "1s",
+		 "cache.rules.shape.-1: a shape is its fingerprint: 16 hex digits, as /queries shows it"},
+		{"cache.rules.statement.q", "3 SELECT 'unterminated",
+		 "cache.rules.statement.q: the statement does not parse: unterminated quoted string at or near "
+		 "\"'unterminated\""},
+	};
+	cf_config *c = cf_config_new();
+	cf_error err;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int n = c->cache_rules.n;
+		int rc = cf_config_set(c, cases[i].key, cases[i].value, &err);
+		const char *want = cases[i].want;
+		if (want ? rc != -1 || strcmp(err.message, want) != 0 || c->cache_rules.n != n : rc != 0)
+			fail_msg("%s=%s: rc %d \"%s\", want \"%s\"", cases[i].key, cases[i].value, rc, err.message,
+				 want ? want : "ok");
+	}
+	assert_int_equal(c->cache_rules.n, 4); /* orders twice is one entry */
+	expect_rule(c, 0, CF_RULE_TABLE, "", "orders", 0, 0, 0);
+	/* bounded: the 257th distinct entry is refused */
+	char key[64];
+	for (int i = c->cache_rules.n; i < CF_CACHE_RULES_MAX; i++) {
+		snprintf(key, sizeof(key), "cache.rules.table.t%d", i);
+		assert_int_equal(cf_config_set(c, key, "1s", &err), 0);
+	}
+	assert_int_equal(cf_config_set(c, "cache.rules.table.one_more", "1s", &err), -1);
+	assert_string_equal(err.message, "cache.rules.table.one_more: more than 256 entries");
+	assert_int_equal(cf_config_set(c, "cache.rules.table.t10", "9s", &err), 0); /* replacing still works */
+	cf_config_free(c);
+}
+
 /* ---- --help reference --------------------------------------------------- */
 
 static void test_keys_print(void **state)
@@ -763,6 +949,12 @@ static void test_keys_print(void **state)
 	FILE *out = open_memstream(&text, &len);
 	cf_keys_print(out);
 	fclose(out);
+	char *rules = strstr(text, "\n[cache.rules] entries");
+	assert_non_null(rules); /* the [cache.rules] syntax follows the key table */
+	assert_non_null(strstr(rules, "table.SCHEMA.NAME = TTL"));
+	assert_non_null(strstr(rules, "shape.FINGERPRINT = TTL"));
+	assert_non_null(strstr(rules, "statement.LABEL = TTL SQL"));
+	rules[0] = '\0';
 	int rows = 0;
 	for (const char *p = text; (p = strstr(p, "\n  ")) != NULL; p++)
 		rows++;
@@ -897,6 +1089,8 @@ int main(void)
 		cmocka_unit_test(test_addr_parse_format),
 		cmocka_unit_test(test_addr_limits),
 		cmocka_unit_test(test_carry_fixed),
+		cmocka_unit_test(test_cache_rules_file),
+		cmocka_unit_test(test_cache_rules_set),
 		cmocka_unit_test(test_keys_print),
 		cmocka_unit_test(test_error_format),
 		cmocka_unit_test(test_value_parsers),

@@ -157,7 +157,7 @@ static void test_record_math(void **state)
 	pf_sb sb;
 	pf_sb_init(&sb);
 	px_qstats_render_json(qs, &sb, 0);
-	assert_contains(pf_sb_str(&sb), "\"calls\":4,\"rows\":16,\"errors\":2,\"total_ms\":0.600,\"mean_ms\":0.150,"
+	assert_contains(pf_sb_str(&sb), "\"calls\":4,\"rows\":16,\"errors\":2,\"cache_hits\":0,\"cache_misses\":0,\"total_ms\":0.600,\"mean_ms\":0.150,"
 					"\"max_ms\":0.300,");
 	pf_sb_free(&sb);
 	px_qstats_free(qs);
@@ -210,6 +210,78 @@ static void test_unparsed(void **state)
 	assert_contains(pf_sb_str(&sb), "  unparsed  (unparsed)\n");
 	pf_sb_free(&sb);
 	px_qstats_free(qs);
+}
+
+/* Result-cache hits and misses per shape: a lookup may come before the
+ * shape's first execution is recorded (a miss of a new shape creates the
+ * entry); NULL table, statement or disabled statistics do nothing; reset
+ * clears them with the entries. */
+static void test_cache_counters(void **state)
+{
+	px_qstats *qs = px_qstats_new(2);
+	rw_shape a = shape_of(RW_KIND_READ, 1, "SELECT * FROM t WHERE id = $1", NULL, 0);
+	rw_shape b = shape_of(RW_KIND_READ, 2, "SELECT count(*) FROM t", NULL, 0);
+	rw_shape c = shape_of(RW_KIND_READ, 3, "SELECT max(id) FROM t", NULL, 0);
+	rw_stmt sa = {.shape = &a}, sb_ = {.shape = &b}, sc = {.shape = &c};
+
+	px_qstats_record_cache(qs, &sa, false); /* first lookup of a new shape: a miss */
+	const px_qstat *st = px_qstats_find(qs, 1, false);
+	assert_non_null(st);
+	assert_int_equal(st->calls, 0);
+	assert_int_equal(st->cache_misses, 1);
+	run(qs, &a, 500, 1, false); /* the miss went to PostgreSQL */
+	for (int i = 0; i < 3; i++) {
+		px_qstats_record_cache(qs, &sa, true);
+		run(qs, &a, 20, 1, false);
+	}
+	st = px_qstats_find(qs, 1, false);
+	assert_int_equal(st->calls, 4);
+	assert_int_equal(st->cache_hits, 3);
+	assert_int_equal(st->cache_misses, 1);
+
+	px_qstats_record_cache(qs, &sb_, true);
+	run(qs, &b, 30, 1, false);
+	px_qstats_record_cache(qs, &sc, false); /* full: evicts b (fewest calls) */
+	assert_null(px_qstats_find(qs, 2, false));
+	assert_int_equal(px_qstats_find(qs, 3, false)->cache_misses, 1);
+	assert_int_equal(px_qstats_find(qs, 1, false)->cache_hits, 3);
+
+	px_qstats_record_cache(NULL, &sa, true);
+	px_qstats_record_cache(qs, NULL, true);
+	rw_stmt none = {.shape = NULL};
+	px_qstats_record_cache(qs, &none, true);
+	assert_int_equal(px_qstats_find(qs, 1, false)->cache_hits, 3);
+
+	pf_sb out;
+	pf_sb_init(&out);
+	px_qstats_render_json(qs, &out, 0);
+	assert_contains(pf_sb_str(&out), "\"calls\":4,\"rows\":4,\"errors\":0,\"cache_hits\":3,\"cache_misses\":1,");
+	assert_contains(pf_sb_str(&out), "\"calls\":0,\"rows\":0,\"errors\":0,\"cache_hits\":0,\"cache_misses\":1,");
+	pf_sb_free(&out);
+
+	/* by fingerprint: existing entries only, not a use */
+	px_qstats_record_cache_fingerprint(qs, 1, true);
+	px_qstats_record_cache_fingerprint(qs, 3, false);
+	px_qstats_record_cache_fingerprint(qs, 2, true); /* evicted: nothing */
+	px_qstats_record_cache_fingerprint(NULL, 1, true);
+	assert_null(px_qstats_find(qs, 2, false));
+	assert_int_equal(px_qstats_find(qs, 1, false)->cache_hits, 4);
+	assert_int_equal(px_qstats_find(qs, 3, false)->cache_misses, 2);
+	px_qstats_totals tot;
+	px_qstats_totals_get(qs, &tot);
+	assert_int_equal(tot.shapes, 2);
+
+	px_qstats_reset(qs);
+	px_qstats_record_cache_fingerprint(qs, 1, true); /* empty table */
+	px_qstats_record_cache(qs, &sa, true);
+	assert_int_equal(px_qstats_find(qs, 1, false)->cache_hits, 1);
+	assert_int_equal(px_qstats_find(qs, 1, false)->cache_misses, 0);
+	px_qstats_free(qs);
+
+	px_qstats *off = px_qstats_new(0);
+	px_qstats_record_cache(off, &sa, true);
+	assert_null(px_qstats_find(off, 1, false));
+	px_qstats_free(off);
 }
 
 /* ------------------------------------------------------------------ p99 */
@@ -484,6 +556,10 @@ static void test_json(void **state)
 	run(qs, &c, 10, 0, false);
 	run(qs, &d, 10, 0, false);
 	px_qstats_set_volatility(px_qstats_get(qs, &a), 's');
+	rw_stmt sa = {.shape = &a};
+	px_qstats_record_cache(qs, &sa, true);
+	px_qstats_record_cache(qs, &sa, true);
+	px_qstats_record_cache(qs, &sa, false);
 
 	pf_sb sb;
 	pf_sb_init(&sb);
@@ -492,10 +568,10 @@ static void test_json(void **state)
 	print_message("%s\n", js);
 	const char *frag_b = "{\"fingerprint\":\"fedcba9876543210\",\"query\":\"UPDATE \\\"we\\\\ird\\\" SET note = "
 			     "$1\\n\\tWHERE id = $2 -- \\u0001\",\"kind\":\"write\",\"tables\":[],\"volatility\":null,\"calls\":1,\"rows\":1,"
-			     "\"errors\":0,\"total_ms\":7.000,\"mean_ms\":7.000,\"max_ms\":7.000,\"p99_ms\":6.912}";
+			     "\"errors\":0,\"cache_hits\":0,\"cache_misses\":0,\"total_ms\":7.000,\"mean_ms\":7.000,\"max_ms\":7.000,\"p99_ms\":6.912}";
 	const char *frag_a = "{\"fingerprint\":\"00000000000000ab\",\"query\":\"SELECT * FROM users u, users v, "
 			     "orders WHERE u.id = $1\",\"kind\":\"read\",\"tables\":[\"public.users\",\"orders\"],"
-			     "\"volatility\":\"stable\",\"calls\":3,\"rows\":15,\"errors\":1,\"total_ms\":6.000,\"mean_ms\":2.000,"
+			     "\"volatility\":\"stable\",\"calls\":3,\"rows\":15,\"errors\":1,\"cache_hits\":2,\"cache_misses\":1,\"total_ms\":6.000,\"mean_ms\":2.000,"
 			     "\"max_ms\":3.000,\"p99_ms\":2.944}";
 	const char *frag_d = "{\"fingerprint\":\"0000000000000004\",\"query\":\"COMMIT\",\"kind\":\"transaction\"";
 	const char *frag_c = "{\"fingerprint\":\"0000000000000005\",\"query\":\"BEGIN\",\"kind\":\"transaction\"";
@@ -531,13 +607,17 @@ static void test_text(void **state)
 	run(qs, &a, 2000, 5, true);
 	run(qs, &a, 3000, 5, false);
 	run(qs, &u, 12345678, 0, true);
+	rw_stmt sa = {.shape = &a};
+	px_qstats_record_cache(qs, &sa, true);
+	px_qstats_record_cache(qs, &sa, false);
+	px_qstats_record_cache(qs, &sa, true);
 
 	pf_sb sb;
 	pf_sb_init(&sb);
 	px_qstats_render_text(qs, &sb, 0);
-	const char *want = "calls   total_ms    mean_ms     p99_ms     max_ms  rows  errors  kind      query\n"
-			   "    1  12345.678  12345.678  12058.624  12345.678     0       1  unparsed  (unparsed)\n"
-			   "    3      6.000      2.000      2.944      3.000    15       1  read      "
+	const char *want = "calls   total_ms    mean_ms     p99_ms     max_ms  rows  errors  cache_hits  cache_misses  kind      query\n"
+			   "    1  12345.678  12345.678  12058.624  12345.678     0       1           0             0  unparsed  (unparsed)\n"
+			   "    3      6.000      2.000      2.944      3.000    15       1           2             1  read      "
 			   "SELECT id, name FROM users WHERE id = $1\n";
 	if (strcmp(pf_sb_str(&sb), want) != 0)
 		fail_msg("text table:\n%s\nwant:\n%s", pf_sb_str(&sb), want);
@@ -738,7 +818,7 @@ static void client_queries(harness *h)
 	st = http(h, "GET", "/queries?format=text", r);
 	CHECK(h, st == 200, "GET /queries?format=text: %d", st);
 	CHECK(h, strstr(r->head, "\r\nContent-Type: text/plain") != NULL, "head: %s", r->head);
-	CHECK(h, strncmp(r->body, "calls  total_ms  mean_ms  p99_ms  max_ms  rows  errors  kind   query\n", 69) == 0,
+	CHECK(h, strncmp(r->body, "calls  total_ms  mean_ms  p99_ms  max_ms  rows  errors  cache_hits  cache_misses  kind   query\n", 95) == 0,
 	      "text body: %s", r->body);
 	CHECK(h, strstr(r->body, "  read   SELECT * FROM users WHERE id = $1\n") != NULL, "text body: %s", r->body);
 	CHECK(h, count_of(r->body, "\n") == 3, "text body: %s", r->body);
@@ -765,7 +845,7 @@ static void client_queries(harness *h)
 	CHECK(h, st == 200 && strcmp(r->body, "{\"shapes\":0,\"evicted\":0,\"queries\":[]}") == 0,
 	      "GET /queries after reset: %d %s", st, r->body);
 	st = http(h, "GET", "/queries?format=text", r);
-	CHECK(h, st == 200 && strcmp(r->body, "calls  total_ms  mean_ms  p99_ms  max_ms  rows  errors  kind  query\n") == 0,
+	CHECK(h, st == 200 && strcmp(r->body, "calls  total_ms  mean_ms  p99_ms  max_ms  rows  errors  cache_hits  cache_misses  kind  query\n") == 0,
 	      "text after reset: %d %s", st, r->body);
 	free(r);
 }
@@ -836,6 +916,7 @@ int main(void)
 		cmocka_unit_test(test_record_math),
 		cmocka_unit_test(test_disabled),
 		cmocka_unit_test(test_unparsed),
+		cmocka_unit_test(test_cache_counters),
 		cmocka_unit_test(test_p99),
 		cmocka_unit_test(test_eviction),
 		cmocka_unit_test(test_eviction_get_is_use),

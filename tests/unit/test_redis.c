@@ -3,7 +3,9 @@
  * redis-server that each test starts itself on a free port (Debian's
  * /usr/bin/redis-server, no persistence), then stops, freezes (SIGSTOP),
  * thaws (SIGCONT), kills and restarts to drive the connection through its
- * states.  Every test ends by closing the qc_redis and checking that the
+ * states, and with requirepass or an ACL user for AUTH; a pool of
+ * connections is checked with CLIENT INFO (which connection, which database,
+ * which user).  Every test ends by closing the qc_redis and checking that the
  * loop ran out of handles and uv_loop_close() returned 0; run under ASan
  * (build-asan/) that also covers leaks.
  *
@@ -73,7 +75,7 @@ static cf_addr tcp_addr(const char *host, int port)
 	return a;
 }
 
-/* One blocking PING; true on +PONG. */
+/* One blocking PING; true when the server answers it (+PONG, or -NOAUTH under requirepass). */
 static bool redis_pings(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -88,7 +90,7 @@ static bool redis_pings(int port)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
 	    read(fd, buf, sizeof(buf) - 1) > 0)
-		ok = strncmp(buf, "+PONG", 5) == 0;
+		ok = strncmp(buf, "+PONG", 5) == 0 || strncmp(buf, "-NOAUTH", 7) == 0; /* NOAUTH: requirepass */
 	close(fd);
 	return ok;
 }
@@ -110,7 +112,8 @@ static void on_tick(uv_timer_t *t)
 {
 }
 
-static void server_start(fixture *f)
+/* Start redis-server with extra arguments (NULL-terminated; NULL for none). */
+static void server_start_with(fixture *f, const char *const *extra)
 {
 	char port[16], log[128];
 	snprintf(port, sizeof(port), "%d", f->port);
@@ -124,8 +127,13 @@ static void server_start(fixture *f)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
-		execl(REDIS_SERVER, "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-		      "--appendonly", "no", "--dir", f->dir, "--daemonize", "no", (char *)NULL);
+		const char *argv[32] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+					"--appendonly", "no", "--dir", f->dir, "--daemonize", "no"};
+		int argc = 13;
+		for (int i = 0; extra && extra[i] && argc < 31; i++)
+			argv[argc++] = extra[i];
+		argv[argc] = NULL;
+		execv(REDIS_SERVER, (char *const *)argv);
 		_exit(127);
 	}
 	f->server = pid;
@@ -141,6 +149,11 @@ static void server_start(fixture *f)
 			fail_msg("redis-server did not answer PING within 10 s (see %s)", log);
 		usleep(20 * 1000);
 	}
+}
+
+static void server_start(fixture *f)
+{
+	server_start_with(f, NULL);
 }
 
 static void server_signal(fixture *f, int sig)
@@ -605,6 +618,209 @@ static void test_close_at_once(void **state)
 	assert_int_equal(finish_loop(f), 0);
 }
 
+/* ---------------------------------------------------- pool, SELECT, AUTH */
+
+typedef struct info_result {
+	int calls;
+	int status;
+	int type;
+	char str[1024];
+} info_result;
+
+static void record_info(qc_redis *r, int status, const struct redisReply *reply, void *ctx)
+{
+	info_result *res = ctx;
+	res->calls++;
+	res->status = status;
+	res->type = reply ? reply->type : -1;
+	snprintf(res->str, sizeof(res->str), "%.*s", reply && reply->str ? (int)reply->len : 0,
+		 reply && reply->str ? reply->str : "");
+}
+
+/* CLIENT INFO through the pool: the line describing the connection it went on. */
+static void client_info(fixture *f, info_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	assert_int_equal(qc_redis_command(f->r, record_info, res, "CLIENT INFO"), 0);
+	uint64_t deadline = mono_ms() + 5000;
+	while (res->calls == 0 && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(res->calls, 1);
+	assert_int_equal(res->status, QC_OK);
+	if (res->type != REDIS_REPLY_STRING && res->type != REDIS_REPLY_STATUS)
+		fail_msg("CLIENT INFO answered type %d: %s", res->type, res->str);
+}
+
+static int conn_up_count(fixture *f)
+{
+	int up = 0;
+	for (int i = 0; i < qc_redis_connections(f->r); i++) {
+		qc_redis_conn_info ci;
+		assert_int_equal(qc_redis_conn_info_get(f->r, i, &ci), 0);
+		up += ci.state == QC_STATE_UP;
+	}
+	return up;
+}
+
+static bool all_conns_up(fixture *f) { return conn_up_count(f) == qc_redis_connections(f->r); }
+
+static qc_redis_options pool_options(fixture *f, int connections)
+{
+	qc_redis_options o = {.addr = tcp_addr("127.0.0.1", f->port), .timeout_ms = 1000, .connections = connections};
+	return o;
+}
+
+/* Three connections, each its own client in Redis, SELECTed to database 5;
+ * commands go round-robin over them; /stats-style info for each. */
+static void test_pool_round_robin_select(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	qc_redis_options o = pool_options(f, 3);
+	o.database = 5;
+	f->r = qc_redis_open(&f->loop, &o);
+	assert_non_null(f->r);
+	assert_int_equal(qc_redis_connections(f->r), 3);
+	assert_int_equal(qc_redis_database(f->r), 5);
+	if (!run_until(f, all_conns_up, 5000))
+		fail_msg("%d of 3 connections up (last error: %s)", conn_up_count(f), qc_redis_last_error(f->r));
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_UP);
+	char ids[3][32];
+	for (int i = 0; i < 6; i++) {
+		info_result res;
+		client_info(f, &res);
+		if (!strstr(res.str, " db=5 "))
+			fail_msg("command %d not on database 5: %s", i, res.str);
+		const char *id = strstr(res.str, "id=");
+		assert_non_null(id);
+		char mine[32];
+		snprintf(mine, sizeof(mine), "%.*s", (int)strcspn(id, " "), id);
+		if (i < 3) {
+			snprintf(ids[i], sizeof(ids[i]), "%s", mine);
+			for (int j = 0; j < i; j++)
+				if (strcmp(ids[j], mine) == 0)
+					fail_msg("commands %d and %d went on the same connection (%s)", j, i, mine);
+		} else if (strcmp(ids[i - 3], mine) != 0) {
+			fail_msg("command %d on %s, want %s (round-robin)", i, mine, ids[i - 3]);
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		qc_redis_conn_info ci;
+		assert_int_equal(qc_redis_conn_info_get(f->r, i, &ci), 0);
+		assert_int_equal(ci.commands, 2);
+		assert_int_equal(ci.state, QC_STATE_UP);
+		assert_true(ci.ping_us > 0);
+		assert_string_equal(ci.last_error, "");
+	}
+	qc_redis_conn_info ci;
+	assert_int_equal(qc_redis_conn_info_get(f->r, 3, &ci), -1);
+	assert_int_equal(qc_redis_conn_info_get(NULL, 0, &ci), -1);
+	assert_int_equal(qc_redis_connections(NULL), 0);
+
+	/* one breaker for the pool: the server goes, the pool goes down; back, all come back */
+	server_kill(f);
+	expect_state(f, QC_STATE_DOWN, 10000);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(qc_redis_conn_info_get(f->r, i, &ci), 0);
+		assert_int_equal(ci.state, QC_STATE_DOWN);
+	}
+	result refused = {0};
+	assert_int_equal(qc_redis_command(f->r, record, &refused, "PING"), QC_DOWN);
+	server_start(f);
+	if (!run_until(f, all_conns_up, 15000))
+		fail_msg("%d of 3 connections up after the restart", conn_up_count(f));
+	info_result res;
+	client_info(f, &res);
+	assert_non_null(strstr(res.str, " db=5 "));
+	assert_int_equal(finish_loop(f), 0);
+}
+
+static bool last_error_has_wrongpass(fixture *f)
+{
+	return strstr(qc_redis_last_error(f->r), "WRONGPASS") != NULL;
+}
+
+static bool last_error_has_noauth(fixture *f)
+{
+	return strstr(qc_redis_last_error(f->r), "NOAUTH") != NULL;
+}
+
+/* requirepass: AUTH with the password; a wrong one or none keeps it from
+ * ever being up, with the reason (and never the password) in the error. */
+static void test_auth_password(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	const char *const extra[] = {"--requirepass", "s3cret pass", NULL};
+	server_start_with(f, extra);
+	qc_redis_options o = pool_options(f, 2);
+	o.password = "s3cret pass";
+	o.database = 2;
+	f->r = qc_redis_open(&f->loop, &o);
+	if (!run_until(f, all_conns_up, 5000))
+		fail_msg("not up with the right password: %s", qc_redis_last_error(f->r));
+	info_result res;
+	client_info(f, &res);
+	assert_non_null(strstr(res.str, " user=default"));
+	assert_non_null(strstr(res.str, " db=2 "));
+	/* SET, its answer, then GET: commands on two connections are ordered only so */
+	result set = {0}, get = {0};
+	assert_int_equal(qc_redis_command(f->r, record, &set, "SET %s %s", "authed", "yes"), 0);
+	wait_called(f, &set, 5000);
+	assert_int_equal(qc_redis_command(f->r, record, &get, "GET %s", "authed"), 0);
+	wait_called(f, &get, 5000);
+	assert_int_equal(set.status, QC_OK);
+	assert_int_equal(get.type, REDIS_REPLY_STRING);
+	assert_string_equal(get.str, "yes");
+	qc_redis_close(f->r);
+
+	o.password = "wrong";
+	f->r = qc_redis_open(&f->loop, &o);
+	if (!run_until(f, last_error_has_wrongpass, 5000))
+		fail_msg("no WRONGPASS error: %s", qc_redis_last_error(f->r));
+	expect_state(f, QC_STATE_DOWN, 5000);
+	print_message("wrong password: %s\n", qc_redis_last_error(f->r));
+	assert_non_null(strstr(qc_redis_last_error(f->r), "AUTH answered"));
+	assert_null(strstr(qc_redis_last_error(f->r), "wrong"));
+	qc_redis_conn_info ci;
+	assert_int_equal(qc_redis_conn_info_get(f->r, 0, &ci), 0);
+	assert_non_null(strstr(ci.last_error, "WRONGPASS"));
+	qc_redis_close(f->r);
+
+	o.password = NULL;
+	f->r = qc_redis_open(&f->loop, &o);
+	if (!run_until(f, last_error_has_noauth, 5000))
+		fail_msg("no NOAUTH error: %s", qc_redis_last_error(f->r));
+	expect_state(f, QC_STATE_DOWN, 5000);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+/* A Redis 6 ACL user: AUTH user password. */
+static void test_auth_acl_user(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	const char *const extra[] = {"--user", "pgfold", "on", ">pw-1", "~*", "&*", "+@all", NULL};
+	server_start_with(f, extra);
+	qc_redis_options o = pool_options(f, 1);
+	o.username = "pgfold";
+	o.password = "pw-1";
+	f->r = qc_redis_open(&f->loop, &o);
+	expect_state(f, QC_STATE_UP, 5000);
+	info_result res;
+	client_info(f, &res);
+	if (!strstr(res.str, " user=pgfold "))
+		fail_msg("not the ACL user: %s", res.str);
+	qc_redis_close(f->r);
+
+	o.password = "pw-2";
+	f->r = qc_redis_open(&f->loop, &o);
+	if (!run_until(f, last_error_has_wrongpass, 5000))
+		fail_msg("no WRONGPASS error: %s", qc_redis_last_error(f->r));
+	assert_int_equal(finish_loop(f), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as pgfold's main does: hiredis writes with write(2) */
@@ -618,6 +834,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_in_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nothing_listening, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pool_round_robin_select, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_password, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_acl_user, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
