@@ -971,6 +971,11 @@ bool px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 		return false;
 	if (ch->frame.type == PGW_BE_COMMAND_COMPLETE && s->state == PX_SESSION_ACTIVE)
 		on_complete(s, msg + PGW_HEADER_LEN, ch->frame.body_len, ch->kind == PGW_CHUNK_MESSAGE);
+	/* An error outside a BEGIN block rolls the implicit transaction back:
+	 * its writes will not commit (inside a block, ROLLBACK TO SAVEPOINT may
+	 * keep them: they wait for the block's end). */
+	if (ch->frame.type == PGW_BE_ERROR && s->state == PX_SESSION_ACTIVE && s->rcache && !s->track.state.in_block)
+		pending_clear(s->rcache);
 	if (s->rcache && s->rcache->phase == PX_RC_CAPTURE)
 		return capture(s, ch, msg);
 	return false;

@@ -256,9 +256,6 @@ def test_rolled_back_writes_keep_entries(postgres, proxies):
         assert cache_stats(proxy)["hits"] == hits + 1, f"{proxy.name}: a rolled-back write invalidated the entry"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (proxy/rcache.c on_complete/px_rcache_ready): a write that completed "
-                   "inside a multi-statement simple Query whose implicit transaction then failed is bumped at "
-                   "the ReadyForQuery 'I' although PostgreSQL rolled it back (needless invalidation, not stale)")
 def test_failed_implicit_transaction_keeps_entries(postgres, proxies):
     a, b = proxies
     m = marker()
