@@ -163,6 +163,16 @@ def reset(postgres):
     postgres.query("SELECT pg_stat_statements_reset()", dbname=DB)
 
 
+def driver_runs(run, proxies, postgres):
+    """run(port) through rewrite (to learn), through off, then through rewrite
+    with pg_stat_statements reset before it: (want, got)."""
+    off, rewrite = proxies
+    run(rewrite.port)
+    want = run(off.port)
+    reset(postgres)
+    return want, run(rewrite.port)
+
+
 @pytest.mark.parametrize("name,most", [("typed_int4", 1), ("untyped", 2), ("named_untyped", 2), ("in_a_block", 1),
                                        ("interleaved_untyped", 4), ("deferred_parse_then_bind", 5),
                                        ("binary_results", 1), ("binary_results_per_column", 1),
@@ -197,11 +207,7 @@ def psycopg3_lazy(port, autocommit):
 
 @pytest.mark.parametrize("autocommit", [True, False])
 def test_psycopg3_server_side_binding(autocommit, proxies, blog, postgres):
-    off, rewrite = proxies
-    psycopg3_lazy(rewrite.port, autocommit)  # learn
-    want = psycopg3_lazy(off.port, autocommit)
-    reset(postgres)
-    got = psycopg3_lazy(rewrite.port, autocommit)
+    want, got = driver_runs(lambda port: psycopg3_lazy(port, autocommit), proxies, postgres)
     assert got == want
     assert len(want) == N_USERS and sum(len(r[1]) for r in want) > N_USERS
     n = calls(postgres, "%FROM rw_posts WHERE user_id%")
@@ -240,11 +246,7 @@ def node_lazy(port, postgres):
 
 
 def test_node_pg_lazy_loading(proxies, blog, postgres):
-    off, rewrite = proxies
-    node_lazy(rewrite.port, postgres)  # learn
-    want = node_lazy(off.port, postgres)
-    reset(postgres)
-    got = node_lazy(rewrite.port, postgres)
+    want, got = driver_runs(lambda port: node_lazy(port, postgres), proxies, postgres)
     assert got == want
     assert len(want) == N_USERS
     n = calls(postgres, "%FROM rw_posts WHERE user_id%")
@@ -277,11 +279,7 @@ def jdbc_run(classes, port):
 def test_jdbc_lazy_loading(jdbc_lazy, proxies, blog, postgres):
     """PgJDBC: unnamed statements, then named ones with binary results after
     prepareThreshold; a new PreparedStatement per child for the count."""
-    off, rewrite = proxies
-    jdbc_run(jdbc_lazy, rewrite.port)  # learn
-    want = jdbc_run(jdbc_lazy, off.port)
-    reset(postgres)
-    got = jdbc_run(jdbc_lazy, rewrite.port)
+    want, got = driver_runs(lambda port: jdbc_run(jdbc_lazy, port), proxies, postgres)
     assert got == want
     assert len(want) == N_USERS and "post=" in want[0]
     n = calls(postgres, "%FROM rw_posts WHERE%user_id = $1%")
@@ -312,11 +310,7 @@ def asyncpg_lazy(port):
 
 
 def test_asyncpg_lazy_loading(proxies, blog, postgres):
-    off, rewrite = proxies
-    asyncpg_lazy(rewrite.port)  # learn
-    want = asyncpg_lazy(off.port)
-    reset(postgres)
-    got = asyncpg_lazy(rewrite.port)
+    want, got = driver_runs(asyncpg_lazy, proxies, postgres)
     assert got == want
     assert len(want) == N_USERS and sum(len(r[1]) for r in want) > N_USERS
     n = calls(postgres, "%FROM rw_posts WHERE%user_id = $1%")
