@@ -454,6 +454,13 @@ bool px_rcache_busy(const px_session *s)
 	return s->rcache && s->rcache->phase == PX_RC_LOOKUP;
 }
 
+bool px_rcache_unsettled(const px_session *s)
+{
+	const px_rcache *rc = s->rcache;
+	return cache_on(s) && s->state == PX_SESSION_ACTIVE && s->pending_ready > 0 &&
+	       (s->track.writes_queued > 0 || (rc && (rc->npending > 0 || rc->pending_db || rc->nbump > 0)));
+}
+
 /* DataRow messages in a stored payload (checked by qc_payload_check()). */
 static uint32_t payload_rows(const char *payload, size_t len)
 {

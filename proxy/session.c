@@ -161,6 +161,8 @@ static void on_timer(uv_timer_t *timer)
 				 "pgfold: could not connect to the backend: connect_timeout expired");
 		break;
 	case PX_SESSION_ACTIVE:
+		if (s->settling)
+			px_session_close(s, "client left; its writes did not settle in time", NULL, NULL);
 		break;
 	case PX_SESSION_CLOSING:
 		close_everything_now(s);
@@ -198,6 +200,7 @@ typedef enum relay_verdict {
 	RELAY_CONSUME,     /* pgfold answered it: do not pass it on */
 	RELAY_UNNAMED,     /* it uses the unnamed statement, whose Parse pgfold deferred: send that first */
 	RELAY_HOLD,        /* not yet: forward what came before it and stop (the result cache resumes) */
+	RELAY_SETTLE,      /* a Terminate while writes are in flight: hold it until they are answered */
 } relay_verdict;
 
 static uint64_t now_us(void)
@@ -436,7 +439,7 @@ static relay_verdict inspect_frontend(px_session *s, const pgw_chunk *ch, const 
 		px_track_function_call(&s->track, now_us());
 		break;
 	case PGW_FE_TERMINATE:
-		return RELAY_FORWARD_END;
+		return px_rcache_unsettled(s) ? RELAY_SETTLE : RELAY_FORWARD_END;
 	default:
 		break;
 	}
@@ -629,12 +632,44 @@ static group_verdict relay_group(px_session *s, const uint8_t *at, size_t avail,
 	return GROUP_FORWARDED;
 }
 
+/* Write to the peer, except to a client that left while its writes
+ * settle: their answers go to nobody. */
+static int relay_write(px_session *s, px_peer *dst, const uint8_t *data, size_t len)
+{
+	if (dst == &s->client && s->settling)
+		return 0;
+	return px_peer_write(dst, data, len);
+}
+
+/* The client left with writes in flight: stop reading it and wait (at most
+ * PX_CLOSE_DRAIN_MS) for their ReadyForQuery, which tells whether they
+ * committed (the result cache invalidates what did). */
+static void begin_settling(px_session *s)
+{
+	s->settling = true;
+	px_peer_set_want_read(&s->client, false);
+	start_timer(s, PX_CLOSE_DRAIN_MS);
+	px_session_log(PF_LOG_DEBUG, s, "client left with writes in flight: waiting for their answers");
+}
+
+/* Settling and everything answered: end the backend session and close. */
+static bool settled(px_session *s)
+{
+	if (!s->settling || s->pending_ready > 0)
+		return false;
+	static const uint8_t terminate[] = {PGW_FE_TERMINATE, 0, 0, 0, 4};
+	(void)px_peer_write(&s->backend, terminate, sizeof(terminate));
+	px_session_close(s, "client left; its writes settled", NULL, NULL);
+	return true;
+}
+
 /* Frame and forward whatever src holds.  Returns false if the session closed. */
 static bool relay(px_session *s, px_peer *src, px_peer *dst)
 {
 	size_t off = 0, fwd = 0, need = 0; /* src->in[fwd, off) is still to be forwarded */
 	relay_verdict verdict = RELAY_FORWARD;
-	while (off < src->in_len && verdict != RELAY_FORWARD_END && s->batch.phase == PX_BATCH_IDLE &&
+	while (off < src->in_len && verdict != RELAY_FORWARD_END && verdict != RELAY_SETTLE &&
+	       s->batch.phase == PX_BATCH_IDLE &&
 	       !(src == &s->client && px_rcache_busy(s))) {
 		pgw_chunk ch;
 		const uint8_t *at = src->in + off;
@@ -644,12 +679,12 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 			if (g == GROUP_WAIT)
 				break;
 			if (g == GROUP_TAKEN) {
-				if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
+				if (off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0)
 					break;
 				fwd = off + len;
 			}
 			if (g == GROUP_FORWARDED_UNNAMED) {
-				if ((off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0) ||
+				if ((off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0) ||
 				    !send_deferred_parse(s))
 					break;
 				fwd = off;
@@ -663,7 +698,7 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		if (rc == PGW_NEED_MORE)
 			break;
 		if (rc < 0) {
-			(void)px_peer_write(dst, src->in + fwd, off - fwd);
+			(void)relay_write(s, dst, src->in + fwd, off - fwd);
 			protocol_violation(s, src, rc, &ch, at);
 			return false;
 		}
@@ -673,7 +708,7 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		if (verdict == RELAY_UNNAMED) {
 			/* forward what came before, then the deferred Parse; the
 			 * message itself is looked at again on the next turn */
-			if ((off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0) || !send_deferred_parse(s))
+			if ((off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0) || !send_deferred_parse(s))
 				break;
 			fwd = off;
 			verdict = RELAY_FORWARD;
@@ -683,15 +718,15 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 			verdict = RELAY_FORWARD; /* its chunk stays unconsumed; looked at again on resume */
 			break;
 		}
-		if (verdict == RELAY_CONSUME) {
+		if (verdict == RELAY_CONSUME || verdict == RELAY_SETTLE) {
 			/* pgfold answered this one: forward what came before it, skip it */
-			if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0)
+			if (off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0)
 				break;
 			fwd = off + ch.len;
 		}
 		off += ch.len;
 	}
-	if (off > fwd && px_peer_write(dst, src->in + fwd, off - fwd) < 0 && s->state != PX_SESSION_CLOSING) {
+	if (off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0 && s->state != PX_SESSION_CLOSING) {
 		px_session_close(s, "write failed", NULL, NULL);
 		return false;
 	}
@@ -700,6 +735,10 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		px_session_close(s, "client sent Terminate", NULL, NULL);
 		return false;
 	}
+	if (verdict == RELAY_SETTLE)
+		begin_settling(s);
+	if (src == &s->backend && settled(s))
+		return false;
 	if (need > 0 && px_peer_reserve(src, need) < 0) {
 		protocol_violation(s, src, PGW_ERR_TOO_LARGE, NULL, src->in);
 		return false;
@@ -897,7 +936,12 @@ static void backend_data(px_peer *peer)
 static void client_error(px_peer *peer, int status)
 {
 	px_session *s = peer->owner;
-	if (s->state == PX_SESSION_CLOSING) {
+	if (s->state == PX_SESSION_CLOSING || s->settling) {
+		px_peer_close(peer);
+		return;
+	}
+	if (px_rcache_unsettled(s)) { /* dropped with writes in flight: see their answers first */
+		begin_settling(s);
 		px_peer_close(peer);
 		return;
 	}
@@ -941,7 +985,7 @@ static void peer_closed(px_peer *peer)
 		s->backend_connected = false;
 		s->server->stats.backends_active--;
 	}
-	if (s->state != PX_SESSION_CLOSING)
+	if (s->state != PX_SESSION_CLOSING && !(peer == &s->client && s->settling))
 		px_session_close(s, "connection closed", NULL, NULL);
 	px_peer *other = peer == &s->client ? &s->backend : &s->client;
 	if (!px_peer_is_open(other) && !uv_is_closing((uv_handle_t *)&s->timer))

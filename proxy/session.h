@@ -74,6 +74,8 @@ struct px_session {
 	px_rcache *rcache;      /* result cache lookups, capture and pending invalidations; NULL until used */
 	bool ddl_done;          /* DDL completed: refresh function volatility once it commits */
 	bool in_group;          /* tracking an extended group the batcher may take whole */
+	bool settling;          /* the client left with writes in flight (px_rcache_unsettled): relay the
+	                           backend's answers to nobody until they are in, then close */
 	uint32_t parses_out;    /* client Parse messages sent, ParseComplete not yet relayed (this Sync) */
 	bool swallow_parse;     /* pgfold sent a deferred Parse: drop its ParseComplete, */
 	uint32_t swallow_after; /* ... which follows this many of the client's */

@@ -272,10 +272,11 @@ def test_failed_implicit_transaction_keeps_entries(postgres, proxies):
 # a writer that does not wait for its answer
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (proxy/rcache.c px_rcache_ready): a write whose client sent Terminate "
-                   "right behind it commits in PostgreSQL but is never bumped (the session is no longer active "
-                   "when its ReadyForQuery arrives), so every pgfold serves the old result until the TTL")
-def test_write_then_disconnect_invalidates(postgres, proxies):
+@pytest.mark.parametrize("leave", ["terminate", "drop"])
+def test_write_then_disconnect_invalidates(leave, postgres, proxies):
+    """A client that sends a write and leaves at once (Terminate right behind
+    it, or its connection dropped): pgfold waits for the write's answer and
+    invalidates what it changed."""
     a, b = proxies
     m = marker()
     sql = f"SELECT /* {m} */ name FROM qc_items WHERE id = 9"
@@ -283,8 +284,12 @@ def test_write_then_disconnect_invalidates(postgres, proxies):
     assert warm(b, sql) == [["before"]]
     with WireConn("127.0.0.1", a.port) as w:
         w.startup("app", DB)
-        w.send(query("UPDATE qc_items SET name = 'after' WHERE id = 9") + b"X\x00\x00\x00\x04")
-        w.expect_eof()
+        write = query("UPDATE qc_items SET name = 'after' WHERE id = 9")
+        if leave == "terminate":
+            w.send(write + b"X\x00\x00\x00\x04")
+            w.expect_eof()
+        else:
+            w.send(write)
     wait_until(lambda: postgres.query("SELECT name FROM qc_items WHERE id = 9", dbname=DB) == [("after",)],
                10, "the write committed in PostgreSQL")
     time.sleep(0.5)  # more than any bump takes (max(100 ms, 4 x cache.timeout_ms))
