@@ -585,16 +585,28 @@ typedef enum group_verdict {
 	GROUP_FORWARDED_UNNAMED, /* ... after the deferred Parse of the unnamed statement it uses */
 } group_verdict;
 
+/* Could the batcher take a child at all?  Until some pattern is active
+ * (confirmed, not disabled) none can, and the group scan would only cost
+ * time on every statement. */
+static bool batching_possible(const px_session *s)
+{
+	if (!s->np || s->server->cfg->nplusone_mode != CF_NPLUSONE_REWRITE || !s->server->np_registry)
+		return false;
+	rw_np_stats st;
+	rw_np_registry_stats(s->server->np_registry, &st);
+	return st.active > 0;
+}
+
 /* Could the client's next message begin an N+1 child the batcher might take
  * whole, or a statement the result cache may answer?  Only on an idle
  * session (nothing in flight, between messages). */
 static bool group_possible(const px_session *s, const px_peer *src, const uint8_t *at)
 {
-	return src == &s->client && s->state == PX_SESSION_ACTIVE &&
-	       ((s->np && s->server->cfg->nplusone_mode == CF_NPLUSONE_REWRITE) || px_rcache_groups(s)) &&
+	return src == &s->client && s->state == PX_SESSION_ACTIVE && (at[0] == PGW_FE_PARSE || at[0] == PGW_FE_BIND) &&
+	       (batching_possible(s) || px_rcache_groups(s)) &&
 	       s->batch.phase == PX_BATCH_IDLE &&
 	       s->pending_ready == 0 && !s->extended_open && px_track_inflight(&s->track) == 0 &&
-	       src->framer.remaining == 0 && (at[0] == PGW_FE_PARSE || at[0] == PGW_FE_BIND);
+	       src->framer.remaining == 0;
 }
 
 /* Track each message of the group as the relay would have. */
