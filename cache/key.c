@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../protocol/pgwire.h"
 
 /* ---- scripts -------------------------------------------------------------- */
 
@@ -180,15 +181,15 @@ bool qc_payload_check(const char *payload, size_t len, char *tag, size_t size)
 	size_t pos = 0;
 	bool done = false;
 	while (pos < len) {
-		if (done || len - pos < 5)
+		if (done || len - pos < PGW_HEADER_LEN)
 			return false;
 		uint8_t type = p[pos];
-		size_t mlen = ((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
-			      p[pos + 4];
-		if (mlen < 4 || mlen > len - pos - 1 || (type != 'T' && type != 'D' && type != 'C'))
+		size_t mlen = pgw_get_u32(p + pos + 1);
+		if (mlen < 4 || mlen > len - pos - 1 ||
+		    (type != PGW_BE_ROW_DESC && type != PGW_BE_DATA_ROW && type != PGW_BE_COMMAND_COMPLETE))
 			return false;
-		if (type == 'C') {
-			const char *body = payload + pos + 5;
+		if (type == PGW_BE_COMMAND_COMPLETE) {
+			const char *body = payload + pos + PGW_HEADER_LEN;
 			size_t blen = mlen - 4;
 			if (blen == 0 || body[blen - 1] != '\0' || blen > size)
 				return false;

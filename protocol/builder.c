@@ -202,6 +202,12 @@ void pgw_build_ready(pgw_buf *b, char status)
 	pgw_buf_end(b);
 }
 
+void pgw_build_empty(pgw_buf *b, uint8_t type)
+{
+	pgw_buf_begin(b, type);
+	pgw_buf_end(b);
+}
+
 void pgw_build_cancel_request(pgw_buf *b, uint32_t pid, uint32_t key)
 {
 	pgw_buf_begin(b, 0);

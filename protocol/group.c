@@ -34,48 +34,42 @@ static bool may_follow(uint8_t type, step at)
 	}
 }
 
-/* Read one message of the group into out; which messages may come next is
- * the position in the grammar above.  PGW_OK, or PGW_ERR_MALFORMED when the
- * message does not continue the group. */
+/* Read one message of the group (may_follow() has placed it) into out and
+ * advance *at.  PGW_OK, or PGW_ERR_MALFORMED when it does not fit a group. */
 static int group_message(uint8_t type, const uint8_t *msg, const uint8_t *body, size_t len, step *at,
 			 pgw_ext_group *out)
 {
-	if (type == PGW_FE_PARSE && *at == STEP_PARSE) {
+	char kind;
+	const char *name;
+	switch (type) {
+	case PGW_FE_PARSE:
 		if (pgw_read_parse(body, len, &out->parse_msg) != PGW_OK || out->parse_msg.stmt_name[0])
 			return PGW_ERR_MALFORMED;
 		out->parse = msg;
 		out->parse_len = PGW_HEADER_LEN + len;
 		*at = STEP_BIND;
 		return PGW_OK;
-	}
-	if (type == PGW_FE_BIND && *at <= STEP_BIND) {
+	case PGW_FE_BIND:
 		if (pgw_read_bind(body, len, &out->bind) != PGW_OK || out->bind.portal[0] ||
 		    (out->parse && out->bind.stmt_name[0]))
 			return PGW_ERR_MALFORMED;
 		*at = STEP_DESCRIBE;
 		return PGW_OK;
-	}
-	if (type == PGW_FE_DESCRIBE && *at == STEP_DESCRIBE) {
-		char kind;
-		const char *name;
+	case PGW_FE_DESCRIBE:
 		if (pgw_read_describe_close(body, len, &kind, &name) != PGW_OK || kind != 'P' || name[0])
 			return PGW_ERR_MALFORMED;
 		out->describe = true;
 		*at = STEP_EXECUTE;
 		return PGW_OK;
-	}
-	if (type == PGW_FE_EXECUTE && (*at == STEP_DESCRIBE || *at == STEP_EXECUTE)) {
-		const char *portal;
-		if (pgw_read_execute(body, len, &portal, &out->max_rows) != PGW_OK || portal[0])
+	case PGW_FE_EXECUTE:
+		if (pgw_read_execute(body, len, &name, &out->max_rows) != PGW_OK || name[0])
 			return PGW_ERR_MALFORMED;
 		*at = STEP_SYNC;
 		return PGW_OK;
-	}
-	if (type == PGW_FE_SYNC && *at == STEP_SYNC) {
+	default: /* Sync */
 		*at = STEP_DONE;
 		return PGW_OK;
 	}
-	return PGW_ERR_MALFORMED;
 }
 
 int pgw_ext_group_scan(const uint8_t *buf, size_t len, size_t max_len, pgw_ext_group *out)

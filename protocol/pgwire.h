@@ -108,6 +108,24 @@ const char *pgw_strerror(int code);
 
 #define PGW_HEADER_LEN 5 /* type byte + int32 length */
 
+/* Big-endian integers as the wire carries them (the caller checked that the
+ * bytes are there). */
+static inline uint16_t pgw_get_u16(const uint8_t *p)
+{
+	return (uint16_t)(((uint16_t)p[0] << 8) | p[1]);
+}
+
+static inline uint32_t pgw_get_u32(const uint8_t *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Bytes of the whole message whose (already validated) header is at msg. */
+static inline size_t pgw_frame_size(const uint8_t *msg)
+{
+	return 1 + (size_t)pgw_get_u32(msg + 1);
+}
+
 typedef struct pgw_frame {
 	uint8_t type;      /* message type byte */
 	uint32_t body_len; /* bytes after the length field */
@@ -372,6 +390,8 @@ void pgw_build_error(pgw_buf *b, const char *severity, const char *sqlstate, con
 void pgw_build_error_full(pgw_buf *b, const char *severity, const char *sqlstate, const char *message,
 			  const char *detail, const char *hint);
 void pgw_build_ready(pgw_buf *b, char status);
+/* A message with no body: Sync, ParseComplete, BindComplete, PortalSuspended ... */
+void pgw_build_empty(pgw_buf *b, uint8_t type);
 void pgw_build_cancel_request(pgw_buf *b, uint32_t pid, uint32_t key);
 
 #endif /* PGFOLD_PROTOCOL_PGWIRE_H */

@@ -161,19 +161,13 @@ static bool same_child(const px_prefetch *p, const px_child *c)
 
 /* ---- answering the client ------------------------------------------------ */
 
-static void put_empty(pgw_buf *out, uint8_t type)
-{
-	pgw_buf_begin(out, type);
-	pgw_buf_end(out);
-}
-
 /* Bytes of the first n DataRow messages in rows. */
 static size_t rows_prefix(const pf_sb *rows, uint32_t n)
 {
 	size_t pos = 0;
 	for (uint32_t i = 0; i < n && pos + PGW_HEADER_LEN <= rows->len; i++) {
 		const uint8_t *m = (const uint8_t *)rows->data + pos;
-		pos += 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+		pos += pgw_frame_size(m);
 	}
 	return pos;
 }
@@ -194,9 +188,9 @@ static void answer_child(px_session *s, const px_prefetch *p, const px_group *g,
 	pgw_buf out;
 	pgw_buf_init(&out, 0);
 	if (form.parse_complete)
-		put_empty(&out, PGW_BE_PARSE_COMPLETE);
+		pgw_build_empty(&out, PGW_BE_PARSE_COMPLETE);
 	if (form.bind_complete)
-		put_empty(&out, PGW_BE_BIND_COMPLETE);
+		pgw_build_empty(&out, PGW_BE_BIND_COMPLETE);
 	if (form.row_desc)
 		pgw_buf_put_bytes(&out, p->rowdesc.data, p->rowdesc.len);
 	bool suspended = suspends(g, form);
@@ -205,7 +199,7 @@ static void answer_child(px_session *s, const px_prefetch *p, const px_group *g,
 	char tag[32];
 	snprintf(tag, sizeof(tag), "SELECT %u", nrows);
 	if (suspended) {
-		put_empty(&out, PGW_BE_PORTAL_SUSPENDED);
+		pgw_build_empty(&out, PGW_BE_PORTAL_SUSPENDED);
 	} else {
 		pgw_buf_begin(&out, PGW_BE_COMMAND_COMPLETE);
 		pgw_buf_put_cstr(&out, tag);
@@ -351,7 +345,7 @@ static int put_extended_batch(pgw_buf *out, const px_child *c, const char *sql, 
 	pgw_buf_put_cstr(out, "");
 	pgw_buf_put_i32(out, 0);
 	pgw_buf_end(out);
-	put_empty(out, PGW_FE_SYNC);
+	pgw_build_empty(out, PGW_FE_SYNC);
 	if (block)
 		put_query(out, "RELEASE SAVEPOINT " SAVEPOINT);
 	return block ? 1 : 0;
@@ -380,7 +374,7 @@ static bool send_batch(px_session *s, const px_child *c)
 	pf_sb_free(&q);
 	if (c->restore) {
 		pgw_buf_put_bytes(&out, c->restore, c->restore_len);
-		put_empty(&out, PGW_FE_SYNC);
+		pgw_build_empty(&out, PGW_FE_SYNC);
 		total++;
 	}
 	bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
@@ -488,8 +482,7 @@ static size_t data_row_skip(const uint8_t *body, size_t len, size_t skip)
 	for (size_t i = 0; i < skip; i++) {
 		if (pos + 4 > len)
 			return 0;
-		int32_t n = (int32_t)(((uint32_t)body[pos] << 24) | ((uint32_t)body[pos + 1] << 16) |
-				      ((uint32_t)body[pos + 2] << 8) | body[pos + 3]);
+		int32_t n = (int32_t)pgw_get_u32(body + pos);
 		pos += 4 + (n > 0 ? (size_t)n : 0);
 	}
 	return pos <= len ? pos : 0;
@@ -511,7 +504,7 @@ static size_t row_desc_skip(const uint8_t *body, size_t len, size_t skip)
 /* The message without its first `extra` fields: same type, count lowered. */
 static void strip_fields(pf_sb *out, uint8_t type, const uint8_t *body, size_t len, size_t from, size_t extra)
 {
-	int16_t n = (int16_t)(((uint16_t)body[0] << 8) | body[1]);
+	int16_t n = (int16_t)pgw_get_u16(body);
 	uint32_t mlen = (uint32_t)(4 + 2 + (len - from));
 	uint8_t head[7] = {type, (uint8_t)(mlen >> 24), (uint8_t)(mlen >> 16), (uint8_t)(mlen >> 8), (uint8_t)mlen,
 			   (uint8_t)((uint16_t)(n - (int16_t)extra) >> 8), (uint8_t)(n - (int16_t)extra)};
@@ -579,9 +572,9 @@ static void batch_as_parent(px_session *s, const px_prefetch *p)
 		const pf_sb *rows = &p->groups[i].rows;
 		for (size_t pos = 0; pos + PGW_HEADER_LEN <= rows->len;) {
 			const uint8_t *m = (const uint8_t *)rows->data + pos;
-			size_t len = ((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4];
-			px_np_data_row(s, m + PGW_HEADER_LEN, len - 4);
-			pos += 1 + len;
+			size_t size = pgw_frame_size(m);
+			px_np_data_row(s, m + PGW_HEADER_LEN, size - PGW_HEADER_LEN);
+			pos += size;
 		}
 	}
 	px_np_complete(s);
@@ -594,8 +587,7 @@ static void send_child_unchanged(px_session *s)
 	(void)px_peer_write(&s->backend, b->child_msg, b->child_len);
 	if (b->form.parse_complete) { /* the child's own Parse goes along */
 		const uint8_t *m = b->child_msg;
-		size_t len = 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
-		px_batch_note_parse(s, "", m, len);
+		px_batch_note_parse(s, "", m, pgw_frame_size(m));
 		px_session_parse_sent(s);
 	}
 }
@@ -664,9 +656,7 @@ static void send_query(px_session *s, const char *sql)
 {
 	pgw_buf out;
 	pgw_buf_init(&out, 0);
-	pgw_buf_begin(&out, PGW_FE_QUERY);
-	pgw_buf_put_cstr(&out, sql);
-	pgw_buf_end(&out);
+	put_query(&out, sql);
 	if (pgw_buf_ok(&out))
 		(void)px_peer_write(&s->backend, out.data, out.len);
 	pgw_buf_free(&out);

@@ -144,6 +144,10 @@ bool px_batch_extended(px_session *s, const pgw_ext_group *g, const uint8_t *byt
 void px_batch_note_query(px_session *s);
 void px_batch_note_parse(px_session *s, const char *name, const uint8_t *msg, size_t len);
 void px_batch_note_close(px_session *s, char kind, const char *name);
+/* pgfold answered a group whose Parse (the whole message; NULL: none) never
+ * reached the backend: it is deferred until the unnamed statement is used,
+ * unless the backend's already is the same. */
+void px_batch_parse_answered(px_session *s, const uint8_t *parse, size_t len);
 /* DDL or a session change: inferred parameter types may differ now. */
 void px_batch_forget_types(px_session *s);
 /* Backend bytes while a batch is running. */

@@ -48,6 +48,14 @@ static bool unnamed_is(const px_batcher *b, const uint8_t *parse, size_t len)
 	return b->unnamed_state == PX_UNNAMED_KNOWN && b->unnamed.len == len && memcmp(b->unnamed.data, parse, len) == 0;
 }
 
+void px_batch_parse_answered(px_session *s, const uint8_t *parse, size_t len)
+{
+	if (!parse || !len || unnamed_is(&s->batch, parse, len))
+		return; /* the client's unnamed statement is already this one */
+	px_batch_note_parse(s, "", parse, len);
+	s->batch.unnamed_deferred = true;
+}
+
 /* ---- inferred parameter types -------------------------------------------- */
 
 /* The statement text and the types its Parse gave: the types PostgreSQL
@@ -95,10 +103,8 @@ void px_batch_learn_types(px_session *s, const uint8_t *body, size_t len)
 	b->describe_key = NULL;
 	l->n = n;
 	l->types = pf_calloc((size_t)n + 1, sizeof(uint32_t));
-	for (int16_t i = 0; i < n; i++) {
-		const uint8_t *p = types + 4 * i;
-		l->types[i] = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-	}
+	for (int16_t i = 0; i < n; i++)
+		l->types[i] = pgw_get_u32(types + 4 * i);
 }
 
 void px_batch_described(px_session *s)
@@ -130,8 +136,7 @@ static bool send_describe(px_session *s, const pgw_ext_group *g, const uint8_t *
 	pgw_buf_put_u8(&out, 'S');
 	pgw_buf_put_cstr(&out, name);
 	pgw_buf_end(&out);
-	pgw_buf_begin(&out, PGW_FE_SYNC);
-	pgw_buf_end(&out);
+	pgw_build_empty(&out, PGW_FE_SYNC);
 	pgw_buf_put_bytes(&out, bytes, g->len);
 	bool ok = pgw_buf_ok(&out) && px_peer_write(&s->backend, out.data, out.len) == 0;
 	pgw_buf_free(&out);
@@ -236,12 +241,8 @@ static bool ext_child(px_session *s, const pgw_ext_group *g, const uint8_t *byte
 		return false;
 	if (!px_batch_child(s, &c))
 		return false;
-	if (m->already_fetched && g->parse && !unnamed_is(&s->batch, g->parse, g->parse_len)) {
-		/* answered without the backend: its Parse waits until the unnamed
-		 * statement is used (batcher.h) */
-		px_batch_note_parse(s, "", g->parse, g->parse_len);
-		s->batch.unnamed_deferred = true;
-	}
+	if (m->already_fetched)
+		px_batch_parse_answered(s, g->parse, g->parse_len);
 	return true;
 }
 

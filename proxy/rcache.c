@@ -405,7 +405,7 @@ bool px_rcache_groups(const px_session *s)
 static size_t bind_end(const pgw_ext_group *g, const uint8_t *bytes)
 {
 	const uint8_t *m = bytes + g->parse_len;
-	return g->parse_len + 1 + (((size_t)m[1] << 24) | ((size_t)m[2] << 16) | ((size_t)m[3] << 8) | m[4]);
+	return g->parse_len + pgw_frame_size(m);
 }
 
 bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *bytes)
@@ -468,8 +468,7 @@ static uint32_t payload_rows(const char *payload, size_t len)
 	uint32_t n = 0;
 	for (size_t pos = 0; pos + PGW_HEADER_LEN <= len;) {
 		n += p[pos] == PGW_BE_DATA_ROW;
-		pos += 1 + (((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
-			    p[pos + 4]);
+		pos += pgw_frame_size(p + pos);
 	}
 	return n;
 }
@@ -594,49 +593,31 @@ static void forward_query(px_session *s, bool capture)
 static void replay_for_nplusone(px_session *s, const uint8_t *p, size_t len)
 {
 	for (size_t pos = 0; pos + PGW_HEADER_LEN <= len;) {
-		size_t mlen = ((size_t)p[pos + 1] << 24) | ((size_t)p[pos + 2] << 16) | ((size_t)p[pos + 3] << 8) |
-			      p[pos + 4];
+		size_t size = pgw_frame_size(p + pos);
 		const uint8_t *body = p + pos + PGW_HEADER_LEN;
 		if (p[pos] == PGW_BE_ROW_DESC)
-			px_np_row_description(s, body, mlen - 4);
+			px_np_row_description(s, body, size - PGW_HEADER_LEN);
 		else if (p[pos] == PGW_BE_DATA_ROW)
-			px_np_data_row(s, body, mlen - 4);
+			px_np_data_row(s, body, size - PGW_HEADER_LEN);
 		else
 			px_np_complete(s);
-		pos += 1 + mlen;
+		pos += size;
 	}
 }
 
-/* An extended group answered from the cache: its Parse, when it differs
- * from the backend's unnamed statement, waits until that is used (as the
- * batcher's answered children do, batcher.h). */
-static void hit_parse(px_session *s)
-{
-	px_rcache *rc = s->rcache;
-	const px_batcher *b = &s->batch;
-	size_t n = rc->grp.parse_len;
-	if (!n || (b->unnamed_state == PX_UNNAMED_KNOWN && !b->unnamed_deferred && b->unnamed.len == n &&
-		   memcmp(b->unnamed.data, rc->query, n) == 0))
-		return;
-	px_batch_note_parse(s, "", rc->query, n);
-	s->batch.unnamed_deferred = true;
-}
 
 /* The extended answer's front: ParseComplete (when the group parsed) and
  * BindComplete; the payload loses its RowDescription unless the portal was
  * described. */
 static void ext_front(const px_rcache *rc, pgw_buf *out, const char **payload, size_t *len)
 {
-	if (rc->grp.parse_len) {
-		pgw_buf_begin(out, PGW_BE_PARSE_COMPLETE);
-		pgw_buf_end(out);
-	}
-	pgw_buf_begin(out, PGW_BE_BIND_COMPLETE);
-	pgw_buf_end(out);
+	if (rc->grp.parse_len)
+		pgw_build_empty(out, PGW_BE_PARSE_COMPLETE);
+	pgw_build_empty(out, PGW_BE_BIND_COMPLETE);
 	const uint8_t *p = (const uint8_t *)*payload;
 	if (rc->grp.describe || *len < PGW_HEADER_LEN || p[0] != PGW_BE_ROW_DESC)
 		return;
-	size_t skip = 1 + (((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | p[4]);
+	size_t skip = pgw_frame_size(p);
 	*payload += skip;
 	*len -= skip;
 }
@@ -649,7 +630,7 @@ static void answer_hit(px_session *s, const char *payload, size_t len, const cha
 	pgw_buf_init(&out, 0);
 	if (rc->grp.ext) {
 		ext_front(rc, &out, &payload, &len);
-		hit_parse(s);
+		px_batch_parse_answered(s, rc->grp.parse_len ? rc->query : NULL, rc->grp.parse_len);
 	}
 	pgw_buf_put_bytes(&out, payload, len);
 	pgw_build_ready(&out, status);

@@ -144,11 +144,6 @@ static bool numeric(const char *k, size_t n)
 	return true;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
 /* The extended child's key parameter (0-based), when bound in text form; -1 otherwise. */
 static int key_param(const fill_child *c)
 {
@@ -174,7 +169,7 @@ static bool fill_bind(const fill_child *c, const char *key, size_t klen, pf_sb *
 	bool ok = true;
 	for (size_t i = 0, pos = 0; ok && i < (size_t)b->nparams; i++) {
 		ok = pos + 4 <= b->params_len;
-		int32_t n = ok ? (int32_t)be32(b->params + pos) : 0;
+		int32_t n = ok ? (int32_t)pgw_get_u32(b->params + pos) : 0;
 		size_t vlen = n > 0 ? (size_t)n : 0;
 		ok = ok && pos + 4 + vlen <= b->params_len;
 		if (ok && (int)i == kp && own)

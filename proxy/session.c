@@ -560,7 +560,7 @@ static void protocol_violation(px_session *s, px_peer *src, int rc, const pgw_ch
 	char msg[256];
 	bool from_client = src == &s->client;
 	if (rc == PGW_ERR_TOO_LARGE) {
-		uint32_t n = ((uint32_t)at[1] << 24) | ((uint32_t)at[2] << 16) | ((uint32_t)at[3] << 8) | at[4];
+		uint32_t n = pgw_get_u32(at + 1);
 		snprintf(msg, sizeof(msg), "pgfold: %s message of %u bytes exceeds max_message_bytes (%zu)",
 			 from_client ? "client" : "backend", n, src->framer.max_frame);
 	} else {

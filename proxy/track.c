@@ -285,21 +285,9 @@ void px_track_parse_types(px_track *t, const char *name, int16_t n, const uint8_
 	if (!stmt || n <= 0)
 		return;
 	stmt->param_types = pf_calloc((size_t)n, sizeof(uint32_t));
-	for (int16_t i = 0; i < n; i++) {
-		const uint8_t *p = types + 4 * i;
-		stmt->param_types[i] = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-	}
+	for (int16_t i = 0; i < n; i++)
+		stmt->param_types[i] = pgw_get_u32(types + 4 * i);
 	stmt->nparam_types = n;
-}
-
-static int16_t be16(const uint8_t *p)
-{
-	return (int16_t)(((uint16_t)p[0] << 8) | p[1]);
-}
-
-static int32_t be32(const uint8_t *p)
-{
-	return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]);
 }
 
 /* Append parameter i's value in text form (len -1 when NULL, -2 when it has
@@ -307,7 +295,7 @@ static int32_t be32(const uint8_t *p)
 static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m, int16_t i, const uint8_t *v,
 			 int32_t len)
 {
-	int16_t format = m->nformats == 0 ? 0 : be16(m->formats + 2 * (m->nformats == 1 ? 0 : i));
+	int16_t format = m->nformats == 0 ? 0 : (int16_t)pgw_get_u16(m->formats + 2 * (m->nformats == 1 ? 0 : i));
 	uint32_t type = stmt && i < stmt->nparam_types ? stmt->param_types[i] : 0;
 	char text[PX_TRACK_PARAM_TEXT_MAX];
 	size_t n = 0;
@@ -329,7 +317,7 @@ static px_blob *portal_row_desc(const px_named *stmt, const pgw_bind_msg *m)
 	b->refs = 1;
 	b->len = stmt->rowdesc_len;
 	memcpy(b->data, stmt->rowdesc, stmt->rowdesc_len);
-	int16_t n = be16(b->data);
+	int16_t n = (int16_t)pgw_get_u16(b->data);
 	if (m->nresult_formats > 1 && m->nresult_formats != n) {
 		pf_free(b); /* the server refuses this Bind */
 		return NULL;
@@ -342,7 +330,7 @@ static px_blob *portal_row_desc(const px_named *stmt, const pgw_bind_msg *m)
 			return NULL;
 		}
 		pos = (size_t)(nul - b->data) + 1 + 18;
-		int16_t format = m->nresult_formats == 0 ? 0 : be16(m->result_formats + 2 * (m->nresult_formats == 1 ? 0 : i));
+		int16_t format = m->nresult_formats == 0 ? 0 : (int16_t)pgw_get_u16(m->result_formats + 2 * (m->nresult_formats == 1 ? 0 : i));
 		b->data[pos - 2] = (uint8_t)((uint16_t)format >> 8);
 		b->data[pos - 1] = (uint8_t)format;
 	}
@@ -361,7 +349,7 @@ void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name
 	pf_sb_init(&out);
 	size_t pos = 0;
 	for (int16_t i = 0; i < m->nparams && pos + 4 <= m->params_len; i++) {
-		int32_t len = be32(m->params + pos);
+		int32_t len = (int32_t)pgw_get_u32(m->params + pos);
 		pos += 4;
 		if (len > 0 && (size_t)len > m->params_len - pos)
 			break;
