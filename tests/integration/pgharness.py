@@ -300,6 +300,24 @@ CREATE EXTENSION pg_stat_statements;
         conn.autocommit = True
         return conn
 
+    def create_database(self, name, schema):
+        """A fresh database `name` owned by app, with pg_stat_statements and
+        `schema` run in it; app may use every table and sequence."""
+        self.drop_database(name)
+        self.query(f"CREATE DATABASE {name} OWNER app", dbname="postgres")
+        self.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname=name)
+        conn = self.connect(dbname=name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(schema)
+                cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
+                cur.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app")
+        finally:
+            conn.close()
+
+    def drop_database(self, name):
+        self.query(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", dbname="postgres")
+
     def query(self, sql, params=None, dbname="shop"):
         """Rows of one statement, run directly as the superuser."""
         conn = self.connect(dbname=dbname)

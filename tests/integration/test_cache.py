@@ -60,18 +60,9 @@ CREATE TRIGGER qc_src_log AFTER UPDATE ON qc_src FOR EACH ROW EXECUTE FUNCTION q
 
 @pytest.fixture(scope="module")
 def shop(postgres):
-    postgres.query(f"DROP DATABASE IF EXISTS {DB}", dbname="postgres")
-    postgres.query(f"CREATE DATABASE {DB} OWNER app", dbname="postgres")
-    postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname=DB)
-    conn = postgres.connect(dbname=DB)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA)
-        cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
-        cur.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app")
-    conn.close()
+    postgres.create_database(DB, SCHEMA)
     yield DB
-    postgres.query(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", dbname="postgres")
+    postgres.drop_database(DB)
 
 
 def functions_loaded(proxy):

@@ -25,7 +25,6 @@ No timing assertions.
 
 import json
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
@@ -34,7 +33,8 @@ import pytest
 
 from pgharness import wait_until
 from test_cache import (DB, backend_calls, cache_stats, fresh, ready, shop, start_cache)  # noqa: F401
-from wire import WireConn, cstr, describe_portal, execute, message, parse, query, sync
+from wire import (WireConn, bind, describe_portal, describe_unnamed, execute, ext_group as group, parse, query,
+                  record_groups, sync)
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 INT4, TEXT = 23, 25
@@ -45,42 +45,13 @@ def proxy(shop, module_pgfold_factory):
     return start_cache(module_pgfold_factory, "pgfold-cache-ext", **{"nplusone.mode": "off", "cache.timeout_ms": "500"})
 
 
-def bind(params=(), statement="", result_formats=(), binary_params=False):
-    """Bind "" with text parameters, or binary int4 ones."""
-    body = cstr("") + cstr(statement)
-    body += struct.pack("!HH", 1, 1) if binary_params else struct.pack("!H", 0)
-    body += struct.pack("!H", len(params))
-    for p in params:
-        if p is None:
-            body += struct.pack("!i", -1)
-        else:
-            b = struct.pack("!i", p) if binary_params else str(p).encode()
-            body += struct.pack("!I", len(b)) + b
-    return message(b"B", body + struct.pack("!H", len(result_formats))
-                   + b"".join(struct.pack("!H", f) for f in result_formats))
 
 
-def group(sql, params, types=(), name=None, describe=True, result_formats=(), max_rows=0, binary_params=False):
-    out = b"" if name else parse(sql, "", types)
-    out += bind(params, statement=name or "", result_formats=result_formats, binary_params=binary_params)
-    if describe:
-        out += describe_portal()
-    return out + execute(max_rows=max_rows) + sync()
 
-
-def describe_unnamed():
-    return message(b"D", b"S" + cstr("")) + sync()
 
 
 def record(port, script):
-    got = []
-    with WireConn("127.0.0.1", port) as w:
-        w.startup("app", DB)
-        for data in script:
-            w.send(data)
-            got.append(list(w.read_until_ready()))
-        w.send(b"X\x00\x00\x00\x04")
-    return got
+    return record_groups(port, "app", DB, script)
 
 
 def workloads(m):

@@ -16,12 +16,11 @@ from another session that could see different data.
 No timing assertions.
 """
 
-import json
-import uuid
 
 import pytest
 
 from pgharness import wait_until
+from test_cache import cache_stats, marker
 from wire import WireConn, query
 
 DB = "qc_iso"
@@ -84,16 +83,6 @@ def iso(postgres):
     postgres.query("REVOKE qc_alice FROM app", dbname="postgres")
     for role in ROLES:
         postgres.query(f"DROP ROLE IF EXISTS {role}", dbname="postgres")
-
-
-def cache_stats(proxy):
-    status, _, body = proxy.admin_get("/cache")
-    assert status == 200, (status, body)
-    return json.loads(body)
-
-
-def marker():
-    return "m" + uuid.uuid4().hex[:12]
 
 
 def session_run(port, user, db, sqls, extra=None):

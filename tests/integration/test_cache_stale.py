@@ -20,11 +20,11 @@ No timing assertions beyond generous deadlines.
 import json
 import threading
 import time
-import uuid
 
 import pytest
 
 from pgharness import RedisServer, wait_until
+from test_cache import cache_stats, marker
 from wire import WireConn, query
 
 DB = "qc_stale"
@@ -51,16 +51,6 @@ def stale_db(postgres):
     conn.close()
     yield DB
     postgres.query(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", dbname="postgres")
-
-
-def cache_stats(proxy):
-    status, _, body = proxy.admin_get("/cache")
-    assert status == 200, (status, body)
-    return json.loads(body)
-
-
-def marker():
-    return "m" + uuid.uuid4().hex[:12]
 
 
 def run(port, sqls, db=DB):

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from test_nplusone_rewrite import SCHEMA, N_USERS
-from wire import WireConn, bind, cstr, describe_portal, execute, message, parse, query, sync
+from wire import (bind, describe_portal, describe_unnamed, execute, ext_group as group, parse, query,
+                  record_groups, sync)
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 DB = "rw_ext"
@@ -32,17 +33,9 @@ POSTS = "SELECT id, user_id, title, score FROM rw_posts WHERE rw_posts.user_id =
 
 @pytest.fixture(scope="module")
 def blog(postgres):
-    postgres.query(f"DROP DATABASE IF EXISTS {DB}", dbname="postgres")
-    postgres.query(f"CREATE DATABASE {DB} OWNER app", dbname="postgres")
-    postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname=DB)
-    conn = postgres.connect(dbname=DB)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA)
-        cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
-    conn.close()
+    postgres.create_database(DB, SCHEMA)
     yield DB
-    postgres.query(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", dbname="postgres")
+    postgres.drop_database(DB)
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +45,9 @@ def proxies(blog, module_pgfold_factory):
     return off, rewrite
 
 
-def group(sql, params, types=(), name=None, describe=True, result_formats=(), max_rows=0):
-    """One statement as a driver sends it: Parse (unless name is a prepared
-    statement's), Bind, Describe portal, Execute, Sync."""
-    out = b"" if name else parse(sql, "", types)
-    out += bind(params, statement=name or "", result_formats=result_formats)
-    if describe:
-        out += describe_portal()
-    return out + execute(max_rows=max_rows) + sync()
-
 
 def record(port, script):
-    got = []
-    with WireConn("127.0.0.1", port) as w:
-        w.startup("app", DB)
-        for data in script:
-            w.send(data)
-            got.append(list(w.read_until_ready()))
-        w.send(b"X\x00\x00\x00\x04")
-    return got
+    return record_groups(port, "app", DB, script)
 
 
 def children(sql, types=(), keys=USER_IDS, **kw):
@@ -86,8 +63,6 @@ def interleaved(keys, types=()):
     return [g for k in keys for g in (group(POSTS, [k], types), group(FIRST, [k], types))]
 
 
-def describe_unnamed():
-    return message(b"D", b"S" + cstr("")) + sync()
 
 
 WORKLOADS = {

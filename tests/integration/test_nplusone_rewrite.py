@@ -49,17 +49,9 @@ INSERT INTO rw_feelings SELECT g, (ARRAY['happy', 'sad', 'meh']::rw_mood[])[g % 
 
 @pytest.fixture(scope="module")
 def blog(postgres):
-    postgres.query("DROP DATABASE IF EXISTS rw_blog", dbname="postgres")
-    postgres.query("CREATE DATABASE rw_blog OWNER app", dbname="postgres")
-    postgres.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", dbname="rw_blog")
-    conn = postgres.connect(dbname="rw_blog")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA)
-        cur.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
-    conn.close()
+    postgres.create_database("rw_blog", SCHEMA)
     yield "rw_blog"
-    postgres.query("DROP DATABASE IF EXISTS rw_blog WITH (FORCE)", dbname="postgres")
+    postgres.drop_database("rw_blog")
 
 
 @pytest.fixture(scope="module")

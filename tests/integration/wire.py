@@ -74,13 +74,19 @@ def parse(sql, name="", param_types=()):
                    + b"".join(struct.pack("!I", t) for t in param_types))
 
 
-def bind(params=(), portal="", statement="", result_formats=()):
-    body = cstr(portal) + cstr(statement) + struct.pack("!H", 0) + struct.pack("!H", len(params))
+def bind(params=(), portal="", statement="", result_formats=(), binary_params=False):
+    """Bind with text parameters, or (binary_params) binary int4 ones."""
+    body = cstr(portal) + cstr(statement)
+    body += struct.pack("!HH", 1, 1) if binary_params else struct.pack("!H", 0)
+    body += struct.pack("!H", len(params))
     for p in params:
         if p is None:
             body += struct.pack("!i", -1)
         else:
-            b = p if isinstance(p, bytes) else str(p).encode()
+            if binary_params:
+                b = struct.pack("!i", p)
+            else:
+                b = p if isinstance(p, bytes) else str(p).encode()
             body += struct.pack("!I", len(b)) + b
     return message(b"B", body + struct.pack("!H", len(result_formats))
                    + b"".join(struct.pack("!H", f) for f in result_formats))
@@ -100,6 +106,35 @@ def sync():
 
 def terminate():
     return message(b"X")
+
+
+def ext_group(sql, params, types=(), name=None, describe=True, result_formats=(), max_rows=0,
+              binary_params=False):
+    """One statement as drivers send it: Parse "" (unless name is a prepared
+    statement's), Bind "", Describe portal, Execute, Sync."""
+    out = b"" if name else parse(sql, "", types)
+    out += bind(params, statement=name or "", result_formats=result_formats, binary_params=binary_params)
+    if describe:
+        out += describe_portal()
+    return out + execute(max_rows=max_rows) + sync()
+
+
+def record_groups(port, user, db, script):
+    """Log in to port as user on db, send each item of script (bytes) and
+    read up to its ReadyForQuery: every message received, per item."""
+    got = []
+    with WireConn("127.0.0.1", port) as w:
+        w.startup(user, db)
+        for data in script:
+            w.send(data)
+            got.append(list(w.read_until_ready()))
+        w.send(terminate())
+    return got
+
+
+def describe_unnamed():
+    """Describe of the unnamed statement, then Sync."""
+    return message(b"D", b"S" + cstr("")) + sync()
 
 
 # ---- parsing -------------------------------------------------------------
