@@ -15,41 +15,88 @@
 
 /* ---- scripts -------------------------------------------------------------- */
 
+/* Version keys live a week (QC_VERSION_TTL_S) after their last change: a
+ * key that expired comes back with the time of its re-creation, greater than
+ * any value it held (versions are at most the time of their last change,
+ * unless bumped more than once a microsecond), so the entries that held the
+ * old value simply miss. */
 #define LUA_VERSION_OF                                                                                         \
 	"local function now() local t = redis.call('TIME') "                                                    \
 	"return t[1] .. string.format('%06d', tonumber(t[2])) end "                                            \
 	"local function ver(k) "                                                                               \
 	"local v = redis.call('GET', k) "                                                                      \
-	"if not v then v = now() redis.call('SET', k, v) end "                                                 \
+	"if not v then v = now() redis.call('SET', k, v, 'EX', " QC_VERSION_TTL_S ") end "                     \
 	"return v end "
 
+#define LUA_SEQ "local seq = redis.call('GET', '" QC_KEY_SEQ "') or '0' "
+
 const char QC_LOOKUP_SCRIPT[] =
-	LUA_VERSION_OF
+	LUA_VERSION_OF LUA_SEQ
 	"local vs = {} "
 	"for i = 2, #KEYS do vs[#vs + 1] = ver(KEYS[i]) end "
 	"local cur = table.concat(vs, ',') "
 	"local e = redis.call('GET', KEYS[1]) "
 	"if e then local nl = string.find(e, '\\n', 1, true) "
-	"if nl and string.sub(e, 1, nl - 1) == cur then return {1, cur, now(), string.sub(e, nl + 1)} end end "
-	"return {0, cur, now()}";
+	"if nl and string.sub(e, 1, nl - 1) == cur then "
+	"return {1, cur, now(), seq, string.sub(e, nl + 1), redis.call('PTTL', KEYS[1])} end end "
+	"return {0, cur, now(), seq}";
 
 /* A bump sets the counter to max(counter + 1, now in microseconds): every
- * version a bump (or a creation) made at or after time T is >= T. */
-const char QC_BUMP_SCRIPT[] = LUA_VERSION_OF "for i = 1, #KEYS do local v = tonumber(ver(KEYS[i])) "
-					     "local n = now() "
-					     "if tonumber(n) > v then redis.call('SET', KEYS[i], n) "
-					     "else redis.call('INCR', KEYS[i]) end end "
-					     "return #KEYS";
+ * version a bump (or a creation) made at or after time T is >= T.  It then
+ * appends the new values to the log under the next sequence number (ids
+ * "<seq>-1", consecutive: one entry per bump). */
+const char QC_BUMP_SCRIPT[] =
+	LUA_VERSION_OF
+	"if not redis.call('GET', '" QC_KEY_SEQ "') then redis.call('SET', '" QC_KEY_SEQ "', now()) end "
+	"local seq = redis.call('INCR', '" QC_KEY_SEQ "') "
+	"local log = {} "
+	"for i = 1, #KEYS do local v = tonumber(ver(KEYS[i])) "
+	"local n = now() "
+	"if tonumber(n) > v then redis.call('SET', KEYS[i], n, 'EX', " QC_VERSION_TTL_S ") "
+	"else n = string.format('%d', redis.call('INCR', KEYS[i])) end "
+	"log[#log + 1] = KEYS[i] log[#log + 1] = n end "
+	"redis.call('XADD', '" QC_KEY_LOG "', 'MAXLEN', '~', '" QC_LOG_MAX "', string.format('%d', seq) .. '-1', "
+	"unpack(log)) "
+	"return #KEYS";
 
+/* The log since ARGV[1]: {seq} when nothing changed, {seq, 'log', key,
+ * value, ...} with every bump after it in order, or {seq, 'reset'} when
+ * the log cannot tell (first sync, Redis lost or trimmed it, too far
+ * behind). */
+const char QC_SYNC_SCRIPT[] =
+	"local cur = redis.call('GET', '" QC_KEY_SEQ "') "
+	"if not cur then local t = redis.call('TIME') cur = t[1] .. string.format('%06d', tonumber(t[2])) "
+	"redis.call('SET', '" QC_KEY_SEQ "', cur) end "
+	"if cur == ARGV[1] then return {cur} end "
+	"local last = tonumber(ARGV[1]) local c = tonumber(cur) "
+	"if last == 0 or c < last or c - last > " QC_SYNC_MAX_GAP " then return {cur, 'reset'} end "
+	"local first = string.format('%d', last + 1) .. '-1' "
+	"local es = redis.call('XRANGE', '" QC_KEY_LOG "', first, '+', 'COUNT', c - last) "
+	"if #es ~= c - last or es[1][1] ~= first then return {cur, 'reset'} end "
+	"local out = {cur, 'log'} "
+	"for i = 1, #es do local f = es[i][2] for j = 1, #f do out[#out + 1] = f[j] end end "
+	"return out";
+
+/* Any bump of KEYS[1..nv] logged after sequence ARGV[2]?  Then (or when the
+ * log cannot tell) the entries are not stored. */
 const char QC_FILL_SCRIPT[] =
 	LUA_VERSION_OF
 	"local nv = tonumber(ARGV[1]) "
+	"local cur = redis.call('GET', '" QC_KEY_SEQ "') or '0' "
+	"if cur ~= ARGV[2] then "
+	"local last = tonumber(ARGV[2]) local c = tonumber(cur) "
+	"if last == 0 or c < last or c - last > " QC_SYNC_MAX_GAP " then return 0 end "
+	"local first = string.format('%d', last + 1) .. '-1' "
+	"local es = redis.call('XRANGE', '" QC_KEY_LOG "', first, '+', 'COUNT', c - last) "
+	"if #es ~= c - last or es[1][1] ~= first then return 0 end "
+	"local mine = {} for i = 1, nv do mine[KEYS[i]] = true end "
+	"for i = 1, #es do local f = es[i][2] for j = 1, #f, 2 do if mine[f[j]] then return 0 end end end "
+	"end "
 	"local vs = {} "
-	"for i = 1, nv do local v = ver(KEYS[i]) "
-	"if tonumber(v) >= tonumber(ARGV[2]) then return 0 end vs[#vs + 1] = v end "
-	"local cur = table.concat(vs, ',') "
+	"for i = 1, nv do vs[#vs + 1] = ver(KEYS[i]) end "
+	"local cur_v = table.concat(vs, ',') "
 	"for i = nv + 1, #KEYS do "
-	"redis.call('SET', KEYS[i], cur .. '\\n' .. ARGV[i - nv + 3], 'PX', ARGV[3]) end "
+	"redis.call('SET', KEYS[i], cur_v .. '\\n' .. ARGV[i - nv + 3], 'PX', ARGV[3]) end "
 	"return #KEYS - nv";
 
 /* ---- entry keys ----------------------------------------------------------- */
@@ -143,7 +190,30 @@ static bool has_key(const qc_keys *k, const char *key)
 	return false;
 }
 
-bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out)
+void qc_key_row(pf_sb *sb, const char *database, const char *table, const char *value)
+{
+	pf_sb_appendf(sb, "pgfold:v:%s:r:%s:%s", database, table, value);
+}
+
+void qc_key_unkeyed(pf_sb *sb, const char *database, const char *table)
+{
+	pf_sb_appendf(sb, "pgfold:v:%s:n:%s", database, table);
+}
+
+/* Append the key in sb unless it is there already; false when full. */
+static bool add_version(qc_keys *out, pf_sb *sb)
+{
+	if (has_key(out, pf_sb_str(sb))) {
+		pf_sb_reset(sb);
+		return true;
+	}
+	if (out->n == QC_MAX_VERSION_KEYS)
+		return false;
+	out->keys[out->n++] = sb_take(sb);
+	return true;
+}
+
+bool qc_key_versions(const char *database, const rw_shape *shape, const char *row, qc_keys *out)
 {
 	pf_sb sb;
 	pf_sb_init(&sb);
@@ -152,15 +222,17 @@ bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out)
 	out->keys[out->n++] = sb_take(&sb);
 	qc_key_database(&sb, database);
 	out->keys[out->n++] = sb_take(&sb);
+	bool keyed = row && shape && shape->nrelations == 1;
 	bool ok = true;
 	for (size_t i = 0; shape && i < shape->nrelations && ok; i++) {
-		qc_key_table(&sb, database, shape->relations[i].name);
-		if (has_key(out, pf_sb_str(&sb)))
-			pf_sb_reset(&sb);
-		else if (out->n < QC_MAX_VERSION_KEYS)
-			out->keys[out->n++] = sb_take(&sb);
+		const char *name = shape->relations[i].name;
+		qc_key_table(&sb, database, name);
+		ok = add_version(out, &sb);
+		if (keyed)
+			qc_key_row(&sb, database, name, row);
 		else
-			ok = false;
+			qc_key_unkeyed(&sb, database, name);
+		ok = ok && add_version(out, &sb);
 	}
 	pf_sb_free(&sb);
 	return ok;

@@ -19,35 +19,55 @@
  *   pgfold:v:<db>:t:<name>     per-table version, by the relation's name as
  *                              the parser folds it, schema left out (a write
  *                              to s1.t also invalidates s2.t: safe, and it
- *                              keeps `t` and `public.t` on one counter)
- * Every lookup reads the global, the database and each table version; a
+ *                              keeps `t` and `public.t` on one counter):
+ *                              bumped by writes to the table that pgfold
+ *                              cannot pin to primary-key values
+ *   pgfold:v:<db>:r:<name>:<v> per-row version: a write that changes only
+ *                              rows whose primary key is v (canonical
+ *                              decimal integer) bumps it ...
+ *   pgfold:v:<db>:n:<name>     ... and this one, the version every read of
+ *                              the table not pinned to one key depends on
+ *   pgfold:seq, pgfold:log     the bump log: a counter and a stream with one
+ *                              entry "<seq>-1" per bump (the keys and their
+ *                              new values), trimmed to about QC_LOG_MAX
+ * A read of one table pinned to one primary-key value (rcache_rows.h) reads
+ * the global, database, table and that row's version; any other read the
+ * global, database and, for each table, its table and its "n" version.  A
  * name collision only makes two things share a counter (more invalidation,
- * never less).
+ * never less).  Version keys expire QC_VERSION_TTL_S after their last
+ * change; one created again starts at the time (see below).
  *
  * Value: "<versions>\n<payload>" where versions are the counters read by
  * the lookup that missed (comma-separated, in key order) and payload the
  * exact backend messages (RowDescription, DataRows, CommandComplete).
  *
  * Scripts (EVAL): QC_LOOKUP_SCRIPT takes KEYS = entry, then the version
- * keys; it returns {1, versions, time, payload} when the entry exists and
- * its versions equal the current ones, else {0, versions, time} (time: the
- * Redis server's, in microseconds, as a decimal string).  A missing version
- * key is created with the server's time in microseconds, so a counter that
- * was evicted or lost never comes back to a value an old entry holds.
- * QC_BUMP_SCRIPT sets each of its KEYS (created the same way first) to
- * max(value + 1, time): a version changed at or after time T is >= T.
- * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches):
- * KEYS = the version keys, then the entry keys; ARGV = the number of
- * version keys, a time T read from Redis before the result's snapshot was
- * taken, the TTL in ms, then one payload per entry.  It stores nothing
- * (returns 0) when any version is >= T: changed since, the result may be
- * older than the versions.
+ * keys; it returns {1, versions, time, seq, payload, pttl} when the entry
+ * exists and its versions equal the current ones, else {0, versions, time,
+ * seq} (time: the Redis server's, in microseconds, as a decimal string; seq:
+ * the bump log's counter, "0" when none).  A missing version key is created
+ * with the server's time in microseconds, so a counter that was evicted or
+ * lost never comes back to a value an old entry holds.  QC_BUMP_SCRIPT sets
+ * each of its KEYS (created the same way first) to max(value + 1, time): a
+ * version changed at or after time T is >= T; and logs the new values.
+ * QC_SYNC_SCRIPT (ARGV = the last seq seen, "0" at first) returns {seq},
+ * {seq, "log", key, value, ...} or {seq, "reset"} (rcache_near.h).
+ * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches,
+ * cold shapes): KEYS = the version keys, then the entry keys; ARGV = the
+ * number of version keys, the bump-log sequence S read before the result's
+ * snapshot was taken, the TTL in ms, then one payload per entry.  It stores
+ * nothing (returns 0) when the log shows a bump of one of the version keys
+ * after S, or cannot tell (trimmed, lost, more than QC_SYNC_MAX_GAP behind):
+ * the result may be older than the versions.  Otherwise the versions it
+ * reads (created if missing) are the ones the snapshot saw.
  *
  * Interface
  *   qc_key_entry()        the entry key for a statement in a session
  *   qc_key_bind()         the extended protocol's bound part of a key
  *   qc_key_versions()     the version keys a statement's lookup reads
- *   qc_key_table()        the version key of one table (writes bump it)
+ *   qc_key_table()        the version key of one table (unpinned writes bump it)
+ *   qc_key_row()          one primary-key value's version key (pinned writes)
+ *   qc_key_unkeyed()      the table's version for reads not pinned to a key (pinned writes)
  *   qc_key_database()     the per-database version key
  *   qc_payload_check()    walk a stored payload: framing, and its final tag
  */
@@ -64,7 +84,12 @@
 #define QC_KEY_PREFIX "pgfold:"
 #define QC_KEY_GLOBAL "pgfold:v:all"
 #define QC_ENTRY_KEY_LEN (9 + 64) /* "pgfold:e:" + 64 hex digits */
-#define QC_MAX_VERSION_KEYS 34   /* global + database + 32 tables; more: not cached */
+#define QC_KEY_SEQ "pgfold:seq"
+#define QC_KEY_LOG "pgfold:log"
+#define QC_LOG_MAX "10000"        /* bump log entries Redis keeps (about) */
+#define QC_SYNC_MAX_GAP "512"     /* a sync further behind than this resets */
+#define QC_VERSION_TTL_S "604800" /* version keys live a week after their last change */
+#define QC_MAX_VERSION_KEYS 66    /* global + database + 2 for each of 32 tables; more: not cached */
 
 typedef struct qc_key_input {
 	const char *database;
@@ -98,13 +123,17 @@ void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1]);
 void qc_key_bind(pf_sb *out, int16_t ntypes, const uint32_t *types, int16_t nformats, const uint8_t *formats,
 		 int16_t nparams, const uint8_t *params, size_t params_len, int16_t nresult_formats,
 		 const uint8_t *result_formats);
-/* Global, database, then each distinct table the shape reads.  False when
- * there are more tables than fit (the statement is then not cached). */
-bool qc_key_versions(const char *database, const rw_shape *shape, qc_keys *out);
+/* Global, database, then for each distinct table the shape reads its table
+ * key and either its "n" key or, when row is not NULL and the shape reads
+ * one table, that row's key.  False when there are more tables than fit
+ * (the statement is then not cached). */
+bool qc_key_versions(const char *database, const rw_shape *shape, const char *row, qc_keys *out);
 void qc_keys_free(qc_keys *k);
 /* Append one table's / the database's version key to sb. */
 void qc_key_table(pf_sb *sb, const char *database, const char *table);
 void qc_key_database(pf_sb *sb, const char *database);
+void qc_key_row(pf_sb *sb, const char *database, const char *table, const char *value);
+void qc_key_unkeyed(pf_sb *sb, const char *database, const char *table);
 
 /* A stored payload is well formed: whole messages of the types T, D and C
  * only, ending with exactly one CommandComplete whose tag goes to tag
@@ -114,5 +143,6 @@ bool qc_payload_check(const char *payload, size_t len, char *tag, size_t size);
 extern const char QC_LOOKUP_SCRIPT[];
 extern const char QC_BUMP_SCRIPT[];
 extern const char QC_FILL_SCRIPT[];
+extern const char QC_SYNC_SCRIPT[];
 
 #endif /* PGFOLD_CACHE_KEY_H */

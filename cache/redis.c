@@ -47,8 +47,17 @@
  * Anything it misses still ends in a timeout.
  *
  * Timeouts: all commands have the same timeout, so the waiting commands of
- * the whole pool (r->waiting, in send order) time out in order and one
- * timer armed for the oldest deadline serves them all.
+ * the whole pool (r->waiting, in deadline order: send order, but for an
+ * eval's retry, which keeps its first attempt's deadline and is inserted in
+ * its place) time out in order and one timer armed for the oldest deadline
+ * serves them all.
+ *
+ * Scripts (qc_redis_eval): a qc_eval is the ctx of the EVALSHA, then of the
+ * EVAL retry, with eval_on_reply as their callback, so it rides on the
+ * qc_cmd rules above: eval_on_reply runs exactly once per attempt (answer,
+ * timeout, close, lost connection) and frees it unless it sends the retry.
+ * It holds the command's formatted nkeys and arguments (the RESP "tail",
+ * the same for EVALSHA and EVAL), so the retry is header + text + tail.
  */
 #include "redis.h"
 
@@ -60,6 +69,7 @@
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <netdb.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -74,6 +84,9 @@ enum {
 	QC_CONNECT_CHECK_MS = 50, /* SO_ERROR look while connecting (see socket_error) */
 	QC_POOL_HANDLES = 2,      /* deadline_timer, ping_timer; + one conn_timer per connection */
 	QC_SECRET_MAX = 128,      /* bytes of a user name or password, NUL included */
+	QC_SHA_HEX = 40,          /* a SHA-1 in hex, as EVALSHA takes it */
+	/* "*<argc>\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" at most (argc <= INT_MAX) */
+	QC_EVALSHA_HEAD_MAX = 1 + 10 + 2 + 13 + 5 + QC_SHA_HEX + 2,
 };
 
 typedef enum conn_state {
@@ -106,6 +119,12 @@ typedef struct qc_cmd {
 	qc_reply_fn cb;    /* CMD_USER; may be NULL */
 	void *ctx;
 } qc_cmd;
+
+/* A script whose SHA-1 is known (qc_redis_eval). */
+typedef struct qc_script {
+	const char *text; /* the caller's, static: the key is the pointer */
+	char sha[QC_SHA_HEX + 1];
+} qc_script;
 
 /* One connection of the pool. */
 struct qc_conn {
@@ -153,6 +172,8 @@ struct qc_redis {
 	bool closing;
 	char last_error[200];
 	qc_redis_counters counters;
+	qc_script scripts[QC_SCRIPT_SHAS]; /* the first scripts qc_redis_eval saw */
+	int nscripts;
 };
 
 static void start_connect(qc_conn *c);
@@ -271,18 +292,25 @@ static void arm_deadline(qc_redis *r)
 	uv_timer_start(&r->deadline_timer, on_deadline, when > now ? when - now : 0, 0);
 }
 
-/* Deadlines only grow, so a running timer already fires early enough; an
- * early fire just re-arms (on_deadline). */
+/* In deadline order: at the tail but for an eval's retry (see the top).
+ * Unless cmd is the new head, a running timer already fires early enough;
+ * an early fire just re-arms (on_deadline). */
 static void waiting_push(qc_redis *r, qc_cmd *cmd)
 {
-	cmd->prev = r->waiting_tail;
-	cmd->next = NULL;
-	if (r->waiting_tail)
-		r->waiting_tail->next = cmd;
+	qc_cmd *after = r->waiting_tail;
+	while (after && after->deadline > cmd->deadline)
+		after = after->prev;
+	cmd->prev = after;
+	cmd->next = after ? after->next : r->waiting_head;
+	if (cmd->next)
+		cmd->next->prev = cmd;
+	else
+		r->waiting_tail = cmd;
+	if (after)
+		after->next = cmd;
 	else
 		r->waiting_head = cmd;
-	r->waiting_tail = cmd;
-	if (!uv_is_active((uv_handle_t *)&r->deadline_timer))
+	if (!after || !uv_is_active((uv_handle_t *)&r->deadline_timer))
 		arm_deadline(r);
 }
 
@@ -413,6 +441,184 @@ int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, cons
 	}
 	if (rc < 0)
 		r->counters.errors++;
+	return rc;
+}
+
+/* ---- scripts ------------------------------------------------------------ */
+
+/* One qc_redis_eval in flight: the ctx of its attempt's qc_cmd (see the top). */
+typedef struct qc_eval {
+	qc_reply_fn cb;     /* the caller's; may be NULL */
+	void *ctx;
+	const char *script; /* the caller's, static */
+	uint64_t deadline;  /* of the first attempt: the retry keeps it */
+	int nargs;          /* elements of the command: 3 + argc */
+	bool retried;       /* sent with the text: a NOSCRIPT now is the script's own answer */
+	size_t tail_len;
+	char buf[];         /* QC_EVALSHA_HEAD_MAX bytes of room for the EVALSHA header, then the tail */
+} qc_eval;
+
+static void eval_on_reply(qc_redis *r, int status, const redisReply *reply, void *ctx);
+
+/* The SHA-1 of script in lowercase hex; false when libcrypto failed. */
+static bool sha1_hex(const char *script, char hex[QC_SHA_HEX + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (EVP_Digest(script, strlen(script), md, &n, EVP_sha1(), NULL) != 1 || n * 2 != QC_SHA_HEX)
+		return false;
+	for (unsigned int i = 0; i < n; i++) {
+		hex[2 * i] = digits[md[i] >> 4];
+		hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	hex[QC_SHA_HEX] = '\0';
+	return true;
+}
+
+/* script's SHA-1: remembered per script pointer in r->scripts (the first
+ * QC_SCRIPT_SHAS seen), computed into spare each time once that is full;
+ * NULL when it could not be computed. */
+static const char *script_sha(qc_redis *r, const char *script, char spare[QC_SHA_HEX + 1])
+{
+	for (int i = 0; i < r->nscripts; i++)
+		if (r->scripts[i].text == script)
+			return r->scripts[i].sha;
+	qc_script *slot = r->nscripts < QC_SCRIPT_SHAS ? &r->scripts[r->nscripts] : NULL;
+	char *hex = slot ? slot->sha : spare;
+	if (!sha1_hex(script, hex))
+		return NULL;
+	if (slot) {
+		slot->text = script;
+		r->nscripts++;
+	}
+	return hex;
+}
+
+/* The RESP bulk string "$<n>\r\n<s>\r\n" at p (NULL: only measured); its size. */
+static size_t put_bulk(char *p, const char *s, size_t n)
+{
+	char head[32];
+	size_t hl = (size_t)snprintf(head, sizeof(head), "$%zu\r\n", n);
+	if (p) {
+		memcpy(p, head, hl);
+		memcpy(p + hl, s, n);
+		memcpy(p + hl + n, "\r\n", 2);
+	}
+	return hl + n + 2;
+}
+
+static size_t arg_len(const char **argv, const size_t *argvlen, int i)
+{
+	return argvlen ? argvlen[i] : strlen(argv[i]);
+}
+
+/* A qc_eval whose tail is nkeys then the argc keys and arguments, formatted;
+ * NULL when they are too big to format. */
+static qc_eval *eval_new(qc_redis *r, qc_reply_fn cb, void *ctx, const char *script, int nkeys, int argc,
+			 const char **argv, const size_t *argvlen)
+{
+	char nk[16];
+	size_t nkl = (size_t)snprintf(nk, sizeof(nk), "%d", nkeys);
+	size_t tail = put_bulk(NULL, nk, nkl);
+	for (int i = 0; i < argc; i++) {
+		size_t n = arg_len(argv, argvlen, i);
+		if (n > SIZE_MAX / 2 - tail)
+			return NULL;
+		tail += put_bulk(NULL, argv[i], n);
+	}
+	qc_eval *ev = pf_malloc(sizeof(*ev) + QC_EVALSHA_HEAD_MAX + tail);
+	ev->cb = cb;
+	ev->ctx = ctx;
+	ev->script = script;
+	ev->deadline = uv_now(r->loop) + r->timeout_ms;
+	ev->nargs = argc + 3;
+	ev->retried = false;
+	ev->tail_len = tail;
+	char *p = ev->buf + QC_EVALSHA_HEAD_MAX;
+	p += put_bulk(p, nk, nkl);
+	for (int i = 0; i < argc; i++)
+		p += put_bulk(p, argv[i], arg_len(argv, argvlen, i));
+	return ev;
+}
+
+/* Send ev's command on c: EVALSHA sha, or EVAL with the text when sha is
+ * NULL; hiredis copies the bytes.  On success hiredis holds ev's attempt. */
+static int eval_send(qc_conn *c, qc_eval *ev, const char *sha)
+{
+	qc_cmd *cmd = cmd_new(c, CMD_USER, eval_on_reply, ev);
+	cmd->deadline = ev->deadline;
+	char head[96];
+	int hl;
+	if (sha) {
+		hl = snprintf(head, sizeof(head), "*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n", ev->nargs, QC_SHA_HEX, sha);
+		assert(hl > 0 && hl <= QC_EVALSHA_HEAD_MAX);
+		char *start = ev->buf + QC_EVALSHA_HEAD_MAX - hl;
+		memcpy(start, head, (size_t)hl);
+		return cmd_sent(c, cmd,
+				redisAsyncFormattedCommand(c->ac, on_reply, cmd, start, (size_t)hl + ev->tail_len));
+	}
+	size_t sl = strlen(ev->script);
+	hl = snprintf(head, sizeof(head), "*%d\r\n$4\r\nEVAL\r\n", ev->nargs);
+	size_t len = (size_t)hl + put_bulk(NULL, ev->script, sl) + ev->tail_len;
+	char *buf = pf_malloc(len);
+	memcpy(buf, head, (size_t)hl);
+	size_t off = (size_t)hl + put_bulk(buf + hl, ev->script, sl);
+	memcpy(buf + off, ev->buf + QC_EVALSHA_HEAD_MAX, ev->tail_len);
+	ev->retried = true;
+	int rc = cmd_sent(c, cmd, redisAsyncFormattedCommand(c->ac, on_reply, cmd, buf, len));
+	pf_free(buf);
+	return rc;
+}
+
+static bool is_noscript(const redisReply *reply)
+{
+	return reply && reply->type == REDIS_REPLY_ERROR && reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0 &&
+	       (reply->len == 8 || reply->str[8] == ' ');
+}
+
+/* The outcome of one attempt (see the top): NOSCRIPT to the EVALSHA sends
+ * the retry; anything else is the caller's answer. */
+static void eval_on_reply(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	qc_eval *ev = ctx;
+	if (status == QC_OK && !ev->retried && is_noscript(reply)) {
+		qc_conn *c = NULL;
+		status = refusal(r, &c);
+		if (status == 0 && (status = eval_send(c, ev, NULL)) == 0) {
+			r->counters.script_loads++;
+			return; /* ev now rides on the retry */
+		}
+		r->counters.errors++; /* refused at once: that is the answer */
+		reply = NULL;
+	}
+	qc_reply_fn cb = ev->cb;
+	void *cb_ctx = ev->ctx;
+	pf_free(ev);
+	if (cb)
+		cb(r, status, reply, cb_ctx);
+}
+
+int qc_redis_eval(qc_redis *r, qc_reply_fn cb, void *ctx, const char *script, int nkeys, int argc,
+		  const char **argv, const size_t *argvlen)
+{
+	if (!r)
+		return QC_CLOSED;
+	r->counters.commands++;
+	bool valid = script && nkeys >= 0 && nkeys <= argc && argc <= INT_MAX - 3 && (argc == 0 || argv);
+	qc_conn *c = NULL;
+	int rc = valid ? refusal(r, &c) : QC_EINVAL;
+	qc_eval *ev = NULL;
+	if (rc == 0 && !(ev = eval_new(r, cb, ctx, script, nkeys, argc, argv, argvlen)))
+		rc = QC_EINVAL;
+	if (rc == 0) {
+		char spare[QC_SHA_HEX + 1];
+		rc = eval_send(c, ev, script_sha(r, script, spare)); /* no SHA-1: EVAL at once */
+	}
+	if (rc < 0) {
+		pf_free(ev);
+		r->counters.errors++;
+	}
 	return rc;
 }
 

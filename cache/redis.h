@@ -23,10 +23,14 @@
  *   qc_redis_command(r, cb, ctx, fmt, ...)
  *   qc_redis_command_argv(r, cb, ctx, argc, argv, argvlen)
  *                                       send one command (binary-safe in argv form)
+ *   qc_redis_eval(r, cb, ctx, script, nkeys, argc, argv, argvlen)
+ *                                       run a Lua script: EVALSHA, EVAL with the text
+ *                                       only when Redis answers NOSCRIPT
  *   qc_redis_close(r)                   idempotent; fails every pending command
  *                                       once; frees itself once every handle closed
  *   qc_redis_state(r), qc_redis_state_name(s) OFF / CONNECTING / UP / DOWN
- *   qc_redis_counters(r)                commands, errors, timeouts, reconnects, ping
+ *   qc_redis_counters(r)                commands, errors, timeouts, reconnects, ping,
+ *                                       script loads
  *   qc_redis_address(r)                 "127.0.0.1:6379", for logs and the admin
  *   qc_redis_connections(r), qc_redis_conn_info_get(r, i, out)
  *                                       each connection's state and counters
@@ -101,6 +105,8 @@ typedef struct qc_redis_counters {
 	uint64_t reconnects;   /* connection attempts after the first one */
 	uint64_t late_replies; /* answers that arrived after their command timed out (dropped) */
 	uint64_t ping_us;      /* round trip of the last answered PING, microseconds; 0 before one */
+	uint64_t script_loads; /* qc_redis_eval: EVALSHA answered NOSCRIPT, so the script was sent
+				  again with its text (EVAL), which loads it into Redis's script cache */
 } qc_redis_counters;
 
 /* What one connection of the pool reports (qc_redis_conn_info_get). */
@@ -154,6 +160,35 @@ int qc_redis_command(qc_redis *r, qc_reply_fn cb, void *ctx, const char *fmt, ..
 /* The same with arguments as byte strings (argvlen NULL: NUL-terminated). */
 int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, const char **argv,
 			  const size_t *argvlen) __attribute__((warn_unused_result));
+
+/* Scripts per pool whose SHA-1 qc_redis_eval remembers (see there). */
+#define QC_SCRIPT_SHAS 16
+
+/*
+ * Run a Lua script: EVALSHA with the script's SHA-1, and when Redis answers
+ * NOSCRIPT (script cache flushed, Redis restarted, another server), the same
+ * command again as EVAL with the text, transparently: cb runs exactly once,
+ * with the final answer (a script's own error is a REDIS_REPLY_ERROR reply,
+ * as for any command), under the same contract as qc_redis_command_argv:
+ * the same return values (QC_EINVAL also for a NULL script, argc < 0,
+ * nkeys < 0 or > argc, or argv NULL with argc > 0), cb may be NULL, and one
+ * command in the counters (plus script_loads for a retry).  The command timeout covers both attempts
+ * together: cb runs within one timeout of this call, whatever the retry.
+ * A retry refused at once (pool down or closed) gives cb that status.
+ * argv/argvlen are the keys then the arguments (the first nkeys of the argc
+ * are keys); argvlen NULL: NUL-terminated.  They are only read during the
+ * call: the command is formatted once (the bytes hiredis would format
+ * anyway) and that copy, less its EVALSHA header, is kept for the retry
+ * until cb runs, then freed, on every path.
+ *
+ * script must be NUL-terminated and never change while r lives (a string
+ * literal or a static const array, as pgfold's scripts are): the SHA-1 is
+ * computed once per script *pointer* (the first QC_SCRIPT_SHAS pointers a
+ * pool sees; any further script is hashed on each call) and the text is
+ * read again when the retry is sent.
+ */
+int qc_redis_eval(qc_redis *r, qc_reply_fn cb, void *ctx, const char *script, int nkeys, int argc,
+		  const char **argv, const size_t *argvlen) __attribute__((warn_unused_result));
 
 /* Idempotent.  Every command still waiting gets its callback once, with
  * QC_CLOSED, before this returns; the state becomes OFF; the connection is

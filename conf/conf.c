@@ -184,6 +184,9 @@ static const cf_key keys[] = {
 		     "how long a cached result lives unless a [cache.rules] entry or its hint gives a ttl"),
 	K_SIZE_F("cache", max_entry_bytes, cache_max_entry_bytes, "1MB", 64, 512 * (KB << 10), RELOAD,
 		 "larger results are not cached"),
+	K_SIZE_F("cache", near_cache_bytes, cache_near_cache_bytes, "64MB", 0, 64 * GB, RELOAD,
+		 "memory for results kept in pgfold itself (the near cache, checked against Redis's bump log "
+		 "before each use); 0: every hit is read from Redis"),
 	K_DURATION_F("cache", timeout_ms, cache_timeout_ms, "5ms", 1, 1, 60 * SEC, RELOAD,
 		     "a cache lookup not answered within this goes to PostgreSQL (fail open)"),
 };

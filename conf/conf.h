@@ -117,6 +117,7 @@ typedef struct cf_config {
 	int cache_mode;             /* reload: a cf_cache_mode */
 	int cache_default_ttl_ms;   /* reload: TTL of entries cached in auto mode */
 	size_t cache_max_entry_bytes; /* reload: larger results are not cached */
+	size_t cache_near_cache_bytes; /* reload: the near cache's bound (0: off) */
 	int cache_timeout_ms;       /* reload: a lookup not answered within this fails open */
 	cf_cache_rules cache_rules; /* reload: [cache.rules] */
 } cf_config;

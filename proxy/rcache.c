@@ -21,6 +21,7 @@
 #include "../common/alloc.h"
 #include "../common/log.h"
 #include "rcache_int.h"
+#include "rcache_rows.h"
 #include "qstats.h"
 #include "session.h"
 
@@ -184,25 +185,37 @@ static qc_bypass decide(px_session *s, const rw_analysis *an, const char *sql, s
 
 static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ctx);
 
-/* Send the EVAL.  False when Redis refused it at once. */
-static bool send_lookup(px_session *s, px_rcache *rc, const qc_keys *vk)
+/* QC_LOOKUP_SCRIPT's keys: the entry, then the versions. */
+static int lookup_keys(const char *key, const qc_keys *vk, const char *argv[QC_MAX_VERSION_KEYS + 1])
 {
-	char nkeys[16];
-	const char *argv[QC_MAX_VERSION_KEYS + 4];
-	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
 	int argc = 0;
-	argv[argc++] = "EVAL";
-	argv[argc++] = QC_LOOKUP_SCRIPT;
-	argv[argc++] = nkeys;
-	argv[argc++] = rc->key;
+	argv[argc++] = key;
 	for (size_t i = 0; i < vk->n; i++)
 		argv[argc++] = vk->keys[i];
+	return argc;
+}
+
+/* Send the lookup.  False when Redis refused it at once. */
+static bool send_lookup(px_session *s, px_rcache *rc, const qc_keys *vk)
+{
+	const char *argv[QC_MAX_VERSION_KEYS + 1];
+	int argc = lookup_keys(rc->key, vk, argv);
 	rc_cmd *c = cmd_new(s);
-	if (qc_redis_command_argv(s->server->redis, on_lookup, c, argc, argv, NULL) < 0) {
+	if (qc_redis_eval(s->server->redis, on_lookup, c, QC_LOOKUP_SCRIPT, argc, argc, argv, NULL) < 0) {
 		pf_free(c);
 		px_session_unref(s);
 		return false;
 	}
+	stats_of(s)->redis_lookups++;
+	return true;
+}
+
+static void near_synced(void *ctx, bool ok);
+
+/* The near cache holds the key: wait for a sync sent after now. */
+static bool near_wait(px_session *s)
+{
+	px_near_wait(s->server->near, near_synced, cmd_new(s));
 	return true;
 }
 
@@ -219,14 +232,14 @@ static void cold_clear(px_rcache *rc)
 static void cold_capture(px_session *s, int ttl_ms, qc_keys *vk)
 {
 	px_rcache *rc = s->rcache;
-	uint64_t after = stats_of(s)->redis_now_us;
-	if (rc->claiming || (rc->grp.ext && !rc->grp.describe) || !after) {
+	uint64_t after;
+	if (rc->claiming || (rc->grp.ext && !rc->grp.describe) || !px_rc_log_seq(s, &after)) {
 		qc_keys_free(vk);
 		return;
 	}
 	cold_clear(rc);
 	rc->cold = true;
-	rc->cold_after_us = after;
+	rc->cold_after_seq = after;
 	rc->cold_vk = *vk; /* owned now */
 	memset(vk, 0, sizeof(*vk));
 	rc->ttl_ms = ttl_ms;
@@ -258,19 +271,11 @@ static void on_probe(qc_redis *r, int status, const redisReply *reply, void *ctx
  * answer only tells the shape's table whether it would have hit. */
 static void send_probe(px_session *s, uint64_t fingerprint, const qc_keys *vk)
 {
-	const char *argv[QC_MAX_VERSION_KEYS + 4];
-	char nkeys[16];
-	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
-	int argc = 0;
-	argv[argc++] = "EVAL";
-	argv[argc++] = QC_LOOKUP_SCRIPT;
-	argv[argc++] = nkeys;
-	argv[argc++] = s->rcache->key;
-	for (size_t i = 0; i < vk->n; i++)
-		argv[argc++] = vk->keys[i];
+	const char *argv[QC_MAX_VERSION_KEYS + 1];
+	int argc = lookup_keys(s->rcache->key, vk, argv);
 	rc_probe *p = pf_malloc(sizeof(*p));
 	*p = (rc_probe){.server = s->server, .fingerprint = fingerprint};
-	if (qc_redis_command_argv(s->server->redis, on_probe, p, argc, argv, NULL) < 0)
+	if (qc_redis_eval(s->server->redis, on_probe, p, QC_LOOKUP_SCRIPT, argc, argc, argv, NULL) < 0)
 		pf_free(p);
 	else
 		stats_of(s)->probes++;
@@ -279,11 +284,14 @@ static void send_probe(px_session *s, uint64_t fingerprint, const qc_keys *vk)
 /* Send the lookup for key input ki and hold msg (a Query, or the group
  * rc->grp describes) until it is answered; a cold shape's statement (v) is
  * only captured.  False: not looked up (counted), the caller relays msg. */
-static bool start_lookup(px_session *s, const rw_stmt *stmt, px_rc_verdict v, const qc_key_input *ki, int ttl_ms,
-			 const uint8_t *msg, size_t msg_len)
+static bool start_lookup(px_session *s, const rw_stmt *stmt, const px_rc_values *vals, px_rc_verdict v,
+			 const qc_key_input *ki, int ttl_ms, const uint8_t *msg, size_t msg_len)
 {
 	qc_keys vk;
-	if (!qc_key_versions(s->database, stmt->shape, &vk)) {
+	char row[PX_RC_ROW_KEY_MAX];
+	size_t slot;
+	bool pinned = px_rc_pin_read(s, stmt, vals, row, &slot);
+	if (!qc_key_versions(s->database, stmt->shape, pinned ? row : NULL, &vk)) {
 		qc_keys_free(&vk);
 		bypass(s, QC_BYPASS_TABLES);
 		return false;
@@ -299,9 +307,11 @@ static bool start_lookup(px_session *s, const rw_stmt *stmt, px_rc_verdict v, co
 	}
 	rc->fingerprint = stmt->shape->fingerprint;
 	rc->seq++;
-	bool sent = send_lookup(s, rc, &vk);
-	qc_keys_free(&vk);
+	qc_keys_free(&rc->look_vk);
+	rc->look_vk = vk; /* owned now */
+	bool sent = px_near_has(s->server->near, rc->key) ? near_wait(s) : send_lookup(s, rc, &rc->look_vk);
 	if (!sent) {
+		qc_keys_free(&rc->look_vk);
 		stats_of(s)->redis_errors++;
 		bypass(s, QC_BYPASS_REDIS);
 		return false;
@@ -314,8 +324,7 @@ static bool start_lookup(px_session *s, const rw_stmt *stmt, px_rc_verdict v, co
 	memcpy(rc->query, msg, msg_len);
 	rc->query_len = msg_len;
 	start_deadline(rc, s->server->cfg->cache_timeout_ms);
-	px_peer_set_want_read(&s->client, false);
-	return true;
+	return true; /* the client's next messages wait in its buffer (session.c) */
 }
 
 /* Is the statement's shape cold (rcache_shape.h)?  A cold shape's
@@ -349,6 +358,16 @@ static qc_key_input key_input(const px_session *s, char format, const char *sql,
 }
 
 /* ---- for rcache_fill.c (rcache_int.h) ------------------------------------- */
+
+bool px_rc_log_seq(px_session *s, uint64_t *seq)
+{
+	const px_rcache_stats *st = stats_of(s);
+	uint64_t synced = px_near_synced(s->server->near);
+	if (!st->log_seq_known && !synced)
+		return false;
+	*seq = synced > st->log_seq ? synced : st->log_seq;
+	return true;
+}
 
 px_rcache_stats *px_rc_stats(px_session *s)
 {
@@ -393,7 +412,8 @@ bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size
 	qc_key_input ki = key_input(s, 't', sql + stmt->location, (size_t)stmt->length);
 	if (s->rcache)
 		s->rcache->grp.ext = false;
-	return start_lookup(s, stmt, v, &ki, ttl_ms, msg, msg_len);
+	px_rc_values vals = {.sql = sql + stmt->location, .sql_len = (size_t)stmt->length};
+	return start_lookup(s, stmt, &vals, v, &ki, ttl_ms, msg, msg_len);
 }
 
 bool px_rcache_groups(const px_session *s)
@@ -444,7 +464,13 @@ bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *by
 			.unnamed = unnamed,
 			.max_rows = g->max_rows};
 	rcache_of(s)->grp = grp;
-	bool taken = start_lookup(s, &ts.an->stmts[0], v, &ki, ttl_ms, bytes, g->len);
+	const rw_stmt *stmt = &ts.an->stmts[0];
+	px_rc_bind bv = {.b = b, .ntypes = ts.ntypes, .types = ts.types};
+	px_rc_values vals = {.sql = ts.text + stmt->location,
+			     .sql_len = (size_t)stmt->length,
+			     .param = px_rc_bind_param,
+			     .ctx = &bv};
+	bool taken = start_lookup(s, stmt, &vals, v, &ki, ttl_ms, bytes, g->len);
 	pf_sb_free(&params);
 	return taken;
 }
@@ -473,13 +499,41 @@ static uint32_t payload_rows(const char *payload, size_t len)
 	return n;
 }
 
-/* The lookup's answer: {1, versions, time, payload} or {0, versions, time}. */
+/* An Execute row limit the held group's answer would reach: forwarded, as
+ * the backend would suspend the portal. */
+static bool reaches_max_rows(px_session *s, const char *payload, size_t len)
+{
+	const px_rcache *rc = s->rcache;
+	if (!rc->grp.ext || rc->grp.max_rows <= 0 || payload_rows(payload, len) < (uint32_t)rc->grp.max_rows)
+		return false;
+	stats_of(s)->bypass_max_rows++;
+	return true;
+}
+
+static void record_outcome(px_session *s, bool hit)
+{
+	px_rcache *rc = s->rcache;
+	if (hit)
+		stats_of(s)->hits++;
+	else
+		stats_of(s)->misses++;
+	px_rc_shape_record(&stats_of(s)->shapes, rc->fingerprint, hit);
+	px_qstats_record_cache_fingerprint(s->server->qstats, rc->fingerprint, hit);
+}
+
+static bool reply_string(const redisReply *r)
+{
+	return r && r->type == REDIS_REPLY_STRING;
+}
+
+/* The lookup's answer: {1, versions, time, seq, payload, pttl} or {0,
+ * versions, time, seq}. */
 static void lookup_answered(px_session *s, const redisReply *reply)
 {
 	px_rcache *rc = s->rcache;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-	    reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING ||
-	    reply->element[2]->type != REDIS_REPLY_STRING) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER || !reply_string(reply->element[1]) ||
+	    !reply_string(reply->element[2]) || !reply_string(reply->element[3])) {
 		if (reply && reply->type == REDIS_REPLY_ERROR)
 			px_session_log(PF_LOG_DEBUG, s, "cache lookup: redis: %s", reply->str);
 		stats_of(s)->redis_errors++;
@@ -488,30 +542,70 @@ static void lookup_answered(px_session *s, const redisReply *reply)
 		return;
 	}
 	char tag[64];
+	const char *versions = reply->element[1]->str;
 	uint64_t now = strtoull(reply->element[2]->str, NULL, 10);
 	if (now > stats_of(s)->redis_now_us)
 		stats_of(s)->redis_now_us = now;
-	const redisReply *payload = reply->elements == 4 ? reply->element[3] : NULL;
-	if (reply->element[0]->integer == 1 && payload && payload->type == REDIS_REPLY_STRING &&
+	uint64_t seq = strtoull(reply->element[3]->str, NULL, 10);
+	if (!stats_of(s)->log_seq_known || seq > stats_of(s)->log_seq)
+		stats_of(s)->log_seq = seq;
+	stats_of(s)->log_seq_known = true;
+	px_near_learn(s->server->near, reply->element[3]->str, &rc->look_vk, versions);
+	const redisReply *payload = reply->elements == 6 ? reply->element[4] : NULL;
+	if (reply->element[0]->integer == 1 && reply_string(payload) &&
 	    qc_payload_check(payload->str, payload->len, tag, sizeof(tag))) {
-		if (rc->grp.ext && rc->grp.max_rows > 0 &&
-		    payload_rows(payload->str, payload->len) >= (uint32_t)rc->grp.max_rows) {
-			stats_of(s)->bypass_max_rows++; /* the backend would suspend the portal */
+		if (reply->element[5]->type == REDIS_REPLY_INTEGER)
+			px_near_put(s->server->near, rc->key, &rc->look_vk, versions, payload->str, payload->len,
+				    reply->element[5]->integer);
+		if (reaches_max_rows(s, payload->str, payload->len)) {
 			forward_query(s, false);
 			return;
 		}
-		stats_of(s)->hits++;
-		px_rc_shape_record(&stats_of(s)->shapes, rc->fingerprint, true);
-		px_qstats_record_cache_fingerprint(s->server->qstats, rc->fingerprint, true);
+		record_outcome(s, true);
 		answer_hit(s, payload->str, payload->len, tag);
 		return;
 	}
-	stats_of(s)->misses++;
-	px_rc_shape_record(&stats_of(s)->shapes, rc->fingerprint, false);
-	px_qstats_record_cache_fingerprint(s->server->qstats, rc->fingerprint, false);
+	record_outcome(s, false);
 	pf_free(rc->versions);
-	rc->versions = pf_strdup(reply->element[1]->str);
+	rc->versions = pf_strdup(versions);
 	forward_query(s, true);
+}
+
+/* A sync the statement waited for was applied: answer from the near cache
+ * when its entry is still current, else look it up in Redis. */
+static void near_decide(px_session *s, bool ok)
+{
+	px_rcache *rc = s->rcache;
+	const char *payload, *tag;
+	size_t len;
+	if (ok && px_near_get(s->server->near, rc->key, &payload, &len, &tag)) {
+		uv_timer_stop(&rc->timer);
+		rc->seq++;
+		if (reaches_max_rows(s, payload, len)) {
+			forward_query(s, false);
+			return;
+		}
+		stats_of(s)->near_hits++;
+		record_outcome(s, true);
+		answer_hit(s, payload, len, tag);
+		return;
+	}
+	if (!send_lookup(s, rc, &rc->look_vk)) {
+		uv_timer_stop(&rc->timer);
+		rc->seq++;
+		stats_of(s)->redis_errors++;
+		bypass(s, QC_BYPASS_REDIS);
+		forward_query(s, false);
+	}
+}
+
+static void near_synced(void *ctx, bool ok)
+{
+	bool current;
+	px_session *s = cmd_done(ctx, &current);
+	if (current && s->rcache->phase == PX_RC_LOOKUP)
+		near_decide(s, ok);
+	px_session_unref(s);
 }
 
 static void on_lookup(qc_redis *r, int status, const redisReply *reply, void *ctx)
@@ -583,6 +677,8 @@ static void forward_query(px_session *s, bool capture)
 	pf_free(rc->query);
 	rc->query = NULL;
 	rc->phase = capture && rc_write == 0 ? PX_RC_CAPTURE : PX_RC_IDLE;
+	if (rc->phase == PX_RC_IDLE)
+		qc_keys_free(&rc->look_vk);
 	cold_clear(rc);
 	pf_sb_reset(&rc->capture);
 	rc->capture_ok = true;
@@ -641,6 +737,7 @@ static void answer_hit(px_session *s, const char *payload, size_t len, const cha
 	pf_free(rc->query);
 	rc->query = NULL;
 	rc->phase = PX_RC_IDLE;
+	qc_keys_free(&rc->look_vk);
 	rc->batch_on_miss = false;
 	replay_for_nplusone(s, (const uint8_t *)payload, len);
 	px_track_complete(&s->track, tag, uv_hrtime() / 1000u);
@@ -682,15 +779,11 @@ static void store_cold(px_session *s)
 	const qc_keys *vk = &rc->cold_vk;
 	const char *argv[QC_MAX_VERSION_KEYS + 10];
 	size_t lens[QC_MAX_VERSION_KEYS + 10];
-	char nkeys[16], nv[16], after[24], ttl[24];
+	char nv[16], after[24], ttl[24];
 	int n = 0;
-	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + 1);
 	snprintf(nv, sizeof(nv), "%zu", vk->n);
-	snprintf(after, sizeof(after), "%llu", (unsigned long long)rc->cold_after_us);
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)rc->cold_after_seq);
 	snprintf(ttl, sizeof(ttl), "%d", rc->ttl_ms > 0 ? rc->ttl_ms : 1000);
-	argv[n++] = "EVAL";
-	argv[n++] = QC_FILL_SCRIPT;
-	argv[n++] = nkeys;
 	for (size_t i = 0; i < vk->n; i++)
 		argv[n++] = vk->keys[i];
 	argv[n++] = rc->key;
@@ -701,7 +794,8 @@ static void store_cold(px_session *s)
 		lens[i] = strlen(argv[i]);
 	lens[n] = rc->capture.len;
 	argv[n++] = rc->capture.data;
-	if (qc_redis_command_argv(s->server->redis, px_rc_on_filled, s->server, n, argv, lens) < 0)
+	if (qc_redis_eval(s->server->redis, px_rc_on_filled, s->server, QC_FILL_SCRIPT, (int)vk->n + 1, n, argv,
+			  lens) < 0)
 		stats_of(s)->store_errors++;
 	else
 		stats_of(s)->bytes_stored += rc->capture.len;
@@ -728,6 +822,9 @@ static void store(px_session *s)
 	else
 		stats_of(s)->bytes_stored += rc->capture.len;
 	pf_sb_free(&value);
+	if (rc->versions)
+		px_near_put(s->server->near, rc->key, &rc->look_vk, rc->versions, rc->capture.data, rc->capture.len,
+			    rc->ttl_ms > 0 ? rc->ttl_ms : 1000);
 }
 
 static void capture_end(px_rcache *rc, qc_bypass why)
@@ -786,6 +883,9 @@ static bool capture(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 		rc->phase = PX_RC_IDLE;
 		rc->inject = false;
 		cold_clear(rc);
+		qc_keys_free(&rc->look_vk);
+		pf_free(rc->versions);
+		rc->versions = NULL;
 		break;
 	default:
 		capture_end(rc, QC_BYPASS_NOT_STORED);
@@ -813,18 +913,54 @@ static void pending_clear(px_rcache *rc)
 	rc->pending_db = false;
 }
 
-static void pending_table(px_session *s, const char *table)
+/* Add the version key in k (reset) to the pending writes; past
+ * PX_RC_MAX_PENDING the transaction counts as writing the whole database. */
+static void pending_key(px_session *s, pf_sb *k)
 {
 	px_rcache *rc = rcache_of(s);
-	if (rc->npending == PX_RC_MAX_PENDING) {
+	if (rc->npending == PX_RC_MAX_PENDING)
 		rc->pending_db = true;
-		return;
-	}
+	else
+		add_key(rc->pending, &rc->npending, PX_RC_MAX_PENDING, pf_sb_str(k));
+	pf_sb_reset(k);
+}
+
+static void pending_table(px_session *s, const char *table)
+{
 	pf_sb k;
 	pf_sb_init(&k);
 	qc_key_table(&k, s->database, table);
-	add_key(rc->pending, &rc->npending, PX_RC_MAX_PENDING, pf_sb_str(&k));
+	pending_key(s, &k);
 	pf_sb_free(&k);
+}
+
+/* A write pinned to primary-key values (rcache_rows.h): their row versions
+ * and the table's version of unpinned reads. */
+static void pending_rows(px_session *s, const char *table, char rows[][PX_RC_ROW_KEY_MAX], int n)
+{
+	pf_sb k;
+	pf_sb_init(&k);
+	for (int i = 0; i < n; i++) {
+		qc_key_row(&k, s->database, table, rows[i]);
+		pending_key(s, &k);
+	}
+	qc_key_unkeyed(&k, s->database, table);
+	pending_key(s, &k);
+	pf_sb_free(&k);
+}
+
+static int current_param(void *ctx, int n, const char **value, size_t *len)
+{
+	return px_track_current_param(ctx, n, value, len);
+}
+
+/* The values the completing write stmt is pinned to, or -1. */
+static int pinned_write(px_session *s, const rw_stmt *stmt, char rows[PX_RC_MAX_ROW_KEYS][PX_RC_ROW_KEY_MAX])
+{
+	px_rc_values vals = {.param = current_param, .ctx = &s->track};
+	if (!stmt || !px_track_current_text(&s->track, &vals.sql, &vals.sql_len))
+		return -1;
+	return px_rc_pin_write(s, stmt, &vals, rows);
 }
 
 /* The running transaction's writes are committed: bump them at the next
@@ -907,11 +1043,16 @@ static void note_write(px_session *s, const rw_stmt *stmt, const char *tag)
 		rcache_of(s)->pending_db = true;
 		break;
 	}
+	char rows[PX_RC_MAX_ROW_KEYS][PX_RC_ROW_KEY_MAX];
+	int nrows = pinned_write(s, stmt, rows);
 	for (size_t i = 0; i < sh->nrelations; i++) {
 		const char *name = sh->relations[i].name;
 		if (!sh->relations[i].written)
 			continue;
-		pending_table(s, name);
+		if (nrows > 0 && (int)i == sh->write_rel)
+			pending_rows(s, name, rows, nrows);
+		else
+			pending_table(s, name);
 		tables = true;
 		if (!(px_relcat_flags(s->server->relcat, s->database, s->user, name) & PX_REL_WRITE_LOCAL))
 			rcache_of(s)->pending_db = true; /* triggers, rules, cascades, partitions, views ... */
@@ -997,19 +1138,14 @@ static void bump_clear(px_rcache *rc)
 static bool send_bumps(px_session *s)
 {
 	px_rcache *rc = s->rcache;
-	char nkeys[16];
-	const char *argv[PX_RC_MAX_PENDING + 4];
+	const char *argv[PX_RC_MAX_PENDING + 1];
 	int argc = 0;
-	snprintf(nkeys, sizeof(nkeys), "%zu", rc->nbump);
-	argv[argc++] = "EVAL";
-	argv[argc++] = QC_BUMP_SCRIPT;
-	argv[argc++] = nkeys;
 	for (size_t i = 0; i < rc->nbump; i++)
 		argv[argc++] = rc->bump[i];
 	stats_of(s)->invalidations += rc->nbump;
 	rc->seq++;
 	rc_cmd *c = cmd_new(s);
-	int sent = qc_redis_command_argv(s->server->redis, on_bumped, c, argc, argv, NULL);
+	int sent = qc_redis_eval(s->server->redis, on_bumped, c, QC_BUMP_SCRIPT, argc, argc, argv, NULL);
 	bump_clear(rc);
 	if (sent < 0) {
 		pf_free(c);
@@ -1080,6 +1216,7 @@ void px_rcache_free(px_session *s)
 	pf_free(rc->versions);
 	pf_sb_free(&rc->capture);
 	cold_clear(rc);
+	qc_keys_free(&rc->look_vk);
 	pending_clear(rc);
 	bump_clear(rc);
 	pf_free(rc);
@@ -1115,9 +1252,17 @@ static void stats_json(pf_sb *b, const px_server *server)
 	for (int i = 1; i < QC_BYPASS_COUNT; i++)
 		pf_sb_appendf(b, "%s\"%s\":%llu", i > 1 ? "," : "", qc_bypass_name((qc_bypass)i),
 			      (unsigned long long)st->bypass[i]);
-	pf_sb_appendf(b, ",\"max_rows\":%llu,\"cold_shape\":%llu", (unsigned long long)st->bypass_max_rows,
+	pf_sb_appendf(b, ",\"max_rows\":%llu,\"cold_shape\":%llu}", (unsigned long long)st->bypass_max_rows,
 		      (unsigned long long)st->bypass_cold);
-	pf_sb_append(b, "}}");
+	px_near_stats ns = px_near_stats_get(server->near);
+	pf_sb_appendf(b,
+		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu,\"syncs\":%llu"
+		      ",\"sync_errors\":%llu,\"resets\":%llu,\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu"
+		      ",\"known_versions\":%zu}}",
+		      (unsigned long long)st->redis_lookups, px_near_enabled(server->near) ? "true" : "false",
+		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale, (unsigned long long)ns.syncs,
+		      (unsigned long long)ns.sync_errors, (unsigned long long)ns.resets, (unsigned long long)ns.evictions,
+		      ns.entries, ns.bytes, ns.known);
 }
 
 static void cache_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
@@ -1140,8 +1285,8 @@ static void flush_handler(const px_admin_request *req, px_admin_response *resp, 
 {
 	(void)req;
 	px_server *server = ctx;
-	const char *argv[] = {"EVAL", QC_BUMP_SCRIPT, "1", QC_KEY_GLOBAL};
-	if (!server->redis || qc_redis_command_argv(server->redis, on_flushed, server, 4, argv, NULL) < 0) {
+	const char *argv[] = {QC_KEY_GLOBAL};
+	if (!server->redis || qc_redis_eval(server->redis, on_flushed, server, QC_BUMP_SCRIPT, 1, 1, argv, NULL) < 0) {
 		resp->status = 503;
 		pf_sb_append(&resp->body, "{\"error\":\"redis is not available\"}");
 		return;
@@ -1166,8 +1311,12 @@ static void metric(pf_sb *b, const char *name, const char *type, const char *hel
 void px_rcache_metrics(pf_sb *b, void *ctx)
 {
 	const px_rcache_stats *st = &((const px_server *)ctx)->cache_stats;
-	metric(b, "pgfold_cache_lookups_total", "counter", "Result cache lookups sent to Redis.", st->lookups);
+	metric(b, "pgfold_cache_lookups_total", "counter", "Statements held for a cache lookup (near cache or Redis).",
+	       st->lookups);
 	metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
+	metric(b, "pgfold_cache_near_hits_total", "counter",
+	       "Statements answered from pgfold's near cache (counted in hits too).", st->near_hits);
+	metric(b, "pgfold_cache_redis_lookups_total", "counter", "Lookup EVALs sent to Redis.", st->redis_lookups);
 	metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
 	metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
 	metric(b, "pgfold_cache_fills_total", "counter", "N+1 batch groups sent to be stored under their child's key.",

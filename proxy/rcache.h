@@ -104,7 +104,9 @@ typedef struct px_rcache px_rcache;
 
 /* Process-wide counters (px_server.cache_stats). */
 typedef struct px_rcache_stats {
-	uint64_t lookups;        /* EVALs sent */
+	uint64_t lookups;        /* statements held for a lookup (near cache or Redis) */
+	uint64_t redis_lookups;  /* lookup EVALs sent */
+	uint64_t near_hits;      /* hits answered from the near cache (counted in hits too) */
 	uint64_t hits;
 	uint64_t misses;
 	uint64_t stores;         /* entries written (SET answered OK) */
@@ -124,6 +126,8 @@ typedef struct px_rcache_stats {
 	uint64_t fills;            /* N+1 batch groups sent to be stored (px_rcache_batch_fill) */
 	uint64_t fill_refused;     /* ... fills Redis refused: a version changed since the batch began */
 	uint64_t redis_now_us;     /* the latest Redis time a lookup returned (not a counter) */
+	uint64_t log_seq;          /* the latest bump-log sequence a lookup returned (not a counter) ... */
+	bool log_seq_known;        /* ... once one did */
 	uint64_t bypass_cold;      /* executions of a cold shape sent without a lookup (rcache_shape.h) */
 	uint64_t probes;           /* ... of which looked up meanwhile (not waited for) */
 	uint64_t probe_hits;       /* ... and found a valid entry */

@@ -11,6 +11,7 @@
 #include "../cache/key.h"
 #include "../common/alloc.h"
 #include "rcache_int.h"
+#include "rcache_rows.h"
 #include "session.h"
 
 /* The batcher is about to send a batch for the child msg (a Query or an
@@ -21,7 +22,7 @@ bool px_rcache_batch_claim(px_session *s, const uint8_t *msg, size_t len)
 	if (!px_rc_cache_on(s) || !s->analyse)
 		return false;
 	px_rcache *rc = px_rc_of(s);
-	rc->fill_after_us = px_rc_stats(s)->redis_now_us; /* a Redis time from before the batch */
+	rc->fill_armed = px_rc_log_seq(s, &rc->fill_after_seq); /* read before the batch */
 	if (rc->redispatching || len < PGW_HEADER_LEN)
 		return false;
 	bool taken = false;
@@ -245,23 +246,37 @@ static bool fill_key(px_session *s, const fill_child *c, const char *key, size_t
 	return ok;
 }
 
+/* The entries of one batch: the key and payload of each group's child. */
+typedef struct fill_entries {
+	size_t n;
+	char (*keys)[QC_ENTRY_KEY_LEN + 1];
+	pf_sb *payloads;
+	const px_group **groups;
+} fill_entries;
+
+static void entries_free(fill_entries *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		pf_sb_free(&e->payloads[i]);
+	pf_free(e->payloads);
+	pf_free(e->keys);
+	pf_free(e->groups);
+}
+
 /* One entry per group: the child's RowDescription, the group's rows and
  * CommandComplete, under the key of the child with that group's key. */
-static void fill_send(px_session *s, const px_prefetch *p, const fill_child *c, int ttl_ms, const qc_keys *vk)
+static void entries_make(px_session *s, const px_prefetch *p, const fill_child *c, fill_entries *e)
 {
-	size_t max = vk->n + p->ngroups + 4;
-	const char **argv = pf_calloc(max * 2 + 8, sizeof(char *));
-	size_t *lens = pf_calloc(max * 2 + 8, sizeof(size_t));
-	char (*keys)[QC_ENTRY_KEY_LEN + 1] = pf_calloc(p->ngroups + 1, QC_ENTRY_KEY_LEN + 1);
-	pf_sb *payloads = pf_calloc(p->ngroups + 1, sizeof(pf_sb));
-	char nkeys[16], nv[16], after[24], ttl[24];
-	size_t n = 0, nentries = 0;
+	e->n = 0;
+	e->keys = pf_calloc(p->ngroups + 1, QC_ENTRY_KEY_LEN + 1);
+	e->payloads = pf_calloc(p->ngroups + 1, sizeof(pf_sb));
+	e->groups = pf_calloc(p->ngroups + 1, sizeof(*e->groups));
 	for (size_t i = 0; own_key_matches(c, &p->groups[0]) && i < p->ngroups; i++) {
 		const px_group *g = &p->groups[i];
-		pf_sb_init(&payloads[nentries]);
-		if (!fill_key(s, c, g->key, g->key_len, keys[nentries]))
+		pf_sb *pl = &e->payloads[e->n];
+		pf_sb_init(pl);
+		if (!fill_key(s, c, g->key, g->key_len, e->keys[e->n]))
 			continue;
-		pf_sb *pl = &payloads[nentries];
 		pf_sb_append_n(pl, p->rowdesc.data, p->rowdesc.len);
 		pf_sb_append_n(pl, g->rows.data, g->rows.len);
 		char tag[32];
@@ -272,58 +287,97 @@ static void fill_send(px_session *s, const px_prefetch *p, const fill_child *c, 
 		pf_sb_append_n(pl, (const char *)head, sizeof(head));
 		pf_sb_append_n(pl, tag, (size_t)tl + 1);
 		if (pl->len <= s->server->cfg->cache_max_entry_bytes)
-			nentries++;
+			e->groups[e->n++] = g;
 		else
 			pf_sb_free(pl);
 	}
-	snprintf(nkeys, sizeof(nkeys), "%zu", vk->n + nentries);
+}
+
+/* Store entries [first, first + n) valid for the versions vk (QC_FILL_SCRIPT). */
+static void fill_send(px_session *s, const fill_entries *e, size_t first, size_t n, int ttl_ms, const qc_keys *vk)
+{
+	size_t max = vk->n + 2 * n + 4;
+	const char **argv = pf_calloc(max, sizeof(char *));
+	size_t *lens = pf_calloc(max, sizeof(size_t));
+	char nv[16], after[24], ttl[24];
 	snprintf(nv, sizeof(nv), "%zu", vk->n);
-	snprintf(after, sizeof(after), "%llu", (unsigned long long)s->rcache->fill_after_us);
+	snprintf(after, sizeof(after), "%llu", (unsigned long long)s->rcache->fill_after_seq);
 	snprintf(ttl, sizeof(ttl), "%d", ttl_ms > 0 ? ttl_ms : 1000);
-	argv[n++] = "EVAL";
-	argv[n++] = QC_FILL_SCRIPT;
-	argv[n++] = nkeys;
+	size_t argc = 0;
 	for (size_t i = 0; i < vk->n; i++)
-		argv[n++] = vk->keys[i];
-	for (size_t i = 0; i < nentries; i++)
-		argv[n++] = keys[i];
-	argv[n++] = nv;
-	argv[n++] = after;
-	argv[n++] = ttl;
-	for (size_t i = 0; i < nentries; i++) {
-		lens[n] = payloads[i].len;
-		argv[n++] = payloads[i].data;
-		px_rc_stats(s)->bytes_stored += payloads[i].len;
+		argv[argc++] = vk->keys[i];
+	for (size_t i = first; i < first + n; i++)
+		argv[argc++] = e->keys[i];
+	argv[argc++] = nv;
+	argv[argc++] = after;
+	argv[argc++] = ttl;
+	for (size_t i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	for (size_t i = first; i < first + n; i++) {
+		lens[argc] = e->payloads[i].len;
+		argv[argc++] = e->payloads[i].data;
+		px_rc_stats(s)->bytes_stored += e->payloads[i].len;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (!lens[i])
-			lens[i] = strlen(argv[i]);
-	if (nentries > 0) {
-		px_rc_stats(s)->fills += nentries;
-		if (qc_redis_command_argv(s->server->redis, px_rc_on_filled, s->server, (int)n, argv, lens) < 0)
-			px_rc_stats(s)->store_errors++;
-	}
-	for (size_t i = 0; i < nentries; i++)
-		pf_sb_free(&payloads[i]);
-	pf_free(payloads);
-	pf_free(keys);
+	px_rc_stats(s)->fills += n;
+	if (qc_redis_eval(s->server->redis, px_rc_on_filled, s->server, QC_FILL_SCRIPT, (int)(vk->n + n), (int)argc,
+			  argv, lens) < 0)
+		px_rc_stats(s)->store_errors++;
 	pf_free(lens);
 	pf_free(argv);
 }
 
+/* The child's values as rcache_rows.h reads them. */
+static px_rc_values child_values(const fill_child *c, px_rc_bind *bv)
+{
+	px_rc_values v = {.sql = c->text + c->st->location, .sql_len = (size_t)c->st->length};
+	if (c->ext) {
+		*bv = (px_rc_bind){.b = &c->g.bind, .ntypes = c->ts.ntypes, .types = c->ts.types};
+		v.param = px_rc_bind_param;
+		v.ctx = bv;
+	}
+	return v;
+}
+
+/* Store the entries.  A child pinned to a primary-key value by the batch's
+ * key slot (rcache_rows.h) depends on that value's row version: one store
+ * per group, each with its own versions; otherwise one store for all. */
+static void fill_store(px_session *s, const fill_child *c, const fill_entries *e, int ttl_ms)
+{
+	char row[PX_RC_ROW_KEY_MAX];
+	size_t slot;
+	px_rc_bind bv;
+	px_rc_values vals = child_values(c, &bv);
+	bool pinned = px_rc_pin_read(s, c->st, &vals, row, &slot);
+	qc_keys vk = {0};
+	if (!pinned || slot != c->slot) {
+		if (e->n && qc_key_versions(s->database, c->st->shape, pinned ? row : NULL, &vk))
+			fill_send(s, e, 0, e->n, ttl_ms, &vk);
+		qc_keys_free(&vk);
+		return;
+	}
+	for (size_t i = 0; i < e->n; i++) {
+		const px_group *g = e->groups[i];
+		if (px_rc_canonical_int(g->key, g->key_len, false, row) &&
+		    qc_key_versions(s->database, c->st->shape, row, &vk))
+			fill_send(s, e, i, 1, ttl_ms, &vk);
+		qc_keys_free(&vk);
+	}
+}
+
 void px_rcache_batch_fill(px_session *s, const px_prefetch *p, const uint8_t *child_msg, size_t child_len)
 {
-	if (!px_rc_cache_on(s) || !s->analyse || !s->rcache || !s->rcache->fill_after_us || p->ngroups == 0 ||
+	if (!px_rc_cache_on(s) || !s->analyse || !s->rcache || !s->rcache->fill_armed || p->ngroups == 0 ||
 	    p->rowdesc.len == 0)
 		return;
 	fill_child c;
 	int ttl_ms = 0;
-	qc_keys vk = {0};
 	if (fill_child_open(s, p, child_msg, child_len, &c) &&
-	    px_rc_policy(s, c.st, c.text, c.text_len, &ttl_ms) == QC_CACHEABLE && s->tx_status != 'E' &&
-	    qc_key_versions(s->database, c.st->shape, &vk))
-		fill_send(s, p, &c, ttl_ms, &vk);
-	qc_keys_free(&vk);
+	    px_rc_policy(s, c.st, c.text, c.text_len, &ttl_ms) == QC_CACHEABLE && s->tx_status != 'E') {
+		fill_entries e;
+		entries_make(s, p, &c, &e);
+		fill_store(s, &c, &e, ttl_ms);
+		entries_free(&e);
+	}
 	rw_analysis_free(c.owned);
-	s->rcache->fill_after_us = 0;
+	s->rcache->fill_armed = false;
 }

@@ -12,6 +12,7 @@
 #include "../cache/key.h"
 #include "../cache/redis.h"
 #include "rcache.h"
+#include "rcache_near.h"
 
 #define PX_RC_MAX_PENDING 64 /* tables a transaction may write before it counts as the whole database */
 
@@ -56,12 +57,14 @@ struct px_rcache {
 	bool inject;           /* CAPTURE: pgfold added a Describe: the RowDescription is not the client's */
 	bool batch_on_miss;    /* LOOKUP: an N+1 child the batcher gave first refusal: a miss goes back */
 	bool redispatching;    /* ... and is being given to it now: do not claim it again */
-	uint64_t fill_after_us; /* Redis time read before the running N+1 batch was sent (0: none) */
+	bool fill_armed;        /* an N+1 batch is running: its answer may fill the cache ... */
+	uint64_t fill_after_seq; /* ... against this bump-log sequence, read before it was sent */
 	bool claiming;         /* px_rcache_batch_claim() is asking: a cold shape is not captured */
 	uint64_t fingerprint;  /* LOOKUP: the statement's shape */
 	bool cold;             /* CAPTURE: a cold shape's, not looked up: stored with QC_FILL_SCRIPT ... */
-	uint64_t cold_after_us; /* ... against this Redis time (read before it was sent) ... */
+	uint64_t cold_after_seq; /* ... against this bump-log sequence (read before it was sent) ... */
 	qc_keys cold_vk;       /* ... and these version keys */
+	qc_keys look_vk;       /* LOOKUP / CAPTURE: the version keys the lookup reads */
 };
 
 px_rcache_stats *px_rc_stats(px_session *s);
@@ -73,6 +76,9 @@ px_rcache *px_rc_of(px_session *s);
 qc_bypass px_rc_policy(px_session *s, const rw_stmt *st, const char *sql, size_t len, int *ttl_ms);
 /* The key input of a statement in the session ('t' simple Query, 'x' extended). */
 qc_key_input px_rc_key_input(const px_session *s, char format, const char *sql, size_t len);
+/* The latest bump-log sequence pgfold has seen (lookups, near-cache syncs):
+ * read before now.  False when none was seen yet. */
+bool px_rc_log_seq(px_session *s, uint64_t *seq);
 /* The answer to a QC_FILL_SCRIPT (ctx: the server). */
 void px_rc_on_filled(qc_redis *r, int status, const redisReply *reply, void *ctx);
 /* A held child the batcher gave first refusal missed: offer it to the

@@ -15,7 +15,9 @@
 #include "../common/strmap.h"
 #include "pgctl.h"
 
-/* One row per relation name outside pg_catalog / information_schema. */
+/* One row per relation name outside pg_catalog / information_schema: the
+ * name, read_ok, write_local and the column of the single-column integer
+ * primary key every relation of that name has (NULL otherwise). */
 static const char relcat_sql[] =
 	"SELECT c.relname::text,"
 	" bool_and(c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'),"
@@ -23,8 +25,12 @@ static const char relcat_sql[] =
 	"  AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)"
 	"  AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal)"
 	"  AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.confrelid = c.oid"
-	"   AND (f.confdeltype IN ('c', 'n', 'd') OR f.confupdtype IN ('c', 'n', 'd'))))"
+	"   AND (f.confdeltype IN ('c', 'n', 'd') OR f.confupdtype IN ('c', 'n', 'd')))),"
+	" CASE WHEN bool_and(k.attname IS NOT NULL) AND count(DISTINCT k.attname) = 1 THEN min(k.attname::text) END"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+	" LEFT JOIN LATERAL (SELECT a.attname FROM pg_index i"
+	"  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+	"  WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1 AND a.atttypid IN (20, 21, 23)) k ON true"
 	" WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
 	" AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
 	" GROUP BY 1";
@@ -34,6 +40,7 @@ typedef struct rel_db {
 	char name[64];
 	char user[64];        /* the first client's user (when control_user is empty) */
 	pf_strmap *map;       /* name -> PX_REL_* bits; NULL until loaded */
+	pf_strmap *pks;       /* name -> its primary-key column (owned strings), loaded with map */
 	bool stale;           /* DDL committed since the map's load began: do not use it */
 	bool loading;
 	bool reload_again;    /* invalidated while loading */
@@ -80,6 +87,25 @@ static void map_free(pf_strmap *m)
 
 static void start_load(rel_db *db);
 
+static void pks_free(pf_strmap *m)
+{
+	size_t pos = 0;
+	const char *name;
+	void *col;
+	while (m && pf_strmap_next(m, &pos, &name, &col))
+		pf_free(col);
+	pf_strmap_free(m);
+}
+
+static pf_strmap *pks_from(const PGresult *res)
+{
+	pf_strmap *m = pf_strmap_new();
+	for (int i = 0; i < PQntuples(res); i++)
+		if (!PQgetisnull(res, i, 3))
+			pf_strmap_put(m, PQgetvalue(res, i, 0), pf_strdup(PQgetvalue(res, i, 3)), NULL);
+	return m;
+}
+
 static pf_strmap *map_from(const PGresult *res)
 {
 	pf_strmap *m = pf_strmap_new();
@@ -114,6 +140,8 @@ static void on_loaded(const PGresult *res, const char *err, void *ctx)
 	}
 	map_free(db->map);
 	db->map = map_from(res);
+	pks_free(db->pks);
+	db->pks = pks_from(res);
 	db->failed_logged = false;
 	db->loaded_at = uv_now(rc->loop);
 	db->stale = db->reload_again;
@@ -193,6 +221,15 @@ unsigned px_relcat_flags(px_relcat *rc, const char *database, const char *client
 	return (unsigned)(uintptr_t)bits;
 }
 
+const char *px_relcat_primary_key(px_relcat *rc, const char *database, const char *client_user, const char *name)
+{
+	if (!(px_relcat_flags(rc, database, client_user, name) & PX_REL_READ_OK))
+		return NULL; /* also: not loaded, stale */
+	rel_db *db = db_find(rc, database, client_user, false);
+	void *col = NULL;
+	return db && db->pks && pf_strmap_get(db->pks, name, &col) ? col : NULL;
+}
+
 void px_relcat_invalidate(px_relcat *rc, const char *database)
 {
 	if (!rc || rc->closing)
@@ -215,6 +252,7 @@ void px_relcat_close(px_relcat *rc)
 		if (db->conn)
 			px_pgctl_close(db->conn); /* on_loaded("closed") returns at once */
 		map_free(db->map);
+		pks_free(db->pks);
 		pf_free(db);
 	}
 	pf_free(rc);

@@ -12,6 +12,11 @@
  *                partitioning, not referenced by a foreign key with a
  *                cascading (CASCADE / SET NULL / SET DEFAULT) action.  A
  *                write to a name without it bumps the whole database.
+ *   primary key  the column of the single-column primary key of type
+ *                smallint, integer or bigint that every relation of that
+ *                name has (same column name), else none: reads and writes
+ *                pinned to one value of it are invalidated by that value
+ *                (rcache_rows.h).
  *
  * A name pgfold has not seen (not loaded yet, a new table, an unknown
  * database) is neither.  After DDL committed through this pgfold the
@@ -22,6 +27,7 @@
  * Interface
  *   px_relcat_new(loop) / px_relcat_configure(rc, cfg) / px_relcat_close(rc)
  *   px_relcat_flags(rc, db, user, name)   PX_REL_* bits; may start a load
+ *   px_relcat_primary_key(rc, db, user, name)  its primary-key column or NULL
  *   px_relcat_invalidate(rc, db)          after DDL: reload
  */
 #ifndef PGFOLD_PROXY_RELCAT_H
@@ -49,6 +55,9 @@ void px_relcat_configure(px_relcat *rc, const cf_config *cfg);
  * 0 while unknown.  client_user connects the load when control_user is
  * empty.  Cheap; never waits. */
 unsigned px_relcat_flags(px_relcat *rc, const char *database, const char *client_user, const char *name);
+/* The name's primary-key column (above), or NULL (also while unknown); valid
+ * until the next call into relcat. */
+const char *px_relcat_primary_key(px_relcat *rc, const char *database, const char *client_user, const char *name);
 void px_relcat_invalidate(px_relcat *rc, const char *database);
 /* NULL-safe, idempotent; rc must not be used afterwards. */
 void px_relcat_close(px_relcat *rc);

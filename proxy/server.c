@@ -104,9 +104,11 @@ void px_server_check_drained(px_server *server)
 	}
 	if (server->redis) {
 		server->admin_info.redis = NULL;
-		qc_redis_close(server->redis);
+		qc_redis_close(server->redis); /* every answer delivered: the near cache may go */
 		server->redis = NULL;
 	}
+	px_near_free(server->near);
+	server->near = NULL;
 	px_volatility_close(server->volatility);
 	server->volatility = NULL;
 	px_relcat_close(server->relcat);
@@ -169,6 +171,7 @@ static void reload(px_server *server)
 	pf_log_set_level((pf_log_level)next->log_level);
 	px_volatility_configure(server->volatility, next);
 	px_relcat_configure(server->relcat, next);
+	px_near_configure(server->near, server->redis, next->cache_near_cache_bytes);
 	server->stats.config_reloads++;
 	pf_info("configuration reloaded");
 }
@@ -334,6 +337,8 @@ static void start_redis(px_server *server)
 	};
 	server->redis = qc_redis_open(server->loop, &o);
 	server->admin_info.redis = server->redis;
+	server->near = px_near_new(server->loop);
+	px_near_configure(server->near, server->redis, cfg->cache_near_cache_bytes);
 }
 
 /* ---- function volatility ------------------------------------------------ */

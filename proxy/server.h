@@ -15,6 +15,7 @@
 #include "../rewrite/nplusone.h"
 #include "qstats.h"
 #include "volatility.h"
+#include "rcache_near.h"
 #include "relcat.h"
 #include "../conf/conf.h"
 #include "admin.h"
@@ -47,6 +48,7 @@ struct px_server {
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
 	px_stats stats;
 	px_rcache_stats cache_stats; /* result cache counters (/cache) */
+	px_near *near;               /* the near cache (rcache_near.h); freed after redis is closed */
 	px_session *sessions; /* doubly linked through session->next/prev */
 	uint64_t next_session_id;
 	bool shutting_down;

@@ -23,6 +23,7 @@
 #define PX_BUF_MAX (PX_WHOLE_LIMIT + 64 * 1024)
 /* How long a closing session waits for its last bytes to be written. */
 #define PX_CLOSE_DRAIN_MS 5000
+#define PX_HELD_READ_MAX (64 * 1024) /* client bytes read on while a statement is held for the cache */
 
 static const px_peer_ops client_ops;
 static const px_peer_ops backend_ops;
@@ -743,6 +744,11 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		return false;
 	}
 	px_peer_consume(src, off);
+	/* While a statement is held for the cache the client's socket stays
+	 * open for reading (nothing more is relayed until it is answered: this
+	 * saves stopping and restarting the socket per statement), up to a bound. */
+	if (src == &s->client && px_rcache_busy(s) && src->in_len > PX_HELD_READ_MAX)
+		px_peer_set_want_read(&s->client, false);
 	if (verdict == RELAY_FORWARD_END) {
 		px_session_close(s, "client sent Terminate", NULL, NULL);
 		return false;

@@ -52,8 +52,12 @@ struct px_track_item {
 	px_blob *rowdesc; /* the portal's RowDescription when its statement was described, or NULL */
 	rw_analysis *an; /* a reference, or NULL */
 	uint32_t index;  /* statement in an */
-	char *sql;       /* this statement's own text, kept only when it may change session state */
+	char *sql;       /* this statement's own text, kept only when it may change session state or
+	                    is a write the cache may pin to keys (keeps_text) */
 	size_t sql_len;
+	char *params;    /* an Execute of such a write: the bound values (portal form), or NULL */
+	size_t params_len;
+	int16_t nparams;
 	uint64_t start_us;
 	bool writes;     /* counted in px_track.writes_queued */
 };
@@ -96,6 +100,7 @@ static void item_release(px_track_item *it)
 	if (it->an)
 		rw_analysis_free(it->an);
 	pf_free(it->sql);
+	pf_free(it->params);
 	blob_unref(it->rowdesc);
 	memset(it, 0, sizeof(*it));
 }
@@ -140,6 +145,15 @@ static bool affects_session(const rw_shape *sh)
 	       sh->setting;
 }
 
+/* Statements whose text (and bound values) the track keeps: session state,
+ * and the writes the result cache may pin to primary-key values. */
+static bool keeps_text(const rw_shape *sh)
+{
+	return affects_session(sh) || (sh->kind == RW_KIND_WRITE && (sh->write_form == RW_WRITE_UPDATE ||
+								       sh->write_form == RW_WRITE_DELETE ||
+								       sh->write_form == RW_WRITE_INSERT_VALUES));
+}
+
 static rw_analysis *ref(const rw_analysis *an)
 {
 	return an ? rw_analysis_ref(an) : NULL;
@@ -158,7 +172,7 @@ static void push_stmt(px_track *t, const rw_analysis *an, uint32_t i, const char
 		return;
 	}
 	const rw_shape *sh = an ? an->stmts[i].shape : NULL;
-	if (sh && affects_session(sh) && sql) {
+	if (sh && keeps_text(sh) && sql) {
 		it.sql = pf_malloc(sql_len + 1);
 		memcpy(it.sql, sql, sql_len);
 		it.sql[sql_len] = '\0';
@@ -256,7 +270,7 @@ void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const 
 		return;
 	if (strlen(text) <= PX_TRACK_TEXT_MAX)
 		n->text = pf_strdup(text);
-	if (affects_session(an->stmts[0].shape)) {
+	if (keeps_text(an->stmts[0].shape)) {
 		const rw_stmt *st = &an->stmts[0];
 		n->sql = pf_malloc((size_t)st->length + 1);
 		memcpy(n->sql, text + st->location, (size_t)st->length);
@@ -367,26 +381,33 @@ void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name
 	}
 }
 
-int px_track_portal_value(const px_track *t, const char *portal, int n, const char **value, size_t *len)
+/* Value n (1-based) of a blob of bound values (px_named.params form). */
+static int params_value(const char *params, size_t params_len, int16_t nparams, int n, const char **value,
+			size_t *len)
 {
-	const px_named *p = *named_find((px_named **)&t->portals, portal);
-	if (!p || !p->params || n < 1 || n > p->nparams)
+	if (!params || n < 1 || n > nparams)
 		return -1;
 	size_t pos = 0;
-	for (int i = 1; pos + 4 <= p->params_len; i++) {
+	for (int i = 1; pos + 4 <= params_len; i++) {
 		int32_t l;
-		memcpy(&l, p->params + pos, sizeof(l));
+		memcpy(&l, params + pos, sizeof(l));
 		pos += 4;
 		if (i == n) {
 			if (l < 0)
 				return l == -1 ? 0 : -1;
-			*value = p->params + pos;
+			*value = params + pos;
 			*len = (size_t)l;
 			return 1;
 		}
 		pos += l > 0 ? (size_t)l : 0;
 	}
 	return -1;
+}
+
+int px_track_portal_value(const px_track *t, const char *portal, int n, const char **value, size_t *len)
+{
+	const px_named *p = *named_find((px_named **)&t->portals, portal);
+	return p ? params_value(p->params, p->params_len, p->nparams, n, value, len) : -1;
 }
 
 bool px_track_portal_param(const px_track *t, const char *portal, int n, const char **value, size_t *len)
@@ -411,6 +432,15 @@ void px_track_execute(px_track *t, const char *portal, uint64_t now_us)
 		px_track_item *it = at(t, t->count - 1);
 		if (it->type == ITEM_STMT && !it->rowdesc)
 			it->rowdesc = blob_ref(p->portal_rowdesc);
+	}
+	if (p && p->params && t->count > 0) {
+		px_track_item *it = at(t, t->count - 1);
+		if (it->type == ITEM_STMT && it->sql && !it->params) {
+			it->params = pf_malloc(p->params_len);
+			memcpy(it->params, p->params, p->params_len);
+			it->params_len = p->params_len;
+			it->nparams = p->nparams;
+		}
 	}
 }
 
@@ -692,6 +722,24 @@ static const rw_stmt *item_stmt(const px_track_item *it)
 const rw_stmt *px_track_current(const px_track *t)
 {
 	return t->count ? item_stmt(&t->items[t->head % t->cap]) : NULL;
+}
+
+bool px_track_current_text(const px_track *t, const char **sql, size_t *len)
+{
+	const px_track_item *it = t->count ? &t->items[t->head % t->cap] : NULL;
+	if (!it || it->type != ITEM_STMT || !it->sql)
+		return false;
+	*sql = it->sql;
+	*len = it->sql_len;
+	return true;
+}
+
+int px_track_current_param(const px_track *t, int n, const char **value, size_t *len)
+{
+	const px_track_item *it = t->count ? &t->items[t->head % t->cap] : NULL;
+	if (!it || it->type != ITEM_STMT)
+		return -1;
+	return params_value(it->params, it->params_len, it->nparams, n, value, len);
 }
 
 const rw_stmt *px_track_last(const px_track *t)

@@ -82,6 +82,13 @@ int px_track_portal_value(const px_track *t, const char *portal, int n, const ch
 int16_t px_track_portal_nparams(const px_track *t, const char *portal);
 /* The statement the server is answering now (head of the queue), or NULL. */
 const rw_stmt *px_track_current(const px_track *t);
+/* That statement's own text (its rw_value locations less its location),
+ * kept for session-state statements and the writes the cache may pin to
+ * keys (UPDATE, DELETE, INSERT ... VALUES); false when not kept. */
+bool px_track_current_text(const px_track *t, const char **sql, size_t *len);
+/* Its bound value $n in text form (an Execute of such a write): 1 with the
+ * value, 0 for NULL, -1 when not known. */
+int px_track_current_param(const px_track *t, int n, const char **value, size_t *len);
 /* The statement most recently queued (tail), or NULL. */
 const rw_stmt *px_track_last(const px_track *t);
 void px_track_close(px_track *t, char kind, const char *name);

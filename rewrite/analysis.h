@@ -101,6 +101,25 @@ typedef enum rw_isolation {
 	RW_ISO_SERIALIZABLE,
 } rw_isolation;
 
+/* The statement's top-level write form (rw_shape.write_form), for invalidating
+ * by key what a write provably touches.  Data writes that are not one of the
+ * three simple forms are OTHER; statements of kind WRITE and TRUNCATE are
+ * never NONE, nor is a COPY that writes. */
+typedef enum rw_write_form {
+	RW_WRITE_NONE,          /* not a data write (SELECT, DDL, SET, ...; PREPARE/EXECUTE/CALL/DO are kind
+	                           OTHER and NONE here: what they run is not known here) */
+	RW_WRITE_UPDATE,        /* top-level UPDATE t SET ... (FROM, RETURNING and a read-only WITH allowed;
+	                           no writable CTE) */
+	RW_WRITE_DELETE,        /* top-level DELETE FROM t ... (USING, RETURNING and a read-only WITH
+	                           allowed; no writable CTE) */
+	RW_WRITE_INSERT_VALUES, /* top-level INSERT INTO t [(cols)] VALUES (...), (...) [ON CONFLICT ...]
+	                           [RETURNING ...] (no writable CTE, not INSERT ... SELECT, not DEFAULT
+	                           VALUES, no clause around the VALUES list) */
+	RW_WRITE_OTHER,         /* any other data write: MERGE, INSERT ... SELECT / DEFAULT VALUES,
+	                           writable CTEs, EXPLAIN ANALYZE of a write, SELECT INTO, TRUNCATE,
+	                           COPY FROM, nextval/setval, SELECT FOR UPDATE (kind WRITE) ... */
+} rw_write_form;
+
 /* Statement-level clause flags (anywhere in the statement unless noted). */
 enum rw_flag {
 	RW_HAS_LIMIT = 1u << 0,  /* top-level LIMIT */
@@ -179,6 +198,31 @@ typedef struct rw_shape {
 	 * kind calls set_config.  NULL otherwise, or when set_config's name is not a constant. */
 	const char *setting;
 	bool set_local;         /* SET LOCAL / set_config(..., true) */
+	/* The top-level write.  write_rel and the lists are filled for UPDATE, DELETE and
+	 * INSERT_VALUES only (else -1, false, 0 and NULL).  Which rows the WHERE of an UPDATE/DELETE
+	 * picks: its `column = value` slots (rw_slot: rel_index == write_rel for an unqualified column
+	 * only when there is no FROM/USING).  Values are as written: the column's type may turn them
+	 * into another value (5.7 into an integer column is 6, '05' is 5), compare typed values. */
+	rw_write_form write_form;
+	int write_rel;          /* index into relations of the target (its entry, alias included, never a
+	                           FROM/USING entry of the same table under another alias), written */
+	bool write_on_conflict; /* INSERT_VALUES ... ON CONFLICT (DO NOTHING or DO UPDATE): rows other than
+	                           those given may be updated (a conflict on any unique index) */
+	size_t nset_columns;
+	const char *const *set_columns;    /* UPDATE: the columns SET assigns, distinct, in order, as the
+	                                      parser folds them; every column of SET (a, b) = (...);
+	                                      SET a[1] = ... / SET a.f = ... assign a */
+	size_t ninsert_columns;
+	const char *const *insert_columns; /* INSERT_VALUES: the column list as written (folded); 0 when
+	                                      none is written */
+	size_t ninsert_rows;               /* INSERT_VALUES: rows of VALUES; 0 when there is no column list
+	                                      or a row's length is not the list's */
+	const int *insert_slots;           /* ninsert_rows * ninsert_columns, row-major: the index into
+	                                      slots of the slot that is exactly that cell's value (a
+	                                      literal, a folded negative number or $n, bare or under one
+	                                      cast: 5, -5, '5'::int, CAST($1 AS int)), else -1 (DEFAULT,
+	                                      NULL, TRUE, expressions, function calls, subqueries, and
+	                                      every cell of a column written with a subscript or field) */
 } rw_shape;
 
 /* Where slot i of the shape sits in this statement's text. */

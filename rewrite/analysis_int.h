@@ -11,6 +11,7 @@
  *   analysis_expr.c   functions called, aggregates/windows, subqueries
  *   analysis_where.c  top-level WHERE `column = value` equalities (and SELECT EXISTS's)
  *   analysis_tx.c     transaction and session statements, set_config
+ *   analysis_write.c  the top-level write form (analysis_write.h)
  */
 #ifndef PGFOLD_REWRITE_ANALYSIS_INT_H
 #define PGFOLD_REWRITE_ANALYSIS_INT_H

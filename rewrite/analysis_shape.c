@@ -8,11 +8,13 @@
  * the minus.  Matching by location, not by count, keeps literals the grammar
  * does not turn into constants (varchar(10), a NOTIFY payload) harmless and
  * ignores constants the grammar makes from keywords (EXTRACT(year ...),
- * SET search_path TO a, BEGIN ISOLATION LEVEL ...).  Last, everything is
+ * SET search_path TO a, BEGIN ISOLATION LEVEL ...).  The INSERT VALUES
+ * cells (analysis_write.c) find their slots the same way.  Last, everything is
  * copied into one block sized by a first dry pass, so a shape is one
  * allocation and its strings live exactly as long as it does.
  */
 #include "analysis_int.h"
+#include "analysis_write.h"
 
 #include <pg_query.h>
 #include <stdalign.h>
@@ -63,8 +65,10 @@ static int param_number(const char *p, size_t n)
 	return (int)v;
 }
 
+/* Slot k of piece p: its number, column and folded minus; locs[k] the
+ * location the parser gives its constant (the '-' of a folded minus). */
 static void build_slots(const rw_builder *b, const char *sql, const rw_scan *s, const rw_piece *p, rw_slot *slots,
-			unsigned char *neg)
+			unsigned char *neg, int *locs)
 {
 	size_t k = 0;
 	const rw_token *prev = NULL;
@@ -79,6 +83,7 @@ static void build_slots(const rw_builder *b, const char *sql, const rw_scan *s, 
 				 has_numloc(b, prev->start);
 			if (neg[k])
 				loc = prev->start;
+			locs[k] = loc;
 			slots[k] = (rw_slot){.rel_index = -1};
 			if (t->type == PG_QUERY__TOKEN__PARAM)
 				slots[k].param = param_number(sql + t->start + 1, (size_t)(t->end - t->start - 1));
@@ -93,6 +98,25 @@ static void build_slots(const rw_builder *b, const char *sql, const rw_scan *s, 
 		}
 		prev = t;
 	}
+}
+
+/* The slot whose constant the parser puts at loc (locs ascend: text order), or -1. */
+static int slot_at(const int *locs, size_t nslots, int loc)
+{
+	if (loc < 0 || !nslots)
+		return -1;
+	const int *hit = bsearch(&loc, locs, nslots, sizeof *locs, cmp_int);
+	return hit ? (int)(hit - locs) : -1;
+}
+
+/* INSERT VALUES cells, from parser locations to slot indices (a new array). */
+static int *insert_slots(const rw_write_facts *w, const int *locs, size_t nslots)
+{
+	size_t n = w->nrows * w->nins_cols;
+	int *v = pf_calloc(n ? n : 1, sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = slot_at(locs, nslots, w->cells[i]);
+	return v;
 }
 
 /* ---- one block ----------------------------------------------------------- */
@@ -123,6 +147,8 @@ static const char *blk_str(blk *k, const char *s)
 
 typedef struct shape_parts {
 	const rw_builder *b;
+	const rw_write_facts *w;
+	const int *insert_slots; /* w->nrows * w->nins_cols */
 	const rw_slot *slots;
 	const unsigned char *neg;
 	size_t nslots;
@@ -131,6 +157,18 @@ typedef struct shape_parts {
 	const char *key;
 	size_t keylen;
 } shape_parts;
+
+/* An array of n copied names (NULL on the sizing pass). */
+static const char *const *lay_names(blk *k, const char *const *names, size_t n)
+{
+	const char **v = blk_take(k, n * sizeof *v, alignof(const char *));
+	for (size_t i = 0; i < n; i++) {
+		const char *s = blk_str(k, names[i]);
+		if (v)
+			v[i] = s;
+	}
+	return v;
+}
 
 static rw_shape_obj *lay_out(blk *k, const shape_parts *in)
 {
@@ -141,6 +179,10 @@ static rw_shape_obj *lay_out(blk *k, const shape_parts *in)
 	rw_slot *slots = blk_take(k, in->nslots * sizeof *slots, alignof(rw_slot));
 	unsigned char *neg = blk_take(k, in->nslots, 1);
 	char *key = blk_take(k, in->keylen, 1);
+	const char *const *set_cols = lay_names(k, in->w->set_cols, in->w->nset_cols);
+	const char *const *ins_cols = lay_names(k, in->w->ins_cols, in->w->nins_cols);
+	size_t ncells = in->w->nrows * in->w->nins_cols;
+	int *cells = blk_take(k, ncells * sizeof *cells, alignof(int));
 	for (size_t i = 0; i < b->nrels; i++) {
 		rw_relation r = {.schema = blk_str(k, b->rels[i].schema), .name = blk_str(k, b->rels[i].name),
 				 .alias = blk_str(k, b->rels[i].alias), .written = b->rels[i].written};
@@ -164,11 +206,17 @@ static rw_shape_obj *lay_out(blk *k, const shape_parts *in)
 		memcpy(neg, in->neg, in->nslots);
 	if (in->keylen)
 		memcpy(key, in->key, in->keylen);
+	if (ncells)
+		memcpy(cells, in->insert_slots, ncells * sizeof *cells);
 	*sh = (rw_shape_obj){
 		.pub = {.kind = b->kind, .fingerprint = in->fingerprint, .normalized = normalized, .flags = b->flags,
 			.nrelations = b->nrels, .relations = rels, .nfunctions = b->nfuncs, .functions = funcs,
 			.nslots = in->nslots, .slots = slots, .tx_op = b->tx_op, .isolation = b->isolation,
-			.read_only = b->read_only, .chain = b->chain, .setting = setting, .set_local = b->set_local},
+			.read_only = b->read_only, .chain = b->chain, .setting = setting, .set_local = b->set_local,
+			.write_form = in->w->form, .write_rel = in->w->rel, .write_on_conflict = in->w->on_conflict,
+			.nset_columns = in->w->nset_cols, .set_columns = set_cols,
+			.ninsert_columns = in->w->nins_cols, .insert_columns = ins_cols,
+			.ninsert_rows = in->w->nrows, .insert_slots = cells},
 		.node = {.key = key, .keylen = in->keylen},
 		.refs = 1,
 		.fast = b->fast,
@@ -208,18 +256,22 @@ rw_shape_obj *rw_shape_build(const PgQuery__Node *stmt, const char *sql, const r
 	builder_init(&b);
 	rw_walk_statement(&b, stmt);
 	rw_where_collect(&b, stmt);
+	rw_write_facts w;
+	rw_write_collect(&w, &b, stmt);
 	if (b.nnumlocs)
 		qsort(b.numlocs, b.nnumlocs, sizeof *b.numlocs, cmp_int);
 
 	size_t nslots = rw_piece_nslots(s, p);
 	rw_slot *slots = pf_calloc(nslots, sizeof *slots);
 	unsigned char *neg = pf_calloc(nslots, 1);
-	build_slots(&b, sql, s, p, slots, neg);
+	int *locs = pf_calloc(nslots ? nslots : 1, sizeof *locs);
+	build_slots(&b, sql, s, p, slots, neg, locs);
+	int *cells = insert_slots(&w, locs, nslots);
 
 	char *text = piece_text(sql, s, p);
 	PgQueryFingerprintResult fp = pg_query_fingerprint(text);
 	PgQueryNormalizeResult nr = pg_query_normalize(text);
-	shape_parts in = {.b = &b, .slots = slots, .neg = neg, .nslots = nslots,
+	shape_parts in = {.b = &b, .w = &w, .insert_slots = cells, .slots = slots, .neg = neg, .nslots = nslots,
 			  .fingerprint = fp.error ? 0 : fp.fingerprint,
 			  .normalized = nr.error || !nr.normalized_query ? text : nr.normalized_query,
 			  .key = key, .keylen = keylen};
@@ -229,6 +281,9 @@ rw_shape_obj *rw_shape_build(const PgQuery__Node *stmt, const char *sql, const r
 	pf_free(text);
 	pf_free(slots);
 	pf_free(neg);
+	pf_free(locs);
+	pf_free(cells);
+	rw_write_facts_free(&w);
 	builder_free(&b);
 	return sh;
 }
@@ -239,7 +294,8 @@ rw_shape_obj *rw_shape_unparsed(void)
 	builder_init(&b);
 	b.kind = RW_KIND_UNPARSED;
 	b.fast = false;
-	shape_parts in = {.b = &b};
+	rw_write_facts w = {.form = RW_WRITE_NONE, .rel = -1};
+	shape_parts in = {.b = &b, .w = &w};
 	return freeze(&in);
 }
 

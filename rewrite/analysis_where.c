@@ -17,6 +17,7 @@
  * the key of the EXISTS form.
  */
 #include "analysis_int.h"
+#include "analysis_write.h"
 
 #include <string.h>
 
@@ -128,7 +129,7 @@ static int resolve(const from_list *fl, const PgQuery__ColumnRef *c)
 	return -1;
 }
 
-static bool value_location(const PgQuery__Node *n, int *loc)
+bool rw_value_location(const PgQuery__Node *n, int *loc)
 {
 	if (n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST && n->type_cast->arg)
 		n = n->type_cast->arg;
@@ -146,7 +147,7 @@ static bool value_location(const PgQuery__Node *n, int *loc)
 static bool try_equality(rw_builder *b, const from_list *fl, const PgQuery__Node *col, const PgQuery__Node *val)
 {
 	int loc;
-	if (!col || !val || col->node_case != PG_QUERY__NODE__NODE_COLUMN_REF || !value_location(val, &loc))
+	if (!col || !val || col->node_case != PG_QUERY__NODE__NODE_COLUMN_REF || !rw_value_location(val, &loc))
 		return false;
 	const PgQuery__ColumnRef *c = col->column_ref;
 	const char *column = c->n_fields ? string_field(c->fields[c->n_fields - 1]) : NULL;

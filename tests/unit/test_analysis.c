@@ -20,6 +20,12 @@
  *                  comments inserted between tokens: identical to a full
  *                  parse, by the fast path whenever fastscan handles both
  *   text cache     the same text again is the same analysis object
+ *   write form     UPDATE / DELETE / INSERT VALUES facts (target, SET
+ *                  columns, column list, VALUES cells to slots, ON
+ *                  CONFLICT) and what is OTHER / NONE, table-driven; the
+ *                  same facts by the shape and fast paths; every corpus
+ *                  case's write facts checked for consistency and, in the
+ *                  variants above, equal to a full parse's
  *
  * Inputs are copied into exact-size heap buffers (no NUL) so that ASan
  * catches any read past len.  Run from the repository root, or set
@@ -191,6 +197,63 @@ static void dump(pf_sb *sb, const char *sql, const rw_analysis *an, bool with_no
 		pf_sb_appendf(sb, "error %s\n", an->error);
 }
 
+static const char *const write_form_names[] = {"none", "update", "delete", "insert", "other"};
+
+static void put_names(pf_sb *sb, const char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		pf_sb_appendf(sb, "%s%s", i ? "," : "", v[i]);
+}
+
+static void put_cell(pf_sb *sb, const char *sql, const rw_stmt *st, int k)
+{
+	pf_sb_append(sb, " ");
+	if (k < 0)
+		pf_sb_append(sb, "-");
+	else
+		pf_sb_append_n(sb, sql + st->values[k].location, (size_t)st->values[k].length);
+}
+
+/* The write facts of one statement: "write FORM [TARGET] [set|cols NAMES] [on
+ * conflict]", then "row CELL..." per VALUES row (the cell's slot text, or -). */
+static void dump_write(pf_sb *sb, const char *sql, const rw_stmt *st)
+{
+	const rw_shape *sh = st->shape;
+	unsigned form = (unsigned)sh->write_form;
+	pf_sb_appendf(sb, "write %s", form < 5 ? write_form_names[form] : "?");
+	if (sh->write_rel >= 0 && (size_t)sh->write_rel < sh->nrelations) {
+		const rw_relation *r = &sh->relations[sh->write_rel];
+		pf_sb_append(sb, " ");
+		put_relname(sb, r, false);
+		if (r->alias)
+			pf_sb_appendf(sb, " AS %s", r->alias);
+	}
+	if (sh->nset_columns) {
+		pf_sb_append(sb, " set ");
+		put_names(sb, sh->set_columns, sh->nset_columns);
+	}
+	if (sh->write_form == RW_WRITE_INSERT_VALUES) {
+		pf_sb_append(sb, sh->ninsert_columns ? " cols " : " cols none");
+		put_names(sb, sh->insert_columns, sh->ninsert_columns);
+	}
+	if (sh->write_on_conflict)
+		pf_sb_append(sb, " on conflict");
+	pf_sb_append(sb, "\n");
+	for (size_t r = 0; r < sh->ninsert_rows; r++) {
+		pf_sb_append(sb, "row");
+		for (size_t c = 0; c < sh->ninsert_columns; c++)
+			put_cell(sb, sql, st, sh->insert_slots[r * sh->ninsert_columns + c]);
+		pf_sb_append(sb, "\n");
+	}
+}
+
+static void dump_writes(pf_sb *sb, const char *sql, const rw_analysis *an)
+{
+	pf_sb_reset(sb);
+	for (size_t i = 0; i < an->nstmts; i++)
+		dump_write(sb, sql, &an->stmts[i]);
+}
+
 /* ---- invariants every analysis must satisfy ------------------------------ */
 
 static void check_values(const char *name, const char *sql, const rw_stmt *st)
@@ -218,6 +281,48 @@ static void check_values(const char *name, const char *sql, const rw_stmt *st)
 	}
 }
 
+static bool any_written(const rw_shape *sh)
+{
+	for (size_t i = 0; i < sh->nrelations; i++)
+		if (sh->relations[i].written)
+			return true;
+	return false;
+}
+
+static void check_insert_cells(const char *name, const rw_shape *sh)
+{
+	SOFT_CHECK(sh->ninsert_rows == 0 || (sh->ninsert_columns > 0 && sh->insert_slots), "%s: insert rows", name);
+	int prev = -1;
+	for (size_t i = 0; i < sh->ninsert_rows * sh->ninsert_columns; i++) {
+		int k = sh->insert_slots[i];
+		SOFT_CHECK(k >= -1 && k < (int)sh->nslots, "%s: insert cell %zu slot %d", name, i, k);
+		SOFT_CHECK(k < 0 || k > prev, "%s: insert cells out of text order at %zu", name, i);
+		if (k >= 0)
+			prev = k;
+	}
+}
+
+static void check_write(const char *name, const rw_shape *sh)
+{
+	rw_write_form f = sh->write_form;
+	bool keyed = f == RW_WRITE_UPDATE || f == RW_WRITE_DELETE || f == RW_WRITE_INSERT_VALUES;
+	bool writes = sh->kind == RW_KIND_WRITE || sh->kind == RW_KIND_TRUNCATE ||
+		      (sh->kind == RW_KIND_COPY && any_written(sh));
+	SOFT_CHECK((f != RW_WRITE_NONE) == writes, "%s: write form %d, kind %s", name, f, rw_kind_name(sh->kind));
+	SOFT_CHECK(f <= RW_WRITE_OTHER, "%s: write form %d", name, f);
+	SOFT_CHECK((sh->write_rel >= 0) == keyed, "%s: write_rel %d", name, sh->write_rel);
+	SOFT_CHECK(!keyed || (sh->write_rel < (int)sh->nrelations && sh->relations[sh->write_rel].written),
+		   "%s: write_rel %d not a written relation", name, sh->write_rel);
+	SOFT_CHECK(!keyed || !(sh->flags & RW_WRITABLE_CTE), "%s: keyed write with a writable CTE", name);
+	SOFT_CHECK((sh->nset_columns > 0) == (f == RW_WRITE_UPDATE) && (!sh->nset_columns || sh->set_columns),
+		   "%s: set columns", name);
+	SOFT_CHECK(f == RW_WRITE_INSERT_VALUES || (sh->ninsert_columns == 0 && sh->ninsert_rows == 0),
+		   "%s: insert columns", name);
+	SOFT_CHECK(!sh->ninsert_columns || sh->insert_columns, "%s: insert column names", name);
+	SOFT_CHECK(!sh->write_on_conflict || f == RW_WRITE_INSERT_VALUES, "%s: on conflict", name);
+	check_insert_cells(name, sh);
+}
+
 static void check_invariants(const char *name, const char *sql, size_t len, const rw_analysis *an)
 {
 	int prev_end = 0;
@@ -233,6 +338,7 @@ static void check_invariants(const char *name, const char *sql, size_t len, cons
 		SOFT_CHECK(!an->error, "%s: error on a parsed statement", name);
 		SOFT_CHECK(st->shape->fingerprint != 0 && st->shape->normalized, "%s: stmt %zu fingerprint", name, i);
 		check_values(name, sql, st);
+		check_write(name, st->shape);
 	}
 }
 
@@ -516,6 +622,11 @@ static bool check_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf_sb *w
 		dump(want, vsql, ref, false);
 		if (strcmp(pf_sb_str(got), pf_sb_str(want)) != 0 || !same_ranges(an, ref))
 			ok = false;
+		if (ok) { /* then the write facts (printed instead on a failure) */
+			dump_writes(got, vsql, an);
+			dump_writes(want, vsql, ref);
+			ok = strcmp(pf_sb_str(got), pf_sb_str(want)) == 0;
+		}
 		check_invariants(c->name, vsql, strlen(vsql), an);
 		*nfast += st.fast_hits;
 	}
@@ -638,6 +749,11 @@ static bool check_loose_variant(const corpus_case *c, pf_sb *var, pf_sb *got, pf
 	dump(got, vsql, an, false);
 	dump(want, vsql, ref, false);
 	ok = ok && strcmp(pf_sb_str(got), pf_sb_str(want)) == 0 && same_ranges(an, ref);
+	if (ok) { /* then the write facts (printed instead on a failure) */
+		dump_writes(got, vsql, an);
+		dump_writes(want, vsql, ref);
+		ok = strcmp(pf_sb_str(got), pf_sb_str(want)) == 0;
+	}
 	check_invariants(c->name, vsql, strlen(vsql), an);
 	*nfast += st.fast_hits;
 	if (!ok)
@@ -708,6 +824,170 @@ static void test_corpus_text_cache(void **state)
 	free_corpus(cases, n);
 }
 
+/* ---- write form ------------------------------------------------------------ */
+
+typedef struct write_case {
+	const char *sql;
+	const char *want; /* per statement: dump_write, then its slots as dump_slot prints them */
+} write_case;
+
+static const write_case write_cases[] = {
+	/* UPDATE: SET columns; WHERE equalities on the target */
+	{"UPDATE t SET a = 1, b = 'x' WHERE id = 5", "write update t set a,b\nslot - 1\nslot - 'x'\nslot t.id 5\n"},
+	{"UPDATE t SET x = 1 WHERE id = 5 AND id = 6", "write update t set x\nslot - 1\nslot t.id 5\nslot t.id 6\n"},
+	{"UPDATE t SET (a, b) = (1, 2) WHERE t.id = $1 RETURNING a",
+	 "write update t set a,b\nslot - 1\nslot - 2\nslot t.id $1\n"},
+	{"UPDATE t SET a[1] = 1, a[2] = 2, b = b + 1 WHERE id = 3",
+	 "write update t set a,b\nslot - 1\nslot - 1\nslot - 2\nslot - 2\nslot - 1\nslot t.id 3\n"},
+	{"UPDATE t SET a = 1", "write update t set a\nslot - 1\n"},
+	/* FROM: an unqualified column is not resolved (?.id) */
+	{"UPDATE t SET a = o.a FROM other AS o WHERE t.id = 5 AND o.k = 3 AND id = 4",
+	 "write update t set a\nslot t.id 5\nslot o.k 3\nslot ?.id 4\n"},
+	/* self-join: the target is t's own entry, t2.id is the other entry's */
+	{"UPDATE t SET a = t2.a FROM t AS t2 WHERE t2.id = 5 AND t.id = 6",
+	 "write update t set a\nslot t2.id 5\nslot t.id 6\n"},
+	{"UPDATE public.t AS x SET a = 1 WHERE x.id = 2", "write update public.t AS x set a\nslot - 1\nslot x.id 2\n"},
+	{"WITH s AS (SELECT 1 AS k) UPDATE t SET a = 2 FROM s WHERE t.id = s.k AND t.v = 3",
+	 "write update t set a\nslot - 1\nslot - 2\nslot t.v 3\n"},
+	/* DELETE */
+	{"DELETE FROM t WHERE id = $1", "write delete t\nslot t.id $1\n"},
+	{"DELETE FROM ONLY t WHERE t.id = 1", "write delete t\nslot t.id 1\n"},
+	{"DELETE FROM t USING u WHERE t.id = u.tid AND u.k = 7 AND t.v = 'a' RETURNING t.id",
+	 "write delete t\nslot u.k 7\nslot t.v 'a'\n"},
+	/* INSERT VALUES: literals, $n, casts, negative numbers map to their slots; the rest is - */
+	{"INSERT INTO t (id, name, n, m) VALUES (1, 'a', -5, $1::bigint), ($2, '5'::int, CAST(7 AS int), DEFAULT), "
+	 "(1 + 2, now(), NULL, (SELECT 4))",
+	 "write insert t cols id,name,n,m\nrow 1 'a' -5 $1\nrow $2 '5' 7 -\nrow - - - -\n"
+	 "slot - 1\nslot - 'a'\nslot - -5\nslot - $1\nslot - $2\nslot - '5'\nslot - 7\nslot - 1\nslot - 2\n"
+	 "slot - 4\n"},
+	{"INSERT INTO t (id, v) VALUES (- 5, -2.5), (int '3', interval '1 day'), (-(6), -'7')",
+	 "write insert t cols id,v\nrow - 5 -2.5\nrow '3' '1 day'\nrow - -\n"
+	 "slot - - 5\nslot - -2.5\nslot - '3'\nslot - '1 day'\nslot - 6\nslot - '7'\n"},
+	{"INSERT INTO t VALUES (1, 2)", "write insert t cols none\nslot - 1\nslot - 2\n"},
+	{"INSERT INTO t (id, a) VALUES (1, 2), (3)", "write insert t cols id,a\nslot - 1\nslot - 2\nslot - 3\n"},
+	{"INSERT INTO t (a[1], b) VALUES (1, 2)", "write insert t cols a,b\nrow - 2\nslot - 1\nslot - 1\nslot - 2\n"},
+	{"INSERT INTO t AS x (id) VALUES ($1) RETURNING x.id", "write insert t AS x cols id\nrow $1\nslot - $1\n"},
+	{"INSERT INTO t (id, a) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET a = EXCLUDED.a",
+	 "write insert t cols id,a on conflict\nrow 1 2\nslot - 1\nslot - 2\n"},
+	{"INSERT INTO t (id) VALUES (1) ON CONFLICT DO NOTHING",
+	 "write insert t cols id on conflict\nrow 1\nslot - 1\n"},
+	/* other writes */
+	{"INSERT INTO t (a) SELECT 1", "write other\nslot - 1\n"},
+	{"INSERT INTO t DEFAULT VALUES", "write other\n"},
+	{"INSERT INTO t (id) VALUES (1), (2) LIMIT 1", "write other\nslot - 1\nslot - 2\nslot - 1\n"},
+	{"WITH d AS (DELETE FROM u RETURNING id) UPDATE t SET a = 1 WHERE id = 5",
+	 "write other\nslot - 1\nslot t.id 5\n"},
+	{"WITH d AS (INSERT INTO u (id) VALUES (1) RETURNING id) SELECT * FROM d", "write other\nslot - 1\n"},
+	{"MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN UPDATE SET a = u.a", "write other\n"},
+	{"EXPLAIN ANALYZE UPDATE t SET a = 1 WHERE id = 5", "write other\nslot - 1\nslot - 5\n"},
+	{"SELECT * FROM t WHERE id = 1 FOR UPDATE", "write other\nslot t.id 1\n"},
+	{"SELECT nextval('s')", "write other\nslot - 's'\n"},
+	{"SELECT * INTO x FROM t", "write other\n"},
+	{"TRUNCATE t", "write other\n"},
+	{"COPY t FROM STDIN", "write other\n"},
+	/* not data writes */
+	{"SELECT * FROM t WHERE id = 5", "write none\nslot t.id 5\n"},
+	{"EXPLAIN UPDATE t SET a = 1 WHERE id = 5", "write none\nslot - 1\nslot - 5\n"},
+	{"PREPARE p AS UPDATE t SET a = 1 WHERE id = $1", "write none\nslot - 1\nslot - $1\n"},
+	{"COPY t TO STDOUT", "write none\n"},
+	{"CREATE TABLE x (id int)", "write none\n"},
+	/* several statements: each its own */
+	{"UPDATE t SET a = 1 WHERE id = 2; DELETE FROM u WHERE id = 3",
+	 "write update t set a\nslot - 1\nslot t.id 2\nwrite delete u\nslot u.id 3\n"},
+};
+
+/* dump_write and the slots of every statement. */
+static void dump_write_case(pf_sb *sb, const char *sql, const rw_analysis *an)
+{
+	pf_sb_reset(sb);
+	for (size_t i = 0; i < an->nstmts; i++) {
+		const rw_stmt *st = &an->stmts[i];
+		dump_write(sb, sql, st);
+		for (size_t k = 0; k < st->shape->nslots; k++)
+			dump_slot(sb, sql, st->shape, st->values, k);
+	}
+}
+
+static void test_write_form(void **state)
+{
+	(void)state;
+	soft_failures = 0;
+	size_t n = sizeof write_cases / sizeof *write_cases, failed = 0;
+	pf_sb got;
+	pf_sb_init(&got);
+	for (size_t i = 0; i < n; i++) {
+		const write_case *c = &write_cases[i];
+		rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES);
+		rw_analysis *an = analyze(a, c->sql);
+		dump_write_case(&got, c->sql, an);
+		if (an->error || strcmp(pf_sb_str(&got), c->want) != 0) {
+			print_error("write case %zu: %s\n--- want\n%s--- got\n%s---\n", i, c->sql, c->want,
+				    pf_sb_str(&got));
+			failed++;
+		}
+		check_invariants(c->sql, c->sql, strlen(c->sql), an);
+		rw_analysis_free(an);
+		rw_analyzer_free(a);
+	}
+	pf_sb_free(&got);
+	CHECK(failed == 0 && soft_failures == 0, "write form: %zu of %zu failed, %d invariant failures", failed, n,
+	      soft_failures);
+}
+
+/* A second text of one shape (other values, other lengths) has the first's
+ * write facts, by the fast path when fastscan handles both, else the shape
+ * path: the same as a full parse of it. */
+static const struct {
+	const char *first, *second, *want; /* want: dump_write_case of second */
+	bool fast;
+} write_pairs[] = {
+	{"UPDATE t SET a = 1 WHERE id = 2", "UPDATE t SET a = 7 WHERE id = 9",
+	 "write update t set a\nslot - 7\nslot t.id 9\n", true},
+	{"UPDATE t SET a = 'x', b = 2 WHERE t.id = 5 AND k = 'a'",
+	 "UPDATE t SET a = 'yyy', b = 30 WHERE t.id = 55 AND k = 'bb'",
+	 "write update t set a,b\nslot - 'yyy'\nslot - 30\nslot t.id 55\nslot t.k 'bb'\n", true},
+	{"DELETE FROM t WHERE id = $1 AND v = 3", "DELETE FROM t WHERE id = $1 AND v = 44",
+	 "write delete t\nslot t.id $1\nslot t.v 44\n", true},
+	{"INSERT INTO t (id, name) VALUES (1, 'x'), (2, $1)", "INSERT INTO t (id, name) VALUES (300, 'yy'), (4, $1)",
+	 "write insert t cols id,name\nrow 300 'yy'\nrow 4 $1\nslot - 300\nslot - 'yy'\nslot - 4\nslot - $1\n", true},
+	{"INSERT INTO t (id, n) VALUES (-5, '5'::int)", "INSERT INTO t (id, n) VALUES (-12, '77'::int)",
+	 "write insert t cols id,n\nrow -12 '77'\nslot - -12\nslot - '77'\n", false},
+	{"INSERT INTO t (id, a) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET a = 3",
+	 "INSERT INTO t (id, a) VALUES (10, 20) ON CONFLICT (id) DO UPDATE SET a = 30",
+	 "write insert t cols id,a on conflict\nrow 10 20\nslot - 10\nslot - 20\nslot - 30\n", true},
+};
+
+static void test_write_form_paths(void **state)
+{
+	(void)state;
+	pf_sb got, ref;
+	pf_sb_init(&got);
+	pf_sb_init(&ref);
+	for (size_t i = 0; i < sizeof write_pairs / sizeof *write_pairs; i++) {
+		const char *first = write_pairs[i].first, *second = write_pairs[i].second;
+		rw_analyzer *a = rw_analyzer_new(BIG, BIG_BYTES), *fresh = rw_analyzer_new(BIG, BIG_BYTES);
+		rw_analysis *x = analyze(a, first), *y = analyze(a, second), *z = analyze(fresh, second);
+		rw_analyzer_stats st = stats(a);
+		dump_write_case(&got, second, y);
+		dump_write_case(&ref, second, z);
+		CHECK(st.shape_hits == 1 && st.fast_hits == (write_pairs[i].fast ? 1u : 0u) &&
+			      y->stmts[0].shape == x->stmts[0].shape,
+		      "%s: shape hits %llu, fast hits %llu", second, (unsigned long long)st.shape_hits,
+		      (unsigned long long)st.fast_hits);
+		CHECK(strcmp(pf_sb_str(&got), write_pairs[i].want) == 0 &&
+			      strcmp(pf_sb_str(&ref), pf_sb_str(&got)) == 0,
+		      "%s\n--- want\n%s--- same analyzer\n%s--- full parse\n%s---", second, write_pairs[i].want,
+		      pf_sb_str(&got), pf_sb_str(&ref));
+		rw_analysis_free(x);
+		rw_analysis_free(y);
+		rw_analysis_free(z);
+		rw_analyzer_free(a);
+		rw_analyzer_free(fresh);
+	}
+	pf_sb_free(&got);
+	pf_sb_free(&ref);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -715,6 +995,8 @@ int main(void)
 		cmocka_unit_test(test_corpus_shape_path),
 		cmocka_unit_test(test_corpus_fast_path_loose),
 		cmocka_unit_test(test_corpus_text_cache),
+		cmocka_unit_test(test_write_form),
+		cmocka_unit_test(test_write_form_paths),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

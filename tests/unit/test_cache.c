@@ -344,12 +344,27 @@ static void test_version_keys(void **state)
 	const char *sql = "SELECT * FROM users u JOIN public.users v ON true JOIN posts p ON true";
 	rw_analysis *an = rw_analyze(analyzer, sql, strlen(sql));
 	qc_keys k;
-	assert_true(qc_key_versions("shop", an->stmts[0].shape, &k));
-	assert_int_equal(k.n, 4);
+	assert_true(qc_key_versions("shop", an->stmts[0].shape, NULL, &k));
+	assert_int_equal(k.n, 6);
 	assert_string_equal(k.keys[0], "pgfold:v:all");
 	assert_string_equal(k.keys[1], "pgfold:v:shop:all");
 	assert_string_equal(k.keys[2], "pgfold:v:shop:t:users");
-	assert_string_equal(k.keys[3], "pgfold:v:shop:t:posts");
+	assert_string_equal(k.keys[3], "pgfold:v:shop:n:users");
+	assert_string_equal(k.keys[4], "pgfold:v:shop:t:posts");
+	assert_string_equal(k.keys[5], "pgfold:v:shop:n:posts");
+	qc_keys_free(&k);
+	/* a row is only used for a read of one table */
+	assert_true(qc_key_versions("shop", an->stmts[0].shape, "7", &k));
+	assert_int_equal(k.n, 6);
+	assert_string_equal(k.keys[3], "pgfold:v:shop:n:users");
+	qc_keys_free(&k);
+	rw_analysis_free(an);
+	sql = "SELECT name FROM users WHERE id = 7";
+	an = rw_analyze(analyzer, sql, strlen(sql));
+	assert_true(qc_key_versions("shop", an->stmts[0].shape, "7", &k));
+	assert_int_equal(k.n, 4);
+	assert_string_equal(k.keys[2], "pgfold:v:shop:t:users");
+	assert_string_equal(k.keys[3], "pgfold:v:shop:r:users:7");
 	qc_keys_free(&k);
 	rw_analysis_free(an);
 	pf_sb sb;
@@ -359,6 +374,12 @@ static void test_version_keys(void **state)
 	pf_sb_reset(&sb);
 	qc_key_database(&sb, "shop");
 	assert_string_equal(pf_sb_str(&sb), "pgfold:v:shop:all");
+	pf_sb_reset(&sb);
+	qc_key_row(&sb, "shop", "users", "-3");
+	assert_string_equal(pf_sb_str(&sb), "pgfold:v:shop:r:users:-3");
+	pf_sb_reset(&sb);
+	qc_key_unkeyed(&sb, "shop", "users");
+	assert_string_equal(pf_sb_str(&sb), "pgfold:v:shop:n:users");
 	pf_sb_free(&sb);
 }
 

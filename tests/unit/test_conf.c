@@ -209,6 +209,7 @@ static const struct {
 	{"cache.mode", "mode", "off", "reload"},
 	{"cache.default_ttl", "default_ttl", "60s", "reload"},
 	{"cache.max_entry_bytes", "max_entry_bytes", "1MB", "reload"},
+	{"cache.near_cache_bytes", "near_cache_bytes", "64MB", "reload"},
 	{"cache.timeout_ms", "timeout_ms", "5ms", "reload"},
 	{"stats.max_shapes", "max_shapes", "5000", "restart"},
 };

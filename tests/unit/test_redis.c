@@ -821,6 +821,406 @@ static void test_auth_acl_user(void **state)
 	assert_int_equal(finish_loop(f), 0);
 }
 
+/* ------------------------------------------------------ scripts (EVAL) */
+
+static const char S_ECHO[] = "return {#KEYS, #ARGV, KEYS[1] or '', KEYS[2] or '', ARGV[1] or '', ARGV[2] or ''}";
+static const char S_42[] = "return 42";
+static const char S_SET[] = "return redis.call('SET', KEYS[1], ARGV[1])";
+static const char S_PAIR[] = "return {KEYS[1], ARGV[1]}";
+static const char S_WRONGTYPE[] = "return redis.call('LPUSH', KEYS[1], 'x')";
+static const char S_FAKE_NOSCRIPT[] = "return redis.error_reply('NOSCRIPT from the script')";
+/* Busy for ARGV[1] ms (Redis answers nothing else meanwhile); two texts, two SHA-1s. */
+#define BUSY_BODY                                                                                                      \
+	"local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] local t "                                       \
+	"repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - t0 >= tonumber(ARGV[1]) * 1000 return 1"
+static const char S_BUSY_A[] = BUSY_BODY " -- a";
+static const char S_BUSY_B[] = BUSY_BODY " -- b";
+
+enum { EV_MAX = 8 };
+
+typedef struct eval_result {
+	int calls;
+	int status;
+	int type;                /* redisReply type, -1 without a reply */
+	long long integer;
+	size_t elements;         /* REDIS_REPLY_ARRAY */
+	int etype[EV_MAX];
+	long long einteger[EV_MAX];
+	char str[EV_MAX][64];    /* [0]: the reply's own string (error, status, string) */
+	size_t len[EV_MAX];
+	uint64_t at_ms;
+	bool close_in_cb;
+} eval_result;
+
+static void copy_str(eval_result *res, int i, const redisReply *rep)
+{
+	res->len[i] = rep->str ? rep->len : 0;
+	memset(res->str[i], 0, sizeof(res->str[i]));
+	if (rep->str)
+		memcpy(res->str[i], rep->str, rep->len < sizeof(res->str[i]) - 1 ? rep->len : sizeof(res->str[i]) - 1);
+}
+
+static void record_eval(qc_redis *r, int status, const struct redisReply *reply, void *ctx)
+{
+	eval_result *res = ctx;
+	res->calls++;
+	res->status = status;
+	res->type = reply ? reply->type : -1;
+	res->at_ms = mono_ms();
+	if (reply) {
+		res->integer = reply->integer;
+		copy_str(res, 0, reply);
+		res->elements = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+		for (size_t i = 0; i < res->elements && i < EV_MAX; i++) {
+			res->etype[i] = reply->element[i]->type;
+			res->einteger[i] = reply->element[i]->integer;
+			copy_str(res, (int)i, reply->element[i]);
+		}
+	}
+	if (res->close_in_cb)
+		qc_redis_close(r);
+}
+
+static void wait_eval(fixture *f, eval_result *res, unsigned timeout_ms)
+{
+	uint64_t deadline = mono_ms() + timeout_ms;
+	while (res->calls == 0 && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	if (res->calls == 0)
+		fail_msg("no eval callback within %u ms (state %s)", timeout_ms,
+			 qc_redis_state_name(qc_redis_state(f->r)));
+}
+
+static uint64_t script_loads(fixture *f)
+{
+	return qc_redis_counters_get(f->r)->script_loads;
+}
+
+/* A plain command through the pool, waited for; its answer in res. */
+static void command_wait(fixture *f, eval_result *res, int argc, const char **argv)
+{
+	memset(res, 0, sizeof(*res));
+	assert_int_equal(qc_redis_command_argv(f->r, record_eval, res, argc, argv, NULL), 0);
+	wait_eval(f, res, 5000);
+	assert_int_equal(res->status, QC_OK);
+}
+
+typedef struct big_result {
+	int calls;
+	char str[16384];
+} big_result;
+
+static void record_big(qc_redis *r, int status, const struct redisReply *reply, void *ctx)
+{
+	big_result *res = ctx;
+	res->calls++;
+	snprintf(res->str, sizeof(res->str), "%.*s", reply && reply->str ? (int)reply->len : 0,
+		 reply && reply->str ? reply->str : "");
+}
+
+/* calls= of "cmdstat_<name>:" in INFO commandstats; 0 when Redis has no line for it. */
+static long cmdstat_calls(fixture *f, const char *name)
+{
+	static big_result res;
+	memset(&res, 0, sizeof(res));
+	assert_int_equal(qc_redis_command(f->r, record_big, &res, "INFO commandstats"), 0);
+	uint64_t deadline = mono_ms() + 5000;
+	while (res.calls == 0 && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(res.calls, 1);
+	char want[64];
+	snprintf(want, sizeof(want), "cmdstat_%s:calls=", name);
+	const char *at = strstr(res.str, want);
+	return at ? strtol(at + strlen(want), NULL, 10) : 0;
+}
+
+/* S_ECHO's answer: {#KEYS, #ARGV, KEYS[1], KEYS[2], ARGV[1], ARGV[2]} ('' for none). */
+static void expect_echo(const eval_result *res, int nkeys, int nargs, const char *k1, const char *k2, const char *a1,
+			const char *a2)
+{
+	assert_int_equal(res->calls, 1);
+	assert_int_equal(res->status, QC_OK);
+	if (res->type != REDIS_REPLY_ARRAY)
+		fail_msg("eval answered type %d: %s", res->type, res->str[0]);
+	assert_int_equal(res->elements, 6);
+	assert_int_equal(res->etype[0], REDIS_REPLY_INTEGER);
+	assert_int_equal(res->einteger[0], nkeys);
+	assert_int_equal(res->einteger[1], nargs);
+	assert_string_equal(res->str[2], k1);
+	assert_string_equal(res->str[3], k2);
+	assert_string_equal(res->str[4], a1);
+	assert_string_equal(res->str[5], a2);
+}
+
+static void open_up(fixture *f, unsigned timeout_ms)
+{
+	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	f->r = qc_redis_new(&f->loop, &addr, timeout_ms);
+	assert_non_null(f->r);
+	expect_state(f, QC_STATE_UP, 5000);
+}
+
+/* EVALSHA first (NOSCRIPT on a new server: EVAL, once), keys and arguments
+ * split by nkeys, only EVALSHA once loaded; SCRIPT FLUSH is recovered from;
+ * the caller's argv is not needed after the call; more scripts than the SHA
+ * table holds. */
+static void test_eval(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	open_up(f, 1000);
+	assert_int_equal(script_loads(f), 0);
+
+	eval_result e1 = {0}, e2 = {0};
+	const char *a1[] = {"k1", "k2", "a1"};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e1, S_ECHO, 2, 3, a1, NULL), 0);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e2, S_42, 0, 0, NULL, NULL), 0);
+	wait_eval(f, &e1, 5000);
+	wait_eval(f, &e2, 5000);
+	expect_echo(&e1, 2, 1, "k1", "k2", "a1", "");
+	assert_int_equal(e2.type, REDIS_REPLY_INTEGER);
+	assert_int_equal(e2.integer, 42);
+	assert_int_equal(script_loads(f), 2); /* a new server knows neither */
+
+	/* loaded: EVALSHA only, no text sent again */
+	eval_result cfg;
+	const char *reset[] = {"CONFIG", "RESETSTAT"};
+	command_wait(f, &cfg, 2, reset);
+	eval_result e3 = {0}, e4 = {0}, e5 = {0};
+	const char *a3[] = {"k1", "a1", "a2"};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e3, S_ECHO, 1, 3, a3, NULL), 0);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e4, S_ECHO, 0, 2, a3 + 1, NULL), 0);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e5, S_42, 0, 0, NULL, NULL), 0);
+	wait_eval(f, &e5, 5000);
+	expect_echo(&e3, 1, 2, "k1", "", "a1", "a2");
+	expect_echo(&e4, 0, 2, "", "", "a1", "a2");
+	assert_int_equal(e5.integer, 42);
+	assert_int_equal(script_loads(f), 2);
+	long evalsha = cmdstat_calls(f, "evalsha"), eval = cmdstat_calls(f, "eval");
+	print_message("after RESETSTAT: evalsha %ld, eval %ld\n", evalsha, eval);
+	assert_int_equal(evalsha, 3);
+	assert_int_equal(eval, 0);
+
+	/* SCRIPT FLUSH: NOSCRIPT, EVAL with the text, one answer; the caller's
+	 * argv is overwritten right after the call */
+	const char *flush[] = {"SCRIPT", "FLUSH"};
+	command_wait(f, &cfg, 2, flush);
+	char k[8] = "key", v1[8] = "val1", v2[8] = "val2";
+	const char *a6[] = {k, v1, v2};
+	eval_result e6 = {0};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e6, S_ECHO, 1, 3, a6, NULL), 0);
+	memset(k, 'X', sizeof(k) - 1);
+	memset(v1, 'X', sizeof(v1) - 1);
+	memset(v2, 'X', sizeof(v2) - 1);
+	wait_eval(f, &e6, 5000);
+	expect_echo(&e6, 1, 2, "key", "", "val1", "val2");
+	assert_int_equal(script_loads(f), 3);
+	assert_int_equal(cmdstat_calls(f, "eval"), 1);
+	assert_int_equal(cmdstat_calls(f, "evalsha"), 4);
+
+	/* fire and forget across a NOSCRIPT: the retry is sent all the same */
+	command_wait(f, &cfg, 2, flush);
+	const char *a7[] = {"ff", "done"};
+	assert_int_equal(qc_redis_eval(f->r, NULL, NULL, S_SET, 1, 2, a7, NULL), 0);
+	uint64_t deadline = mono_ms() + 5000;
+	while (script_loads(f) < 4 && mono_ms() < deadline)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	assert_int_equal(script_loads(f), 4);
+	eval_result get;
+	const char *g[] = {"GET", "ff"}; /* same connection, sent after the retry */
+	command_wait(f, &get, 2, g);
+	assert_string_equal(get.str[0], "done");
+
+	/* more scripts than the SHA table holds: the rest are hashed each call */
+	enum { NS = QC_SCRIPT_SHAS + 4 };
+	static char scripts[NS][32];
+	static eval_result many[2][NS];
+	memset(many, 0, sizeof(many));
+	for (int i = 0; i < NS; i++)
+		snprintf(scripts[i], sizeof(scripts[i]), "return %d", 1000 + i);
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t loads = script_loads(f);
+		for (int i = 0; i < NS; i++)
+			assert_int_equal(qc_redis_eval(f->r, record_eval, &many[pass][i], scripts[i], 0, 0, NULL, NULL), 0);
+		wait_eval(f, &many[pass][NS - 1], 5000);
+		for (int i = 0; i < NS; i++) {
+			assert_int_equal(many[pass][i].calls, 1);
+			assert_int_equal(many[pass][i].type, REDIS_REPLY_INTEGER);
+			assert_int_equal(many[pass][i].integer, 1000 + i);
+		}
+		print_message("pass %d: %llu script loads\n", pass, (unsigned long long)(script_loads(f) - loads));
+		assert_int_equal(script_loads(f) - loads, pass == 0 ? NS : 0);
+	}
+
+	const qc_redis_counters *c = qc_redis_counters_get(f->r);
+	assert_int_equal(c->errors, 0);
+	assert_int_equal(c->timeouts, 0);
+	run_for(f, 100); /* no second callback for anyone */
+	assert_int_equal(e1.calls + e2.calls + e3.calls + e4.calls + e5.calls + e6.calls, 6);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+/* A script's error is an answer, once; a script answering NOSCRIPT itself
+ * gets one retry, not a loop; binary-safe keys and arguments; refused
+ * arguments. */
+static void test_eval_errors(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	open_up(f, 1000);
+	eval_result set;
+	const char *sv[] = {"SET", "str", "abc"};
+	command_wait(f, &set, 3, sv);
+
+	const char *key[] = {"str"};
+	for (int i = 0; i < 2; i++) { /* the first after a NOSCRIPT, the second straight from EVALSHA */
+		eval_result e = {0};
+		assert_int_equal(qc_redis_eval(f->r, record_eval, &e, S_WRONGTYPE, 1, 1, key, NULL), 0);
+		wait_eval(f, &e, 5000);
+		run_for(f, 50);
+		assert_int_equal(e.calls, 1);
+		assert_int_equal(e.status, QC_OK);
+		assert_int_equal(e.type, REDIS_REPLY_ERROR);
+		if (strncmp(e.str[0], "WRONGTYPE", 9) != 0)
+			fail_msg("not WRONGTYPE: %s", e.str[0]);
+		assert_int_equal(script_loads(f), 1);
+	}
+	assert_int_equal(qc_redis_state(f->r), QC_STATE_UP);
+
+	for (int i = 0; i < 2; i++) { /* loaded or not, one EVAL retry, then the answer */
+		eval_result e = {0};
+		assert_int_equal(qc_redis_eval(f->r, record_eval, &e, S_FAKE_NOSCRIPT, 0, 0, NULL, NULL), 0);
+		wait_eval(f, &e, 5000);
+		run_for(f, 50);
+		assert_int_equal(e.calls, 1);
+		assert_int_equal(e.type, REDIS_REPLY_ERROR);
+		assert_string_equal(e.str[0], "NOSCRIPT from the script");
+		assert_int_equal(script_loads(f), 2 + (uint64_t)i);
+	}
+
+	/* binary-safe: NUL bytes in a key and an argument, through NOSCRIPT and EVALSHA */
+	const char *bin[] = {"bk\0ey", "a\0b\0c"};
+	const size_t binlen[] = {5, 5};
+	for (int i = 0; i < 2; i++) {
+		eval_result e = {0};
+		assert_int_equal(qc_redis_eval(f->r, record_eval, &e, S_PAIR, 1, 2, bin, binlen), 0);
+		wait_eval(f, &e, 5000);
+		assert_int_equal(e.type, REDIS_REPLY_ARRAY);
+		assert_int_equal(e.elements, 2);
+		assert_int_equal(e.len[0], 5);
+		assert_memory_equal(e.str[0], "bk\0ey", 5);
+		assert_int_equal(e.len[1], 5);
+		assert_memory_equal(e.str[1], "a\0b\0c", 5);
+	}
+	assert_int_equal(script_loads(f), 4);
+
+	/* refused arguments: QC_EINVAL (QC_CLOSED for no pool), no callback */
+	eval_result bad = {0};
+	uint64_t errors = qc_redis_counters_get(f->r)->errors;
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &bad, S_PAIR, 2, 1, key, NULL), QC_EINVAL);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &bad, S_PAIR, -1, 1, key, NULL), QC_EINVAL);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &bad, NULL, 0, 1, key, NULL), QC_EINVAL);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &bad, S_PAIR, 0, 1, NULL, NULL), QC_EINVAL);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &bad, S_PAIR, 0, -1, key, NULL), QC_EINVAL);
+	assert_int_equal(qc_redis_eval(NULL, record_eval, &bad, S_PAIR, 1, 1, key, NULL), QC_CLOSED);
+	assert_int_equal(qc_redis_counters_get(f->r)->errors, errors + 5);
+	run_for(f, 50);
+	assert_int_equal(bad.calls, 0);
+	assert_int_equal(finish_loop(f), 0);
+}
+
+static bool retry_out(fixture *f) { return script_loads(f) >= 1; }
+
+/* Closing with an eval waiting, on each attempt: QC_CLOSED once, before
+ * qc_redis_close returns; closing from an eval's callback. */
+static void test_eval_close(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+
+	/* the first attempt (EVALSHA) waiting on a frozen server */
+	open_up(f, 5000);
+	server_signal(f, SIGSTOP);
+	eval_result first = {0};
+	const char *ms[] = {"1000"};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &first, S_42, 0, 0, NULL, NULL), 0);
+	run_for(f, 50);
+	assert_int_equal(first.calls, 0);
+	qc_redis_close(f->r);
+	f->r = NULL;
+	assert_int_equal(first.calls, 1);
+	assert_int_equal(first.status, QC_CLOSED);
+	server_signal(f, SIGCONT);
+
+	/* the retry (EVAL with the text) waiting: the busy script runs 1 s */
+	open_up(f, 5000);
+	eval_result retry = {0};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &retry, S_BUSY_B, 0, 1, ms, NULL), 0);
+	assert_true(run_until(f, retry_out, 5000));
+	assert_int_equal(retry.calls, 0);
+	qc_redis_close(f->r);
+	f->r = NULL;
+	assert_int_equal(retry.calls, 1);
+	assert_int_equal(retry.status, QC_CLOSED);
+
+	/* closed from the first eval's callback: the second gets QC_CLOSED once */
+	open_up(f, 5000);
+	eval_result a = {.close_in_cb = true}, b = {0};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &a, S_42, 0, 0, NULL, NULL), 0);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &b, S_BUSY_A, 0, 1, ms, NULL), 0);
+	wait_eval(f, &a, 5000);
+	f->r = NULL; /* closed by the callback */
+	assert_int_equal(a.status, QC_OK);
+	assert_int_equal(a.integer, 42);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(b.status, QC_CLOSED);
+
+	assert_int_equal(finish_loop(f), 0);
+	assert_int_equal(first.calls + retry.calls + a.calls + b.calls, 4);
+}
+
+/* The command timeout covers both attempts together: the EVALSHA waits
+ * 700 ms behind a busy script, its NOSCRIPT retry runs another 700 ms:
+ * QC_TIMEOUT at the first attempt's deadline (1000 ms), not an answer at
+ * ~1400 ms; the retry's late answer is dropped. */
+static void test_eval_timeout(void **state)
+{
+	fixture *f = *state;
+	require_redis();
+	server_start(f);
+	open_up(f, 1000);
+	eval_result busy = {0}, e = {0};
+	const char *busy_argv[] = {"EVAL", S_BUSY_A, "0", "700"};
+	const char *ms[] = {"700"};
+	uint64_t t0 = mono_ms();
+	assert_int_equal(qc_redis_command_argv(f->r, record_eval, &busy, 4, busy_argv, NULL), 0);
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &e, S_BUSY_B, 0, 1, ms, NULL), 0);
+	wait_eval(f, &e, 5000);
+	uint64_t took = e.at_ms - t0;
+	print_message("busy answered after %llu ms, eval outcome %d after %llu ms\n",
+		      (unsigned long long)(busy.at_ms - t0), e.status, (unsigned long long)took);
+	assert_int_equal(busy.calls, 1);
+	assert_int_equal(busy.status, QC_OK);
+	assert_int_equal(e.status, QC_TIMEOUT);
+	assert_true(took >= 900 && took < 1350);
+	assert_int_equal(script_loads(f), 1);
+	assert_int_equal(qc_redis_counters_get(f->r)->timeouts, 1);
+	assert_true(run_until(f, has_late_reply, 5000));
+	assert_int_equal(e.calls, 1);
+	expect_state(f, QC_STATE_UP, 5000);
+	eval_result again = {0};
+	const char *quick[] = {"1"};
+	assert_int_equal(qc_redis_eval(f->r, record_eval, &again, S_BUSY_B, 0, 1, quick, NULL), 0);
+	wait_eval(f, &again, 5000);
+	assert_int_equal(again.status, QC_OK);
+	assert_int_equal(again.integer, 1);
+	assert_int_equal(script_loads(f), 1); /* the timed-out EVAL loaded it */
+	assert_int_equal(finish_loop(f), 0);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as pgfold's main does: hiredis writes with write(2) */
@@ -837,6 +1237,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pool_round_robin_select, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_password, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_acl_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eval, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eval_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eval_close, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eval_timeout, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,192 @@
+"""Result cache: the near cache (proxy/rcache_near.h), entries kept in
+pgfold itself and checked against Redis's bump log before each use.
+
+- a repeated read is answered from pgfold's memory (near hits), byte for
+  byte what PostgreSQL sends;
+- a write through pgfold A, then at once a read through pgfold B holding the
+  entry near: B returns the new value, every time (many rounds);
+- cache.near_cache_bytes = 0: hits come from Redis, never near;
+- a small near_cache_bytes keeps the memory bound (least recently used
+  evicted), answers still right;
+- Redis flushed (FLUSHALL: the log and versions gone): B drops its near
+  entries at the next sync and answers right; Redis paused (SIGSTOP): near
+  entries are not used without a sync, the statement goes to PostgreSQL
+  within the timeout and is answered right.
+"""
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from pgharness import RedisServer, wait_until
+from test_cache import cache_stats, marker
+from wire import WireConn, query
+
+DB = "qc_near"
+
+SCHEMA = """
+DROP TABLE IF EXISTS qn_items;
+CREATE TABLE qn_items (id int PRIMARY KEY, name text NOT NULL, n int NOT NULL);
+INSERT INTO qn_items SELECT g, 'item ' || g, 0 FROM generate_series(1, 200) g;
+"""
+
+
+@pytest.fixture(scope="module")
+def near_db(postgres):
+    postgres.create_database(DB, SCHEMA)
+    yield DB
+    postgres.drop_database(DB)
+
+
+def run(port, sqls):
+    with WireConn("127.0.0.1", port) as w:
+        w.startup("app", DB)
+        out = [w.simple_query(sql) for sql in sqls]
+    for sql, r in zip(sqls, out):
+        assert not r["errors"], (sql, r["errors"])
+    return out
+
+
+def value(port, sql):
+    return run(port, [sql])[0]["rows"]
+
+
+def cacheable_now(proxy):
+    before = cache_stats(proxy)
+    run(proxy.port, [f"SELECT /* probe {marker()} */ name FROM qn_items WHERE id = 1"])
+    return cache_stats(proxy)["lookups"] > before["lookups"]
+
+
+def start(factory, name, **sets):
+    proxy = factory(sets={"cache.mode": "auto", "cache.timeout_ms": "500", **sets}, name=name)
+    run(proxy.port, ["SELECT 1"])
+    wait_until(lambda: cacheable_now(proxy), 20, f"{name}: reads cacheable")
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def proxies(near_db, module_pgfold_factory):
+    return start(module_pgfold_factory, "pgfold-near-a"), start(module_pgfold_factory, "pgfold-near-b")
+
+
+def near(proxy):
+    return cache_stats(proxy)["near"]
+
+
+def near_hit(proxy, sql):
+    """Read sql until the near cache answers it; its rows."""
+    value(proxy.port, sql)
+
+    def hit():
+        before = near(proxy)["hits"]
+        got = value(proxy.port, sql)
+        return near(proxy)["hits"] == before + 1 and [got]
+    return wait_until(hit, 10, f"a near hit on {proxy.name}", interval=0.05)[0]
+
+
+def redis_command(port, *args):
+    """One command to Redis; the first line of its answer."""
+    msg = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(msg.encode())
+        return s.recv(4096).split(b"\r\n")[0]
+
+
+def recorded(port, sql):
+    with WireConn("127.0.0.1", port) as w:
+        w.startup("app", DB)
+        w.send(query(sql))
+        return w.read_until_ready()
+
+
+def test_near_hit_is_exact(postgres, proxies):
+    _, b = proxies
+    sql = f"SELECT /* {marker()} */ id, name, n, NULL::text AS z FROM qn_items WHERE id < 20 ORDER BY id"
+    near_hit(b, sql)
+    before = near(b)["hits"]
+    assert recorded(b.port, sql) == recorded(postgres.port, sql)
+    assert near(b)["hits"] == before + 1
+    assert near(b)["enabled"] and near(b)["entries"] >= 1 and near(b)["syncs"] >= 1
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_write_through_a_then_read_through_b(pinned, proxies):
+    """Each round: B holds the row near, A commits an increment, B reads at
+    once and must see it (the sync B waits for is sent after the read
+    arrived, so it carries A's bump)."""
+    a, b = proxies
+    m = marker()
+    key = 5 if pinned else 6
+    sql = (f"SELECT /* {m} */ n FROM qn_items WHERE id = {key}" if pinned
+           else f"SELECT /* {m} */ n FROM qn_items WHERE name = 'item {key}'")
+    n = int(near_hit(b, sql)[0][0])
+    served_near = 0
+    with WireConn("127.0.0.1", a.port) as wa, WireConn("127.0.0.1", b.port) as wb:
+        wa.startup("app", DB)
+        wb.startup("app", DB)
+        for _ in range(60):
+            before = near(b)["hits"]
+            assert wb.simple_query(sql)["rows"] == [[str(n)]]  # warm again (near or Redis)
+            served_near += near(b)["hits"] - before
+            r = wa.simple_query(f"UPDATE qn_items SET n = n + 1 WHERE id = {key}")
+            assert not r["errors"] and r["status"] == "I"
+            n += 1
+            got = wb.simple_query(sql)["rows"]
+            assert got == [[str(n)]], f"B returned {got} after A committed {n}"
+    assert served_near > 0, "the near cache never answered between the writes"
+
+
+def test_near_off(near_db, pgfold_factory):
+    c = start(pgfold_factory, "pgfold-near-off", **{"cache.near_cache_bytes": "0"})
+    sql = f"SELECT /* {marker()} */ name FROM qn_items WHERE id = 7"
+    value(c.port, sql)
+    wait_until(lambda: cache_stats(c)["hits"] > 0 or value(c.port, sql) is None, 10, "a hit")
+    stats = cache_stats(c)
+    assert stats["hits"] > 0 and not stats["near"]["enabled"]
+    assert stats["near"]["hits"] == 0 and stats["near"]["entries"] == 0
+
+
+def test_near_memory_is_bounded(near_db, pgfold_factory):
+    c = start(pgfold_factory, "pgfold-near-small", **{"cache.near_cache_bytes": "4kB"})
+    m = marker()
+    sqls = [f"SELECT /* {m} */ id, name FROM qn_items WHERE id = {k}" for k in range(1, 61)]
+    for _ in range(2):
+        got = run(c.port, sqls)
+        assert [r["rows"] for r in got] == [[[str(k), f"item {k}"]] for k in range(1, 61)]
+    st = near(c)
+    assert st["bytes"] <= 4096 and st["evictions"] > 0 and 0 < st["entries"] < 60, st
+
+
+@pytest.mark.timeout(120)
+def test_redis_flushed_and_paused(near_db, postgres, pgfold_factory):
+    own = RedisServer("redis-near")
+    own.start()
+    try:
+        sets = {"cache.redis": f"127.0.0.1:{own.port}", "cache.timeout_ms": "200"}
+        a = start(pgfold_factory, "pgfold-near-fa", **sets)
+        b = start(pgfold_factory, "pgfold-near-fb", **sets)
+        m = marker()
+        sql = f"SELECT /* {m} */ n FROM qn_items WHERE id = 9"
+        n = int(near_hit(b, sql)[0][0])
+
+        resets = near(b)["resets"]
+        assert redis_command(own.port, "FLUSHALL") == b"+OK"
+        run(a.port, ["UPDATE qn_items SET n = n + 1 WHERE id = 9"])
+        assert value(b.port, sql) == [[str(n + 1)]]
+        assert near(b)["resets"] > resets, "the flushed log did not reset the near cache"
+        near_hit(b, sql)
+
+        os.kill(own.proc.pid, signal.SIGSTOP)
+        try:
+            postgres.query("UPDATE qn_items SET n = n + 10 WHERE id = 9", dbname=DB)
+            started = time.monotonic()
+            # no sync can be answered: the entry is not used, PostgreSQL answers
+            assert value(b.port, sql) == [[str(n + 11)]]
+            assert time.monotonic() - started < 5
+        finally:
+            os.kill(own.proc.pid, signal.SIGCONT)
+    finally:
+        own.cleanup()
