@@ -67,6 +67,7 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <limits.h>
 #include <netdb.h>
 #include <openssl/evp.h>
@@ -82,7 +83,7 @@
 enum {
 	QC_DEFAULT_TIMEOUT_MS = 1000,
 	QC_CONNECT_CHECK_MS = 50, /* SO_ERROR look while connecting (see socket_error) */
-	QC_POOL_HANDLES = 2,      /* deadline_timer, ping_timer; + one conn_timer per connection */
+	QC_POOL_HANDLES = 3,      /* deadline_timer, ping_timer, flush; + one conn_timer per connection */
 	QC_SECRET_MAX = 128,      /* bytes of a user name or password, NUL included */
 	QC_SHA_HEX = 40,          /* a SHA-1 in hex, as EVALSHA takes it */
 	/* "*<argc>\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" at most (argc <= INT_MAX) */
@@ -165,6 +166,8 @@ struct qc_redis {
 	unsigned next;             /* round-robin cursor */
 	uv_timer_t deadline_timer; /* the oldest waiting command's deadline */
 	uv_timer_t ping_timer;     /* health PINGs */
+	uv_check_t flush;          /* writes the commands queued during a loop turn at its end */
+	bool flush_active;
 	int handles_open;          /* our timers whose close_cb has not run */
 	bool handles_closing;
 	qc_cmd *waiting_head, *waiting_tail; /* outcome pending, oldest first */
@@ -344,6 +347,30 @@ static qc_cmd *cmd_new(qc_conn *c, cmd_kind kind, qc_reply_fn cb, void *ctx)
 }
 
 /* After redisAsyncCommand*(): on success hiredis holds cmd until on_reply. */
+/* Commands go out at the end of the loop turn that queued them (one write
+ * for all of them), not a turn later when the socket reports writable. */
+static void on_flush(uv_check_t *h)
+{
+	qc_redis *r = h->data;
+	uv_check_stop(h);
+	r->flush_active = false;
+	for (int i = 0; i < r->nconns; i++) {
+		qc_conn *c = &r->conns[i];
+		if (c->ac && c->ac_connected && !c->dropping && (c->ac->c.flags & REDIS_CONNECTED) &&
+		    !(c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) && c->ac->c.obuf &&
+		    sdslen(c->ac->c.obuf) > 0)
+			redisAsyncHandleWrite(c->ac);
+	}
+}
+
+static void flush_soon(qc_redis *r)
+{
+	if (r->flush_active || r->closing)
+		return;
+	r->flush_active = true;
+	uv_check_start(&r->flush, on_flush);
+}
+
 static int cmd_sent(qc_conn *c, qc_cmd *cmd, int hiredis_rc)
 {
 	if (hiredis_rc != REDIS_OK) {
@@ -352,6 +379,7 @@ static int cmd_sent(qc_conn *c, qc_cmd *cmd, int hiredis_rc)
 	}
 	c->in_hiredis++;
 	waiting_push(c->r, cmd);
+	flush_soon(c->r);
 	return 0;
 }
 
@@ -1032,7 +1060,8 @@ qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)
 	r->conns = pf_calloc((size_t)r->nconns, sizeof(*r->conns));
 	uv_timer_init(loop, &r->deadline_timer);
 	uv_timer_init(loop, &r->ping_timer);
-	r->deadline_timer.data = r->ping_timer.data = r;
+	uv_check_init(loop, &r->flush);
+	r->deadline_timer.data = r->ping_timer.data = r->flush.data = r;
 	for (int i = 0; i < r->nconns; i++)
 		conn_init(r, &r->conns[i], i);
 	r->handles_open = QC_POOL_HANDLES + r->nconns;
@@ -1085,6 +1114,7 @@ static void try_finish_close(qc_redis *r)
 	r->handles_closing = true;
 	uv_close((uv_handle_t *)&r->deadline_timer, on_pool_timer_closed);
 	uv_close((uv_handle_t *)&r->ping_timer, on_pool_timer_closed);
+	uv_close((uv_handle_t *)&r->flush, on_pool_timer_closed);
 	for (int i = 0; i < r->nconns; i++) {
 		assert(r->conns[i].in_hiredis == 0);
 		uv_close((uv_handle_t *)&r->conns[i].conn_timer, on_conn_timer_closed);

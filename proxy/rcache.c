@@ -590,6 +590,22 @@ static void near_decide(px_session *s, bool ok)
 		answer_hit(s, payload, len, tag);
 		return;
 	}
+	pf_sb known;
+	pf_sb_init(&known);
+	if (ok && px_near_versions(s->server->near, &rc->look_vk, &known)) {
+		/* the entry was outdated by a write: Redis's is too, unless another
+		 * pgfold stored it again since; go to PostgreSQL without a lookup */
+		uv_timer_stop(&rc->timer);
+		rc->seq++;
+		stats_of(s)->near_misses++;
+		record_outcome(s, false);
+		pf_free(rc->versions);
+		rc->versions = pf_strdup(pf_sb_str(&known));
+		pf_sb_free(&known);
+		forward_query(s, true);
+		return;
+	}
+	pf_sb_free(&known);
 	if (!send_lookup(s, rc, &rc->look_vk)) {
 		uv_timer_stop(&rc->timer);
 		rc->seq++;
@@ -1256,11 +1272,13 @@ static void stats_json(pf_sb *b, const px_server *server)
 		      (unsigned long long)st->bypass_cold);
 	px_near_stats ns = px_near_stats_get(server->near);
 	pf_sb_appendf(b,
-		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu,\"syncs\":%llu"
+		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu"
+		      ",\"misses_without_lookup\":%llu,\"syncs\":%llu"
 		      ",\"sync_errors\":%llu,\"resets\":%llu,\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu"
 		      ",\"known_versions\":%zu}}",
 		      (unsigned long long)st->redis_lookups, px_near_enabled(server->near) ? "true" : "false",
-		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale, (unsigned long long)ns.syncs,
+		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale,
+		      (unsigned long long)st->near_misses, (unsigned long long)ns.syncs,
 		      (unsigned long long)ns.sync_errors, (unsigned long long)ns.resets, (unsigned long long)ns.evictions,
 		      ns.entries, ns.bytes, ns.known);
 }

@@ -107,6 +107,8 @@ typedef struct px_rcache_stats {
 	uint64_t lookups;        /* statements held for a lookup (near cache or Redis) */
 	uint64_t redis_lookups;  /* lookup EVALs sent */
 	uint64_t near_hits;      /* hits answered from the near cache (counted in hits too) */
+	uint64_t near_misses;    /* near entries found outdated: sent to PostgreSQL without a Redis lookup
+	                            (counted in misses too) */
 	uint64_t hits;
 	uint64_t misses;
 	uint64_t stores;         /* entries written (SET answered OK) */

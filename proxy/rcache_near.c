@@ -267,6 +267,19 @@ bool px_near_get(px_near *n, const char *key, const char **payload, size_t *len,
 	return true;
 }
 
+bool px_near_versions(const px_near *n, const qc_keys *vk, pf_sb *out)
+{
+	if (!px_near_enabled(n))
+		return false;
+	for (size_t i = 0; i < vk->n; i++) {
+		uint64_t v;
+		if (!known_get(n, vk->keys[i], &v))
+			return false;
+		pf_sb_appendf(out, "%s%llu", i ? "," : "", (unsigned long long)v);
+	}
+	return true;
+}
+
 void px_near_learn(px_near *n, const char *seq, const qc_keys *vk, const char *versions)
 {
 	uint64_t at, vals[QC_MAX_VERSION_KEYS];

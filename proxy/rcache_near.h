@@ -33,6 +33,7 @@
  *   px_near_has()      an entry exists (unexpired) for the key: worth waiting for a sync
  *   px_near_wait()     call cb once a sync sent after this call was applied (ok) or failed
  *   px_near_get()      the entry when it is current (after a sync): payload and tag
+ *   px_near_versions() the known versions of a list of keys (a miss stored without a lookup)
  *   px_near_learn()    the versions a lookup answer read, with its sequence number
  *   px_near_put()      keep an answer with the versions it is valid for
  *   px_near_stats_get() counters for /cache
@@ -47,6 +48,7 @@
 
 #include "../cache/key.h"
 #include "../cache/redis.h"
+#include "../common/strbuf.h"
 
 #define PX_NEAR_MAX_KNOWN 262144 /* version keys followed at once */
 
@@ -82,6 +84,13 @@ void px_near_wait(px_near *n, px_near_fn cb, void *ctx);
  * true with its payload, length and CommandComplete tag (valid until the
  * next call into the near cache). */
 bool px_near_get(px_near *n, const char *key, const char **payload, size_t *len, const char **tag);
+
+/* The known versions of vk's keys as a lookup would return them
+ * ("v1,v2,..." into out), when every one is known.  Right after a sync
+ * they are at least what Redis held when the sync ran: a statement sent to
+ * PostgreSQL after that may be stored with them (they were all read before
+ * it). */
+bool px_near_versions(const px_near *n, const qc_keys *vk, pf_sb *out);
 
 /* A lookup's answer read versions (comma-separated, in vk's order) when the
  * log stood at seq (decimal string). */
