@@ -15,13 +15,13 @@
 #     pgbench -c 1 -M simple, direct vs pgfold (every run after the first
 #     is a cache hit; checked on /cache) vs pgfold-nocache.  Goal: a hit
 #     at least 20x faster than direct.
-#  2. 90/10 mix: pgbench -M simple -c $BENCH_CLIENTS over a hot set of
-#     $BENCH_HOT pgbench_accounts rows, -f read@9 (primary-key lookup) and
-#     -f write@1, direct vs PgBouncer vs pgfold (cache auto) vs
-#     pgfold-nocache, in two variants: (a) the writes update the rows the
-#     reads look up (abalance + 1: every write invalidates the whole table's
-#     entries, since versions are per table), (b) the writes go to another
-#     table (pgbench_tellers).  Beside every run bench/cache_checker.py
+#  2. 90/10 mix: pgbench -M simple -c N (each N of $BENCH_CLIENTS) over a
+#     hot set of $BENCH_HOT pgbench_accounts rows, -f read@9 (primary-key
+#     lookup) and -f write@1, direct vs PgBouncer vs pgfold (cache auto) vs
+#     pgfold-nocache, in three variants: (a) the writes update the rows the
+#     reads look up (abalance + 1, by primary key: each write invalidates
+#     that row's entries and no other's), (b) the writes go to another table
+#     (pgbench_tellers), (c) reads only (the checker's writes aside).  Beside every run bench/cache_checker.py
 #     writes a hot row every 250 ms through the same target and reads rows
 #     it wrote through it and directly, counting stale reads (a value older
 #     than one whose COMMIT had returned).  Goal: pgfold >= 1.5x direct
@@ -35,7 +35,8 @@
 #
 # Environment: BENCH_SECONDS (10, mix runs), BENCH_SHORT_SECONDS (5, heavy
 # and miss runs), BENCH_ROUNDS (3), BENCH_SCALE (10), BENCH_COMMENTS
-# (20000), BENCH_HOT (1000), BENCH_CLIENTS (8), BENCH_THREADS (2),
+# (20000), BENCH_HOT (1000), BENCH_CLIENTS ("8 32": one set of mix runs per
+# count), BENCH_THREADS (2),
 # BENCH_OUT (BENCHMARKS.md), BENCH_SKIP_DEPS=1, BENCH_SKIP_BUILD=1,
 # SRV_KEEP=1 (keep the temp dir).
 set -euo pipefail
@@ -51,7 +52,7 @@ BENCH_ROUNDS="${BENCH_ROUNDS:-3}"
 BENCH_SCALE="${BENCH_SCALE:-10}"
 BENCH_COMMENTS="${BENCH_COMMENTS:-20000}"
 BENCH_HOT="${BENCH_HOT:-1000}"
-BENCH_CLIENTS="${BENCH_CLIENTS:-8}"
+BENCH_CLIENTS="${BENCH_CLIENTS:-8 32}"
 BENCH_THREADS="${BENCH_THREADS:-2}"
 BENCH_OUT="${BENCH_OUT:-$ROOT/BENCHMARKS.md}"
 
@@ -297,22 +298,26 @@ done
 # ---------------------------------------------------------------- 2. 90/10 mix
 
 mix_targets=(direct pgbouncer pgfold pgfold-nocache)
-for variant in same other; do
-	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-		while read -r t; do
-			/usr/bin/python3 "$ROOT/bench/cache_checker.py" "${PORT[$t]}" "${PORT[direct]}" \
-				"$BENCH_SECONDS" "$BENCH_HOT" 250 >"$W/checker.out" 2>"$W/checker.err" &
-			checker=$!
-			measure "mix-$variant" "$r" "$t" "$BENCH_CLIENTS" "$BENCH_THREADS" "$BENCH_SECONDS" \
-				-f "$W/read.sql@9" -f "$W/write_$variant.sql@1"
-			if ! wait "$checker"; then
-				say "the stale-read checker failed:"
-				cat "$W/checker.err" >&2
-				exit 1
-			fi
-			printf 'checker\t%s\t%s\t%s\n' "$variant" "$t" "$(cat "$W/checker.out")" >>"$RESULTS"
-			say "checker ($variant, $t): $(cat "$W/checker.out")"
-		done < <(rotated "$r" "${mix_targets[@]}")
+for clients in $BENCH_CLIENTS; do
+	for variant in same other none; do
+		scripts=(-f "$W/read.sql@9" -f "$W/write_$variant.sql@1")
+		[[ "$variant" == none ]] && scripts=(-f "$W/read.sql")
+		for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+			while read -r t; do
+				/usr/bin/python3 "$ROOT/bench/cache_checker.py" "${PORT[$t]}" "${PORT[direct]}" \
+					"$BENCH_SECONDS" "$BENCH_HOT" 250 >"$W/checker.out" 2>"$W/checker.err" &
+				checker=$!
+				measure "mix-$variant-$clients" "$r" "$t" "$clients" "$BENCH_THREADS" "$BENCH_SECONDS" \
+					"${scripts[@]}"
+				if ! wait "$checker"; then
+					say "the stale-read checker failed:"
+					cat "$W/checker.err" >&2
+					exit 1
+				fi
+				printf 'checker\t%s\t%s\t%s\n' "$variant-$clients" "$t" "$(cat "$W/checker.out")" >>"$RESULTS"
+				say "checker ($variant, $clients clients, $t): $(cat "$W/checker.out")"
+			done < <(rotated "$r" "${mix_targets[@]}")
+		done
 	done
 done
 
@@ -379,7 +384,7 @@ L.append("- Versions: ${pg_version}; ${pgbouncer_version:-PgBouncer unknown}; Re
 L.append("- Command: \`${env_prefix} bench/run_cache_bench.sh\` (\`make bench-cache\` runs the same with the defaults)")
 L.append("- pgfold: two instances of the same binary: \`--set cache.mode=auto\` with a local Redis (defaults otherwise: cache.timeout_ms 5, default_ttl 60s), and \`--redis off\` (cache off); PgBouncer 1.18 \`pool_mode = session\`; everything on loopback")
 L.append("- Data: \`pgbench -i -s ${BENCH_SCALE}\`, and users (1000), posts (10000), comments (${BENCH_COMMENTS}); PostgreSQL 15 with fsync off, shared_buffers 512MB")
-L.append("- Every pgbench run is \`-n -M simple\` (this slice of the cache serves simple Query only); targets alternate (order rotated each round), ${BENCH_ROUNDS} rounds; medians, min-max beside them; cache hits from pgfold's /cache over each run")
+L.append("- Every pgbench run is \`-n -M simple\`; targets alternate (order rotated each round), ${BENCH_ROUNDS} rounds; medians, min-max beside them; cache hits from pgfold's /cache over each run (near-cache hits included: statements answered from pgfold's memory after a sync with Redis's bump log, proxy/rcache_near.h)")
 L.append("")
 L.append("### 1. Heavy read: direct vs a cache hit")
 L.append("")
@@ -405,11 +410,15 @@ L.append("| direct latency / pgfold cache-hit latency | %.1fx | ≥ 20x | %s |" 
 L.append("")
 L.append("### 2. Primary-key lookups over a hot set, 90% reads / 10% writes")
 L.append("")
-L.append("\`pgbench -c ${BENCH_CLIENTS} -j ${BENCH_THREADS} -T ${BENCH_SECONDS} -f read.sql@9 -f write.sql@1\`; read.sql: \`\\\\set aid random(1, ${BENCH_HOT})\` \`SELECT abalance FROM pgbench_accounts WHERE aid = :aid\`; write.sql (a): \`UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid\` (aid in the same hot set), write.sql (b): \`UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = :tid\`.")
+L.append("\`pgbench -c C -j ${BENCH_THREADS} -T ${BENCH_SECONDS} -f read.sql@9 -f write.sql@1\` for C in ${BENCH_CLIENTS}; read.sql: \`\\\\set aid random(1, ${BENCH_HOT})\` \`SELECT abalance FROM pgbench_accounts WHERE aid = :aid\`; write.sql (a): \`UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid\` (aid in the same hot set: pinned to that primary key, it invalidates only that row's entries), write.sql (b): \`UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = :tid\`; (c) read.sql alone.")
 L.append("")
 L.append("Stale-read checker (bench/cache_checker.py), beside every run, through the same target: every 250 ms it commits \`abalance + 1 ... RETURNING abalance\` on a hot row, and in between reads rows it wrote (the text pgbench's reads use) through the target and then directly; a read through the target lower than what a COMMIT had already returned counts as stale, higher than PostgreSQL's value as wrong. Its writes also invalidate pgbench_accounts four times a second in (b). \"Reads looked up\": lookups per read (90% of the transactions).")
 L.append("")
-for variant, title in (("same", "(a) writes to the table the reads look up"), ("other", "(b) writes to another table")):
+mixes = [(v + "-" + c, "%s, %s clients" % (title, c), v != "none")
+         for c in "${BENCH_CLIENTS}".split()
+         for v, title in (("same", "(a) writes to the rows the reads look up"), ("other", "(b) writes to another table"),
+                          ("none", "(c) reads only"))]
+for variant, title, has_goal in mixes:
     kind = "mix-" + variant
     L.append("#### " + title)
     L.append("")
@@ -430,7 +439,10 @@ for variant, title in (("same", "(a) writes to the table the reads look up"), ("
     L.append("")
     L.append("| ratio | value | goal (issue 5) | |")
     L.append("| --- | ---: | ---: | --- |")
-    L.append("| pgfold (cache) / direct tps | %.2f | ≥ 1.5 | %s |" % (p / d, goal(p / d >= 1.5)))
+    if has_goal:
+        L.append("| pgfold (cache) / direct tps | %.2f | ≥ 1.5 | %s |" % (p / d, goal(p / d >= 1.5)))
+    else:
+        L.append("| pgfold (cache) / direct tps | %.2f | — | |" % (p / d))
     L.append("| pgfold (cache) / PgBouncer tps | %.2f | — | |" % (p / b))
     L.append("| pgfold (cache) / pgfold (cache off) tps | %.2f | — | |" % (p / n))
     L.append("| stale or wrong reads seen by the checker | %d | 0 | %s |" % (stale, goal(stale == 0)))

@@ -15,11 +15,12 @@
 
 /* ---- scripts -------------------------------------------------------------- */
 
-/* Version keys live a week (QC_VERSION_TTL_S) after their last change: a
- * key that expired comes back with the time of its re-creation, greater than
- * any value it held (versions are at most the time of their last change,
- * unless bumped more than once a microsecond), so the entries that held the
- * old value simply miss. */
+/* Version keys live a day (QC_VERSION_TTL_S, the longest entry TTL) after
+ * their creation or last bump, so per-row keys do not pile up: a key that
+ * expired comes back with the time of its re-creation, greater than any
+ * value it held (versions are at most the time of their last change, unless
+ * bumped more than once a microsecond), so the entries that held the old
+ * value simply miss. */
 #define LUA_VERSION_OF                                                                                         \
 	"local function now() local t = redis.call('TIME') "                                                    \
 	"return t[1] .. string.format('%06d', tonumber(t[2])) end "                                            \

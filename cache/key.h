@@ -35,7 +35,7 @@
  * global, database and, for each table, its table and its "n" version.  A
  * name collision only makes two things share a counter (more invalidation,
  * never less).  Version keys expire QC_VERSION_TTL_S after their last
- * change; one created again starts at the time (see below).
+ * change (or creation); one created again starts at the time (see below).
  *
  * Value: "<versions>\n<payload>" where versions are the counters read by
  * the lookup that missed (comma-separated, in key order) and payload the
@@ -88,7 +88,7 @@
 #define QC_KEY_LOG "pgfold:log"
 #define QC_LOG_MAX "10000"        /* bump log entries Redis keeps (about) */
 #define QC_SYNC_MAX_GAP "512"     /* a sync further behind than this resets */
-#define QC_VERSION_TTL_S "604800" /* version keys live a week after their last change */
+#define QC_VERSION_TTL_S "86400"  /* version keys live a day after their last change (the longest TTL) */
 #define QC_MAX_VERSION_KEYS 66    /* global + database + 2 for each of 32 tables; more: not cached */
 
 typedef struct qc_key_input {

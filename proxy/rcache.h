@@ -38,9 +38,11 @@
  * replaced (plain keys only: digits, letters, - _ . : @), or its Bind with
  * the key parameter's value replaced (text format only).  A batch has no
  * lookup that read the versions before it ran, so the entries are stored by
- * QC_FILL_SCRIPT only if no version changed since a Redis time read before
- * the batch was sent (the latest any lookup returned): versions hold the
- * time of their last change (cache/key.h).
+ * QC_FILL_SCRIPT only if Redis's bump log shows no bump of their versions
+ * since a log sequence read before the batch was sent (the latest any
+ * lookup or near-cache sync returned; cache/key.h).  A child pinned to a
+ * primary-key value by the batch's key (rcache_rows.h) is stored per key,
+ * each with that key's row version.
  *
  * Miss cost: per statement shape the outcomes of its recent lookups are kept
  * (rcache_shape.h); a shape whose lookups almost never hit (unique keys) is
@@ -48,12 +50,19 @@
  * counted as the bypass "cold_shape"; one in PX_RC_SHAPE_PROBE is also
  * looked up meanwhile (a probe: its answer only re-measures the shape).
  * Probes and one in PX_RC_SHAPE_STORE of the others are captured and stored
- * (QC_FILL_SCRIPT, against a Redis time read before the statement was
+ * (QC_FILL_SCRIPT, against a log sequence read before the statement was
  * sent), so a shape whose keys start repeating warms up again.
  *
+ * Near cache (rcache_near.h): a statement whose entry pgfold holds in
+ * memory waits for a sync with Redis's bump log sent after it arrived
+ * instead of a lookup, and is answered from memory when the entry's
+ * versions did not move; an outdated one goes to PostgreSQL at once and is
+ * stored with the versions the sync brought.  Lookups and stores fill it.
+ *
  * Invalidation: every statement that completes is classified from its
- * analysis (tables written, CALL/DO/DDL/unknown: the whole database) into
- * the session's pending writes; they are bumped (one EVAL) once committed:
+ * analysis (tables written, or the primary-key values a write is pinned to:
+ * rcache_rows.h; CALL/DO/DDL/unknown: the whole database) into the
+ * session's pending writes; they are bumped (one EVAL) once committed:
  * at the ReadyForQuery with status 'I' (autocommit, or a block ended by
  * COMMIT), never after a ROLLBACK.  That ReadyForQuery is held back until
  * the bump is answered (at most max(100 ms, 4 x cache.timeout_ms)), so once
