@@ -172,7 +172,7 @@ static void push_stmt(px_track *t, const rw_analysis *an, uint32_t i, const char
 		return;
 	}
 	const rw_shape *sh = an ? an->stmts[i].shape : NULL;
-	if (sh && keeps_text(sh) && sql) {
+	if (sh && keeps_text(sh) && sql && (affects_session(sh) || sql_len <= PX_TRACK_TEXT_MAX)) {
 		it.sql = pf_malloc(sql_len + 1);
 		memcpy(it.sql, sql, sql_len);
 		it.sql[sql_len] = '\0';
@@ -270,8 +270,8 @@ void px_track_parse(px_track *t, const char *name, const rw_analysis *an, const 
 		return;
 	if (strlen(text) <= PX_TRACK_TEXT_MAX)
 		n->text = pf_strdup(text);
-	if (keeps_text(an->stmts[0].shape)) {
-		const rw_stmt *st = &an->stmts[0];
+	const rw_stmt *st = &an->stmts[0];
+	if (keeps_text(st->shape) && (affects_session(st->shape) || st->length <= PX_TRACK_TEXT_MAX)) {
 		n->sql = pf_malloc((size_t)st->length + 1);
 		memcpy(n->sql, text + st->location, (size_t)st->length);
 		n->sql[st->length] = '\0';

@@ -2,7 +2,8 @@
  * test_cache.c — unit tests for the result cache's pure parts: hint
  * comments, the cacheability policy over real analyses (statements x
  * session facts x modes x [cache.rules] entries), entry keys (what changes them and what does
- * not), version keys, and the stored payload walk.  Table-driven; each
+ * not), version keys, primary-key values read as canonical integers
+ * (proxy/rcache_rows.h) and the stored payload walk.  Table-driven; each
  * failure prints the case.
  */
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include "../../cache/key.h"
 #include "../../cache/policy.h"
 #include "../../conf/conf.h"
+#include "../../proxy/rcache_rows.h"
 
 static rw_analyzer *analyzer;
 
@@ -383,6 +385,33 @@ static void test_version_keys(void **state)
 	pf_sb_free(&sb);
 }
 
+/* ---- primary-key values (proxy/rcache_rows.h) ----------------------------- */
+
+static void test_canonical_int(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in;
+		bool literal;
+		const char *want; /* NULL: not an integer */
+	} cases[] = {
+		{"5", true, "5"},       {"'5'", true, "5"},     {"005", true, "5"},    {"'007'", true, "7"},
+		{"-5", true, "-5"},     {"- 5", true, "-5"},    {"'-5'", true, "-5"},  {"-0", true, "0"},
+		{"0", false, "0"},      {"000", false, "0"},    {"42", false, "42"},   {"-42", false, "-42"},
+		{"- 5", false, NULL},   {"'- 5'", true, NULL},  {"5.0", true, NULL},   {"1e3", true, NULL},
+		{"+5", true, NULL},     {" 5", false, NULL},    {"5 ", false, NULL},   {"", false, NULL},
+		{"-", true, NULL},      {"''", true, NULL},     {"'5", true, NULL},    {"E'5'", true, NULL},
+		{"0x10", true, NULL},   {"'5'", false, NULL},   {"123456789012345678", false, "123456789012345678"},
+		{"1234567890123456789", false, NULL}, {"0001234567890123456789", true, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[PX_RC_ROW_KEY_MAX];
+		bool ok = px_rc_canonical_int(cases[i].in, strlen(cases[i].in), cases[i].literal, out);
+		if (ok != (cases[i].want != NULL) || (ok && strcmp(out, cases[i].want) != 0))
+			fail_msg("%s (%s): got %s", cases[i].in, cases[i].literal ? "literal" : "value", ok ? out : "none");
+	}
+}
+
 /* ---- payloads ------------------------------------------------------------- */
 
 static size_t put_msg(char *out, char type, const char *body, size_t len)
@@ -431,6 +460,7 @@ int main(void)
 		cmocka_unit_test(test_policy_rules),
 		cmocka_unit_test(test_entry_keys),
 		cmocka_unit_test(test_version_keys),
+		cmocka_unit_test(test_canonical_int),
 		cmocka_unit_test(test_payload_check),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
