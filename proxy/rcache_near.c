@@ -28,6 +28,13 @@ struct near_entry {
 	size_t bytes;            /* what it counts against max_bytes */
 };
 
+/* A version the near cache follows: its value (0: not known yet) and the
+ * entries that depend on it (a version no entry needs may be forgotten). */
+typedef struct known_ver {
+	uint64_t value;
+	uint32_t refs;
+} known_ver;
+
 typedef struct waiter waiter;
 struct waiter {
 	waiter *next;
@@ -48,7 +55,7 @@ struct px_near {
 	size_t bytes;
 	pf_strmap *entries;      /* key -> near_entry */
 	near_entry *head, *tail;
-	pf_strmap *known;        /* version key -> value (as uintptr_t) */
+	pf_strmap *known;        /* version key -> known_ver */
 	uint64_t synced;         /* the last log sequence applied; 0: none yet */
 	waiter *pending, **pending_end; /* wait for the next sync */
 	unsigned inflight;       /* syncs sent, not answered yet */
@@ -94,8 +101,19 @@ static void entry_free(near_entry *e)
 	pf_free(e);
 }
 
+static known_ver *known_find(const px_near *n, const char *key)
+{
+	void *v = NULL;
+	return n->known && pf_strmap_get(n->known, key, &v) ? v : NULL;
+}
+
 static void entry_remove(px_near *n, near_entry *e)
 {
+	for (size_t i = 0; i < e->ndeps; i++) {
+		known_ver *k = known_find(n, e->dep_keys[i]);
+		if (k && k->refs)
+			k->refs--;
+	}
 	pf_strmap_remove(n->entries, e->key, NULL);
 	lru_unlink(n, e);
 	n->bytes -= e->bytes;
@@ -110,14 +128,53 @@ static void evict_to(px_near *n, size_t limit)
 	}
 }
 
+static void known_free(pf_strmap *m)
+{
+	size_t pos = 0;
+	const char *key;
+	void *v;
+	while (m && pf_strmap_next(m, &pos, &key, &v))
+		pf_free(v);
+	pf_strmap_free(m);
+}
+
 /* Forget every entry and every known version. */
 static void drop_all(px_near *n)
 {
 	while (n->head)
 		entry_remove(n, n->head);
-	pf_strmap_free(n->known);
+	known_free(n->known);
 	n->known = pf_strmap_new();
 	n->st.resets++;
+}
+
+/* Forget the versions no entry depends on. */
+static void known_sweep(px_near *n)
+{
+	size_t pos = 0, nold = 0, cap = pf_strmap_count(n->known);
+	char **old = pf_calloc(cap ? cap : 1, sizeof(char *));
+	const char *key;
+	void *v;
+	while (pf_strmap_next(n->known, &pos, &key, &v))
+		if (((known_ver *)v)->refs == 0 && nold < cap)
+			old[nold++] = pf_strdup(key);
+	for (size_t i = 0; i < nold; i++) {
+		if (pf_strmap_remove(n->known, old[i], &v))
+			pf_free(v);
+		pf_free(old[i]);
+	}
+	pf_free(old);
+}
+
+/* Room for more known versions: the unneeded ones go first; everything
+ * when that leaves less than a quarter free (so sweeps stay rare). */
+static void known_make_room(px_near *n, size_t more)
+{
+	if (pf_strmap_count(n->known) + more <= PX_NEAR_MAX_KNOWN)
+		return;
+	known_sweep(n);
+	if (pf_strmap_count(n->known) + more > PX_NEAR_MAX_KNOWN / 4 * 3)
+		drop_all(n);
 }
 
 static near_entry *entry_find(px_near *n, const char *key)
@@ -137,20 +194,29 @@ static near_entry *entry_find(px_near *n, const char *key)
 
 static bool known_get(const px_near *n, const char *key, uint64_t *value)
 {
-	void *v = NULL;
-	if (!pf_strmap_get(n->known, key, &v))
+	const known_ver *k = known_find(n, key);
+	if (!k || k->value == 0)
 		return false;
-	*value = (uint64_t)(uintptr_t)v;
+	*value = k->value;
 	return true;
+}
+
+static known_ver *known_add(px_near *n, const char *key)
+{
+	known_ver *k = known_find(n, key);
+	if (!k) {
+		k = pf_calloc(1, sizeof(*k));
+		pf_strmap_put(n->known, key, k, NULL);
+	}
+	return k;
 }
 
 /* Versions only grow: keep the larger. */
 static void known_raise(px_near *n, const char *key, uint64_t value)
 {
-	uint64_t cur;
-	if (known_get(n, key, &cur) && cur >= value)
-		return;
-	pf_strmap_put(n->known, key, (void *)(uintptr_t)value, NULL);
+	known_ver *k = known_add(n, key);
+	if (value > k->value)
+		k->value = value;
 }
 
 static bool parse_u64(const char *s, size_t len, uint64_t *out)
@@ -221,7 +287,7 @@ void px_near_free(px_near *n)
 	while (n->head)
 		entry_remove(n, n->head);
 	pf_strmap_free(n->entries);
-	pf_strmap_free(n->known);
+	known_free(n->known);
 	n->entries = n->known = NULL;
 	uv_close((uv_handle_t *)&n->check, on_check_closed); /* frees n */
 }
@@ -286,8 +352,7 @@ void px_near_learn(px_near *n, const char *seq, const qc_keys *vk, const char *v
 	if (!px_near_enabled(n) || !seq || !versions || !parse_u64(seq, strlen(seq), &at) || at < n->synced ||
 	    vk->n > QC_MAX_VERSION_KEYS || !parse_versions(versions, vk->n, vals))
 		return; /* read before the last sync: a bump in between may be missing */
-	if (pf_strmap_count(n->known) + vk->n > PX_NEAR_MAX_KNOWN)
-		drop_all(n);
+	known_make_room(n, vk->n);
 	for (size_t i = 0; i < vk->n; i++)
 		known_raise(n, vk->keys[i], vals[i]);
 }
@@ -323,6 +388,9 @@ void px_near_put(px_near *n, const char *key, const qc_keys *vk, const char *ver
 	void *old = NULL;
 	if (pf_strmap_get(n->entries, key, &old))
 		entry_remove(n, old);
+	known_make_room(n, vk->n);
+	for (size_t i = 0; i < vk->n; i++)
+		known_add(n, vk->keys[i])->refs++; /* its value comes from a lookup or the log */
 	pf_strmap_put(n->entries, key, e, NULL);
 	lru_push(n, e);
 	n->bytes += e->bytes;
@@ -382,14 +450,15 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 	}
 	for (size_t i = 2; i + 1 < reply->elements; i += 2) {
 		const redisReply *k = reply->element[i], *v = reply->element[i + 1];
-		uint64_t value, cur;
+		uint64_t value;
 		if (!reply_is_string(k) || !reply_is_string(v) || !parse_u64(v->str, v->len, &value)) {
 			drop_all(n);
 			synced_at(n, seq);
 			return false;
 		}
-		if (known_get(n, k->str, &cur) && value > cur)
-			pf_strmap_put(n->known, k->str, (void *)(uintptr_t)value, NULL);
+		known_ver *kv = known_find(n, k->str);
+		if (kv && value > kv->value)
+			kv->value = value;
 	}
 	synced_at(n, seq);
 	return true;

@@ -23,9 +23,10 @@
  * and it is not used.  A version not known makes its entries invalid.
  *
  * Bounded: entries by bytes (cache.near_cache_bytes, least recently used
- * evicted; 0 turns the near cache off), known versions by count (past
- * PX_NEAR_MAX_KNOWN everything is dropped).  An entry also expires at its
- * Redis TTL.
+ * evicted; 0 turns the near cache off), known versions by count: past
+ * PX_NEAR_MAX_KNOWN the ones no entry depends on are forgotten, and if
+ * that leaves less than a quarter free, everything is dropped.  An entry
+ * also expires at its Redis TTL.
  *
  * Interface
  *   px_near_new / px_near_free / px_near_configure
