@@ -36,7 +36,8 @@
  * may be cached as the session is, every group is stored under the key the
  * child with that group's key would have: its text with the key literal
  * replaced (plain keys only: digits, letters, - _ . : @), or its Bind with
- * the key parameter's value replaced (text format only).  A batch has no
+ * the key parameter's value replaced (text format, or binary smallint,
+ * integer, bigint, text or varchar).  A batch has no
  * lookup that read the versions before it ran, so the entries are stored by
  * QC_FILL_SCRIPT only if Redis's bump log shows no bump of their versions
  * since a log sequence read before the batch was sent (the latest any

@@ -5,10 +5,13 @@
  * its child would have.
  */
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../cache/key.h"
+#include "../protocol/pgtypes.h"
 #include "../common/alloc.h"
 #include "rcache_int.h"
 #include "rcache_rows.h"
@@ -145,26 +148,59 @@ static bool numeric(const char *k, size_t n)
 	return true;
 }
 
-/* The extended child's key parameter (0-based), when bound in text form; -1 otherwise. */
-static int key_param(const fill_child *c)
+/* The extended child's key parameter (0-based), -1 when it has none, and
+ * its format and type. */
+static int key_param(const fill_child *c, int16_t *format, uint32_t *type)
 {
 	const pgw_bind_msg *b = &c->g.bind;
 	int kp = c->st->shape->slots[c->slot].param;
 	if (kp < 1 || kp > b->nparams)
 		return -1;
-	const uint8_t *f = b->nformats == 0 ? NULL : b->formats + 2 * (b->nformats == 1 ? 0 : kp - 1);
-	return !f || (f[0] == 0 && f[1] == 0) ? kp - 1 : -1;
+	*format = b->nformats == 0 ? 0 : (int16_t)pgw_get_u16(b->formats + 2 * (b->nformats == 1 ? 0 : kp - 1));
+	*type = kp <= c->ts.ntypes ? c->ts.types[kp - 1] : 0;
+	return kp - 1;
+}
+
+/* A key (text form) as the parameter carries it: text as is; binary for
+ * text, varchar and the integer types; false otherwise (or out of range). */
+static bool encode_key(int16_t format, uint32_t type, const char *key, size_t klen, uint8_t *out, size_t size,
+		       size_t *len)
+{
+	if (format == 0 || type == OID_TEXT || type == OID_VARCHAR) {
+		if (klen > size)
+			return false;
+		memcpy(out, key, klen);
+		*len = klen;
+		return true;
+	}
+	int width = type == OID_INT2 ? 2 : type == OID_INT4 ? 4 : type == OID_INT8 ? 8 : 0;
+	char canon[PX_RC_ROW_KEY_MAX];
+	if (format != 1 || !width || !px_rc_canonical_int(key, klen, false, canon))
+		return false;
+	long long v = strtoll(canon, NULL, 10);
+	if ((width == 2 && (v < INT16_MIN || v > INT16_MAX)) || (width == 4 && (v < INT32_MIN || v > INT32_MAX)))
+		return false;
+	uint64_t u = (uint64_t)v;
+	for (int i = 0; i < width; i++)
+		out[i] = (uint8_t)(u >> (8 * (width - 1 - i)));
+	*len = (size_t)width;
+	return true;
 }
 
 /* The Bind's parameters with the key parameter's value replaced by key,
  * as qc_key_bind() puts them.  own: instead check that the child's own
  * value is key. */
-static bool fill_bind(const fill_child *c, const char *key, size_t klen, pf_sb *out, bool own)
+static bool fill_bind(const fill_child *c, const char *text_key, size_t text_len, pf_sb *out, bool own)
 {
 	const pgw_bind_msg *b = &c->g.bind;
-	int kp = key_param(c);
-	if (kp < 0)
+	int16_t format;
+	uint32_t type;
+	int kp = key_param(c, &format, &type);
+	uint8_t bytes[PX_NP_KEY_MAX];
+	size_t klen;
+	if (kp < 0 || !encode_key(format, type, text_key, text_len, bytes, sizeof(bytes), &klen))
 		return false;
+	const char *key = (const char *)bytes;
 	pf_sb params;
 	pf_sb_init(&params);
 	bool ok = true;

@@ -214,21 +214,23 @@ def rewrite_proxy(shop, module_pgfold_factory):
     return start_cache(module_pgfold_factory, "pgfold-cache-np", **{"nplusone.mode": "rewrite", "cache.timeout_ms": "500"})
 
 
-def lazy_script(m, extended):
+def lazy_script(m, extended, binary=False):
     parent = query(f"SELECT /* {m} */ id FROM qc_items WHERE id <= 30 ORDER BY id")
     child = f"SELECT /* {m} */ item_id, tag FROM qc_tags WHERE item_id = "
     if extended:
-        kids = [group(child + "$1", [k], (INT4,)) for k in range(1, 31)]
+        kids = [group(child + "$1", [k], (INT4,), binary_params=binary) for k in range(1, 31)]
     else:
         kids = [query(child + str(k)) for k in range(1, 31)]
     return [parent] + kids
 
 
-@pytest.mark.parametrize("extended", [False, True])
-def test_nplusone_batches_fill_the_cache(extended, postgres, rewrite_proxy):
+@pytest.mark.parametrize("extended,binary", [(False, False), (True, False), (True, True)])
+def test_nplusone_batches_fill_the_cache(extended, binary, postgres, rewrite_proxy):
+    """Simple Query children, extended ones with the key as text, and with
+    the key as a binary int4 (asyncpg, PgJDBC)."""
     ready(rewrite_proxy)
     m = fresh(postgres)
-    script = lazy_script(m, extended)
+    script = lazy_script(m, extended, binary)
     want = record(postgres.port, script)
     before = cache_stats(rewrite_proxy)
     first = record(rewrite_proxy.port, script)
