@@ -349,11 +349,10 @@ static qc_cmd *cmd_new(qc_conn *c, cmd_kind kind, qc_reply_fn cb, void *ctx)
 /* After redisAsyncCommand*(): on success hiredis holds cmd until on_reply. */
 /* Commands go out at the end of the loop turn that queued them (one write
  * for all of them), not a turn later when the socket reports writable. */
-static void on_flush(uv_check_t *h)
+void qc_redis_flush(qc_redis *r)
 {
-	qc_redis *r = h->data;
-	uv_check_stop(h);
-	r->flush_active = false;
+	if (!r || r->closing)
+		return;
 	for (int i = 0; i < r->nconns; i++) {
 		qc_conn *c = &r->conns[i];
 		if (c->ac && c->ac_connected && !c->dropping && (c->ac->c.flags & REDIS_CONNECTED) &&
@@ -361,6 +360,14 @@ static void on_flush(uv_check_t *h)
 		    sdslen(c->ac->c.obuf) > 0)
 			redisAsyncHandleWrite(c->ac);
 	}
+}
+
+static void on_flush(uv_check_t *h)
+{
+	qc_redis *r = h->data;
+	uv_check_stop(h);
+	r->flush_active = false;
+	qc_redis_flush(r);
 }
 
 static void flush_soon(qc_redis *r)

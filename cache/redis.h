@@ -190,6 +190,12 @@ int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, cons
 int qc_redis_eval(qc_redis *r, qc_reply_fn cb, void *ctx, const char *script, int nkeys, int argc,
 		  const char **argv, const size_t *argvlen) __attribute__((warn_unused_result));
 
+/* Write every connection's queued commands now.  Commands are otherwise
+ * written at the end of the loop turn that queued them (a check handle):
+ * a caller that queues from a check callback itself calls this, since a
+ * check handle started during the check phase runs only a turn later. */
+void qc_redis_flush(qc_redis *r);
+
 /* Idempotent.  Every command still waiting gets its callback once, with
  * QC_CLOSED, before this returns; the state becomes OFF; the connection is
  * dropped.  r frees itself once hiredis has let go of the connection and

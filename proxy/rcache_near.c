@@ -1,8 +1,9 @@
 /*
  * rcache_near.c — the near cache (rcache_near.h): entries in a map with an
- * LRU list, the known versions in another map, and the sync with Redis's
- * bump log (one EVAL in flight at a time; statements that arrive meanwhile
- * wait for the next one, sent from a check handle once per loop turn).
+ * LRU list, the known versions (reference-counted by the entries) in
+ * another map, and the syncs with Redis's bump log: the statements that
+ * arrived during one loop turn share one EVAL, sent from a check handle at
+ * the turn's end; several may be in flight.
  */
 #include "rcache_near.h"
 
@@ -502,8 +503,10 @@ static void on_check(uv_check_t *h)
 	px_near *n = h->data;
 	uv_check_stop(h);
 	n->check_active = false;
-	if (n->pending)
+	if (n->pending) {
 		send_sync(n);
+		qc_redis_flush(n->redis); /* redis.c's own flush would only run a turn later */
+	}
 }
 
 static void start_check(px_near *n)

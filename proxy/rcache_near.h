@@ -13,8 +13,7 @@
  * return before sending its read therefore always gets a sync that
  * includes that commit's bump, and the entry is served only when every
  * version it depends on still equals the known one.  One sync answers every
- * statement that arrived while the previous one was in flight, so its cost
- * is shared.  When the log cannot tell (first sync, Redis restarted or
+ * statement that arrived during the same loop turn, so its cost is shared.  When the log cannot tell (first sync, Redis restarted or
  * flushed, trimmed log, too far behind) everything here is dropped.
  *
  * Known versions come from lookup answers (px_near_learn): merged (larger
