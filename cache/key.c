@@ -42,20 +42,22 @@ const char QC_LOOKUP_SCRIPT[] =
 	"return {1, cur, now(), seq, string.sub(e, nl + 1), redis.call('PTTL', KEYS[1])} end end "
 	"return {0, cur, now(), seq}";
 
-/* A bump sets the counter to max(counter + 1, now in microseconds): every
- * version a bump (or a creation) made at or after time T is >= T.  It then
- * appends the new values to the log under the next sequence number (ids
- * "<seq>-1", consecutive: one entry per bump). */
+/* A bump increments each counter; one that is missing (never read, expired,
+ * evicted, Redis restarted) starts at the time in microseconds instead, so
+ * it never comes back to a value an old entry holds.  The new values are
+ * appended to the log under the next sequence number (ids "<seq>-1",
+ * consecutive: one entry per bump; a missing sequence starts at the time
+ * too, and syncs behind it reset).  Written for speed: it runs before every
+ * committing write's ReadyForQuery is released. */
 const char QC_BUMP_SCRIPT[] =
-	LUA_VERSION_OF
-	"if not redis.call('GET', '" QC_KEY_SEQ "') then redis.call('SET', '" QC_KEY_SEQ "', now()) end "
+	"local function now() local t = redis.call('TIME') "
+	"return t[1] * 1000000 + tonumber(t[2]) end "
 	"local seq = redis.call('INCR', '" QC_KEY_SEQ "') "
+	"if seq == 1 then seq = now() redis.call('SET', '" QC_KEY_SEQ "', string.format('%d', seq)) end "
 	"local log = {} "
-	"for i = 1, #KEYS do local v = tonumber(ver(KEYS[i])) "
-	"local n = now() "
-	"if tonumber(n) > v then redis.call('SET', KEYS[i], n, 'EX', " QC_VERSION_TTL_S ") "
-	"else n = string.format('%d', redis.call('INCR', KEYS[i])) end "
-	"log[#log + 1] = KEYS[i] log[#log + 1] = n end "
+	"for i = 1, #KEYS do local v = redis.call('INCR', KEYS[i]) "
+	"if v == 1 then v = now() redis.call('SET', KEYS[i], string.format('%d', v), 'EX', " QC_VERSION_TTL_S ") end "
+	"log[2 * i - 1] = KEYS[i] log[2 * i] = string.format('%d', v) end "
 	"redis.call('XADD', '" QC_KEY_LOG "', 'MAXLEN', '~', '" QC_LOG_MAX "', string.format('%d', seq) .. '-1', "
 	"unpack(log)) "
 	"return #KEYS";

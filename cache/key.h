@@ -47,9 +47,9 @@
  * seq} (time: the Redis server's, in microseconds, as a decimal string; seq:
  * the bump log's counter, "0" when none).  A missing version key is created
  * with the server's time in microseconds, so a counter that was evicted or
- * lost never comes back to a value an old entry holds.  QC_BUMP_SCRIPT sets
- * each of its KEYS (created the same way first) to max(value + 1, time): a
- * version changed at or after time T is >= T; and logs the new values.
+ * lost never comes back to a value an old entry holds.  QC_BUMP_SCRIPT
+ * increments each of its KEYS (a missing one starts at the time instead)
+ * and logs the new values.
  * QC_SYNC_SCRIPT (ARGV = the last seq seen, "0" at first) returns {seq},
  * {seq, "log", key, value, ...} or {seq, "reset"} (rcache_near.h).
  * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches,
