@@ -412,7 +412,7 @@ L.append("### 2. Primary-key lookups over a hot set, 90% reads / 10% writes")
 L.append("")
 L.append("\`pgbench -c C -j ${BENCH_THREADS} -T ${BENCH_SECONDS} -f read.sql@9 -f write.sql@1\` for C in ${BENCH_CLIENTS}; read.sql: \`\\\\set aid random(1, ${BENCH_HOT})\` \`SELECT abalance FROM pgbench_accounts WHERE aid = :aid\`; write.sql (a): \`UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid\` (aid in the same hot set: pinned to that primary key, it invalidates only that row's entries), write.sql (b): \`UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = :tid\`; (c) read.sql alone.")
 L.append("")
-L.append("Stale-read checker (bench/cache_checker.py), beside every run, through the same target: every 250 ms it commits \`abalance + 1 ... RETURNING abalance\` on a hot row, and in between reads rows it wrote (the text pgbench's reads use) through the target and then directly; a read through the target lower than what a COMMIT had already returned counts as stale, higher than PostgreSQL's value as wrong. Its writes also invalidate pgbench_accounts four times a second in (b). \"Reads looked up\": lookups per read (90% of the transactions).")
+L.append("Stale-read checker (bench/cache_checker.py), beside every run, through the same target: every 250 ms it commits \`abalance + 1 ... RETURNING abalance\` on a hot row, and in between reads rows it wrote (the text pgbench's reads use) through the target and then directly; a read through the target lower than what a COMMIT had already returned counts as stale, higher than PostgreSQL's value as wrong. Its writes also invalidate a hot row four times a second in every variant. \"Reads looked up\": lookups per pgbench read (90% of the transactions, all in (c)); the checker's reads are looked up too, so it can pass 100%.")
 L.append("")
 mixes = [(v + "-" + c, "%s, %s clients" % (title, c), v != "none")
          for c in "${BENCH_CLIENTS}".split()
@@ -431,7 +431,7 @@ for variant, title, has_goal in mixes:
         c = [x for (var, tt, x) in checks if var == variant and tt == t]
         L.append("| %s | %.0f | %.0f-%.0f | %.3f | %s | %s | %d | %d | %d |" % (
             label[t], statistics.median(v), min(v), max(v), med(kind, t, 4),
-            looked_up(kind, t, 0.9) if t == "pgfold" else "-",
+            looked_up(kind, t, 0.9 if has_goal else 1.0) if t == "pgfold" else "-",
             hit_rate(kind, t) if t == "pgfold" else "-", sum(x["reads"] for x in c),
             sum(x["stale"] for x in c), sum(x["wrong"] for x in c)))
     d, p, b, n = (med(kind, t, 3) for t in ("direct", "pgfold", "pgbouncer", "pgfold-nocache"))
