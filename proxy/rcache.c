@@ -2,8 +2,9 @@
  * rcache.c — the result cache on the session's data path (see rcache.h):
  * lookups with a deadline, hits answered by pgfold (simple Query and
  * extended groups), misses captured and stored, cold shapes sent without
- * waiting for Redis, writes turned into version bumps at commit, and
- * /cache.  N+1 batches: rcache_fill.c.
+ * waiting for Redis, near-cache hits (rcache_near.h), writes turned into
+ * version bumps at commit.  N+1 batches: rcache_fill.c; pinning to
+ * primary-key values: rcache_rows.c; /cache and /metrics: rcache_admin.c.
  *
  * Every Redis command a session sends carries a small context holding a
  * session reference and the session's command sequence number: a reply
@@ -1237,130 +1238,4 @@ void px_rcache_free(px_session *s)
 	bump_clear(rc);
 	pf_free(rc);
 	s->rcache = NULL;
-}
-
-/* ---- admin ---------------------------------------------------------------- */
-
-static void stats_json(pf_sb *b, const px_server *server)
-{
-	const px_rcache_stats *st = &server->cache_stats;
-	static const char *const modes[] = {"off", "rules", "auto"};
-	int mode = server->cfg->cache_mode;
-	pf_sb_appendf(b, "{\"mode\":\"%s\",\"redis\":\"%s\"", mode >= 0 && mode <= 2 ? modes[mode] : "?",
-		      server->redis ? qc_redis_state_name(qc_redis_state(server->redis)) : "off");
-	pf_sb_appendf(b,
-		      ",\"lookups\":%llu,\"hits\":%llu,\"misses\":%llu,\"stores\":%llu,\"store_errors\":%llu"
-		      ",\"invalidations\":%llu,\"invalidation_errors\":%llu,\"redis_errors\":%llu,\"timeouts\":%llu"
-		      ",\"bytes_served\":%llu,\"bytes_stored\":%llu,\"flushes\":%llu"
-		      ",\"lookup_mean_us\":%llu,\"lookup_max_us\":%llu,\"fills\":%llu,\"fills_refused\":%llu"
-		      ",\"probes\":%llu,\"probe_hits\":%llu"
-		      ",\"bypasses\":{",
-		      (unsigned long long)st->lookups, (unsigned long long)st->hits, (unsigned long long)st->misses,
-		      (unsigned long long)st->stores, (unsigned long long)st->store_errors,
-		      (unsigned long long)st->invalidations, (unsigned long long)st->bump_errors,
-		      (unsigned long long)st->redis_errors, (unsigned long long)st->timeouts,
-		      (unsigned long long)st->bytes_served, (unsigned long long)st->bytes_stored,
-		      (unsigned long long)st->flushes,
-		      (unsigned long long)(st->lookups_answered ? st->lookup_us_sum / st->lookups_answered : 0),
-		      (unsigned long long)st->lookup_us_max, (unsigned long long)st->fills,
-		      (unsigned long long)st->fill_refused, (unsigned long long)st->probes,
-		      (unsigned long long)st->probe_hits);
-	for (int i = 1; i < QC_BYPASS_COUNT; i++)
-		pf_sb_appendf(b, "%s\"%s\":%llu", i > 1 ? "," : "", qc_bypass_name((qc_bypass)i),
-			      (unsigned long long)st->bypass[i]);
-	pf_sb_appendf(b, ",\"max_rows\":%llu,\"cold_shape\":%llu}", (unsigned long long)st->bypass_max_rows,
-		      (unsigned long long)st->bypass_cold);
-	px_near_stats ns = px_near_stats_get(server->near);
-	pf_sb_appendf(b,
-		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu"
-		      ",\"misses_without_lookup\":%llu,\"syncs\":%llu"
-		      ",\"sync_errors\":%llu,\"resets\":%llu,\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu"
-		      ",\"known_versions\":%zu}}",
-		      (unsigned long long)st->redis_lookups, px_near_enabled(server->near) ? "true" : "false",
-		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale,
-		      (unsigned long long)st->near_misses, (unsigned long long)ns.syncs,
-		      (unsigned long long)ns.sync_errors, (unsigned long long)ns.resets, (unsigned long long)ns.evictions,
-		      ns.entries, ns.bytes, ns.known);
-}
-
-static void cache_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
-{
-	(void)req;
-	stats_json(&resp->body, ctx);
-}
-
-static void on_flushed(qc_redis *r, int status, const redisReply *reply, void *ctx)
-{
-	(void)r;
-	px_server *server = ctx;
-	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_INTEGER)
-		server->cache_stats.bump_errors++;
-}
-
-/* POST /cache/flush: bump the global version; every entry becomes unreachable
- * (and expires by its TTL). */
-static void flush_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
-{
-	(void)req;
-	px_server *server = ctx;
-	const char *argv[] = {QC_KEY_GLOBAL};
-	if (!server->redis || qc_redis_eval(server->redis, on_flushed, server, QC_BUMP_SCRIPT, 1, 1, argv, NULL) < 0) {
-		resp->status = 503;
-		pf_sb_append(&resp->body, "{\"error\":\"redis is not available\"}");
-		return;
-	}
-	server->cache_stats.flushes++;
-	pf_sb_append(&resp->body, "{\"status\":\"flushing\"}");
-}
-
-void px_rcache_add_admin_routes(px_admin *admin, px_server *server)
-{
-	if (px_admin_route(admin, "GET", "/cache", cache_handler, server) != 0 ||
-	    px_admin_route(admin, "POST", "/cache/flush", flush_handler, server) != 0)
-		pf_warn("admin: could not register the /cache routes");
-}
-
-static void metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t v)
-{
-	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-		      (unsigned long long)v);
-}
-
-void px_rcache_metrics(pf_sb *b, void *ctx)
-{
-	const px_rcache_stats *st = &((const px_server *)ctx)->cache_stats;
-	metric(b, "pgfold_cache_lookups_total", "counter", "Statements held for a cache lookup (near cache or Redis).",
-	       st->lookups);
-	metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
-	metric(b, "pgfold_cache_near_hits_total", "counter",
-	       "Statements answered from pgfold's near cache (counted in hits too).", st->near_hits);
-	metric(b, "pgfold_cache_redis_lookups_total", "counter", "Lookup EVALs sent to Redis.", st->redis_lookups);
-	metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
-	metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
-	metric(b, "pgfold_cache_fills_total", "counter", "N+1 batch groups sent to be stored under their child's key.",
-	       st->fills);
-	metric(b, "pgfold_cache_invalidations_total", "counter", "Version keys bumped by committed writes.",
-	       st->invalidations);
-	metric(b, "pgfold_cache_redis_errors_total", "counter", "Lookups Redis refused or failed (fail open).",
-	       st->redis_errors + st->store_errors + st->bump_errors);
-	metric(b, "pgfold_cache_timeouts_total", "counter", "Lookups not answered within cache.timeout_ms.",
-	       st->timeouts);
-	metric(b, "pgfold_cache_bytes_served_total", "counter", "Result bytes written from the cache.",
-	       st->bytes_served);
-	metric(b, "pgfold_cache_bytes_stored_total", "counter", "Result bytes sent to the cache.", st->bytes_stored);
-	metric(b, "pgfold_cache_lookup_answered_total", "counter", "Lookups Redis answered in time.",
-	       st->lookups_answered);
-	pf_sb_appendf(b,
-		      "# HELP pgfold_cache_lookup_seconds_total Time from sending a lookup to its answer.\n"
-		      "# TYPE pgfold_cache_lookup_seconds_total counter\npgfold_cache_lookup_seconds_total %.6f\n",
-		      (double)st->lookup_us_sum / 1e6);
-	pf_sb_append(b, "# HELP pgfold_cache_bypasses_total Statements not looked up, by reason.\n"
-			"# TYPE pgfold_cache_bypasses_total counter\n");
-	for (int i = 1; i < QC_BYPASS_COUNT; i++)
-		pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"%s\"} %llu\n", qc_bypass_name((qc_bypass)i),
-			      (unsigned long long)st->bypass[i]);
-	pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"max_rows\"} %llu\n",
-		      (unsigned long long)st->bypass_max_rows);
-	pf_sb_appendf(b, "pgfold_cache_bypasses_total{reason=\"cold_shape\"} %llu\n",
-		      (unsigned long long)st->bypass_cold);
 }

@@ -90,7 +90,7 @@
  *   px_rcache_ready()     a backend ReadyForQuery: true to hold it back
  *   px_rcache_close()     the session is closing (stops the timer)
  *   px_rcache_free()      the session is freed
- * Admin: px_rcache_add_admin_routes() GET /cache, POST /cache/flush;
+ * Admin (rcache_admin.c): px_rcache_add_admin_routes() GET /cache, POST /cache/flush;
  * px_rcache_metrics() the /metrics lines.
  */
 #ifndef PGFOLD_PROXY_RCACHE_H
