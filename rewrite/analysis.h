@@ -114,7 +114,7 @@ typedef enum rw_write_form {
 	                           allowed; no writable CTE) */
 	RW_WRITE_INSERT_VALUES, /* top-level INSERT INTO t [(cols)] VALUES (...), (...) [ON CONFLICT ...]
 	                           [RETURNING ...] (no writable CTE, not INSERT ... SELECT, not DEFAULT
-	                           VALUES, no clause around the VALUES list) */
+	                           VALUES, not OVERRIDING USER VALUE, no clause around the VALUES list) */
 	RW_WRITE_OTHER,         /* any other data write: MERGE, INSERT ... SELECT / DEFAULT VALUES,
 	                           writable CTEs, EXPLAIN ANALYZE of a write, SELECT INTO, TRUNCATE,
 	                           COPY FROM, nextval/setval, SELECT FOR UPDATE (kind WRITE) ... */

@@ -125,7 +125,8 @@ static bool collect_form(rw_write_facts *w, const rw_builder *b, const PgQuery__
 		const PgQuery__SelectStmt *v = values_of(ins);
 		w->rel = target_of(b, ins->relation);
 		w->form = RW_WRITE_INSERT_VALUES;
-		if (w->rel < 0 || !v)
+		/* OVERRIDING USER VALUE: identity columns take generated values, not the ones given */
+		if (w->rel < 0 || !v || ins->override == PG_QUERY__OVERRIDING_KIND__OVERRIDING_USER_VALUE)
 			return false;
 		w->on_conflict = ins->on_conflict_clause != NULL;
 		collect_insert(w, ins, v);

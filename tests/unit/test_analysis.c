@@ -874,6 +874,8 @@ static const write_case write_cases[] = {
 	/* other writes */
 	{"INSERT INTO t (a) SELECT 1", "write other\nslot - 1\n"},
 	{"INSERT INTO t DEFAULT VALUES", "write other\n"},
+	{"INSERT INTO t (id) OVERRIDING USER VALUE VALUES (1)", "write other\nslot - 1\n"},
+	{"INSERT INTO t (id) OVERRIDING SYSTEM VALUE VALUES (1)", "write insert t cols id\nrow 1\nslot - 1\n"},
 	{"INSERT INTO t (id) VALUES (1), (2) LIMIT 1", "write other\nslot - 1\nslot - 2\nslot - 1\n"},
 	{"WITH d AS (DELETE FROM u RETURNING id) UPDATE t SET a = 1 WHERE id = 5",
 	 "write other\nslot - 1\nslot t.id 5\n"},
