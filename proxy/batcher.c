@@ -227,6 +227,12 @@ bool px_batch_allowed(const px_session *s)
 	       px_track_inflight(&s->track) == 2; /* this child's statement and its end marker */
 }
 
+void px_batch_uncount_again(px_session *s, const rw_np_match *m)
+{
+	if (m->pattern && px_rcache_offered_again(s))
+		rw_np_uncount_child(s->np, m->pattern);
+}
+
 /* The type of the column the key is compared with (pg_attribute through the
  * control connection), or 0: batch.h types bare string keys with it. */
 static uint32_t key_column_type(px_session *s, const px_child *c)
@@ -453,6 +459,7 @@ bool px_batch_query(px_session *s, const rw_analysis *an, const char *sql, const
 	bool allowed = px_batch_allowed(s);
 	rw_np_match m;
 	px_np_statement_keys(s, st, sql, NULL, allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);
+	px_batch_uncount_again(s, &m);
 	if (!allowed || !m.pattern || m.status != RW_NP_ACTIVE)
 		return false;
 	px_child c = {

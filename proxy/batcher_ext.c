@@ -255,6 +255,7 @@ bool px_batch_extended(px_session *s, const pgw_ext_group *g, const uint8_t *byt
 	rw_np_match m;
 	px_np_statement_keys(s, st, known ? ts.text : NULL, "",
 			     allowed ? (size_t)s->server->cfg->nplusone_batch_size : 0, &m);
+	px_batch_uncount_again(s, &m);
 	if (!allowed || !m.pattern || m.status != RW_NP_ACTIVE)
 		return false;
 	pf_sb key;

@@ -34,6 +34,9 @@ typedef struct px_child {
 
 uint64_t px_batch_now_ms(void);
 bool px_batch_allowed(const px_session *s);
+/* A child the result cache looked up first and gives back (px_rc_redispatch):
+ * its second match must not count it twice in /nplusone. */
+void px_batch_uncount_again(px_session *s, const rw_np_match *m);
 /* Answer the child from a prefetch buffer, or send a batch for it.  True
  * when pgfold took the child. */
 bool px_batch_child(px_session *s, const px_child *c);

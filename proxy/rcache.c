@@ -476,6 +476,11 @@ bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *by
 	return taken;
 }
 
+bool px_rcache_offered_again(const px_session *s)
+{
+	return s->rcache && s->rcache->redispatching;
+}
+
 bool px_rcache_busy(const px_session *s)
 {
 	return s->rcache && s->rcache->phase == PX_RC_LOOKUP;

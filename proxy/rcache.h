@@ -81,6 +81,7 @@
  *   px_rcache_groups()    should the relay recognise extended groups for the cache?
  *   px_rcache_extended()  an extended group arrived (not the batcher's): true when pgfold took it
  *   px_rcache_busy()      a lookup is in flight: relay no more client messages
+ *   px_rcache_offered_again()  the batcher is being given back a child it already saw
  *   px_rcache_unsettled() the client left with writes in flight: wait for their answer
  *   px_rcache_batch_claim()  the batcher is about to batch for a child: true when
  *                         the cache looks it up first (a miss goes back to the batcher)
@@ -151,6 +152,7 @@ bool px_rcache_query(px_session *s, const rw_analysis *an, const char *sql, size
 bool px_rcache_groups(const px_session *s);
 bool px_rcache_extended(px_session *s, const pgw_ext_group *g, const uint8_t *bytes);
 bool px_rcache_busy(const px_session *s);
+bool px_rcache_offered_again(const px_session *s);
 /* The client is leaving (Terminate, or its connection dropped) while writes
  * it sent are still unanswered: their commit is known only from their
  * ReadyForQuery, so the session waits for it before closing (else no

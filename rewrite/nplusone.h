@@ -161,6 +161,10 @@ void rw_np_child(rw_np_session *s, const rw_shape *child, const char *const *val
  * kept parent result of the session that p matched, so later matches skip
  * them (key_lengths NULL: strlen).  Keys not among a parent's values are
  * ignored. */
+/* The child rw_np_child() just matched to p was a statement it had already
+ * counted (offered again: the result cache looked it up first and it
+ * missed): take its counts back. */
+void rw_np_uncount_child(rw_np_session *s, rw_np_pattern *p);
 void rw_np_mark_fetched(rw_np_session *s, rw_np_pattern *p, size_t nkeys, const char *const *keys,
 			const size_t *key_lengths);
 /* The prefetch buffer was dropped: clear every fetched mark of the session

@@ -527,6 +527,14 @@ void rw_np_child(rw_np_session *s, const rw_shape *child, const char *const *val
 		fill_keys(s, &c, want, out);
 }
 
+void rw_np_uncount_child(rw_np_session *s, rw_np_pattern *p)
+{
+	if (p && p->children_seen > 0)
+		p->children_seen--;
+	if (s->reg->children_seen > 0)
+		s->reg->children_seen--;
+}
+
 void rw_np_mark_fetched(rw_np_session *s, rw_np_pattern *p, size_t nkeys, const char *const *keys,
 			const size_t *key_lengths)
 {

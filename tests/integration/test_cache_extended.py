@@ -233,8 +233,11 @@ def test_nplusone_batches_fill_the_cache(extended, binary, postgres, rewrite_pro
     script = lazy_script(m, extended, binary)
     want = record(postgres.port, script)
     before = cache_stats(rewrite_proxy)
+    seen = rewrite_proxy.stats()["nplusone"]["children_seen"]
     first = record(rewrite_proxy.port, script)
     assert first == want
+    # the child the cache looked up first, missed and gave back is counted once
+    assert rewrite_proxy.stats()["nplusone"]["children_seen"] - seen == len(script) - 1
     mid = cache_stats(rewrite_proxy)
     assert mid["fills"] > before["fills"], "no batch filled the cache"
     wait_until(lambda: cache_stats(rewrite_proxy)["stores"] - before["stores"] >= mid["fills"] - before["fills"],
