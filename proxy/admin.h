@@ -15,6 +15,7 @@
  *   px_admin_set_idle_timeout()   change the 10 s idle timeout (tests)
  *   px_admin_add_stats_routes()   /health, /stats and /metrics over a px_stats
  *                                 and the Redis client's health
+ *   px_admin_metric()             one Prometheus counter or gauge, for /metrics lines
  */
 #ifndef PGFOLD_PROXY_ADMIN_H
 #define PGFOLD_PROXY_ADMIN_H
@@ -58,6 +59,10 @@ int px_admin_port(const px_admin *admin);
  * its previous response; 0 restores the default (10 s).  Affects connections
  * accepted afterwards and the next restart of existing ones' timers. */
 void px_admin_set_idle_timeout(px_admin *admin, unsigned idle_ms);
+
+/* One metric in the Prometheus text format: HELP, TYPE ("counter" or
+ * "gauge") and the value. */
+void px_admin_metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value);
 
 /* What /health and /stats report besides the counters. */
 typedef struct px_admin_info {

@@ -165,7 +165,6 @@ static void nplusone_json(pf_sb *b, const px_admin_info *info)
 		      st.statements_saved, info->stats->nplusone_buffered_bytes);
 }
 
-static void metric_append(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value);
 
 static void nplusone_metrics(pf_sb *b, const px_admin_info *info)
 {
@@ -173,17 +172,17 @@ static void nplusone_metrics(pf_sb *b, const px_admin_info *info)
 		return;
 	rw_np_stats st;
 	rw_np_registry_stats(info->nplusone, &st);
-	metric_append(b, "pgfold_nplusone_patterns", "gauge", "N+1 patterns known.", st.patterns);
-	metric_append(b, "pgfold_nplusone_patterns_active", "gauge", "N+1 patterns confirmed.", st.active);
-	metric_append(b, "pgfold_nplusone_children_seen_total", "counter", "Statements matched to an N+1 pattern.",
-		      st.children_seen);
-	metric_append(b, "pgfold_nplusone_children_served_total", "counter", "N+1 children answered from a batch.",
-		      st.children_served);
-	metric_append(b, "pgfold_nplusone_batches_total", "counter", "Batched statements sent.", st.batches);
-	metric_append(b, "pgfold_nplusone_buffered_bytes", "gauge", "Prefetched N+1 answers held by all sessions.",
-		      info->stats->nplusone_buffered_bytes);
-	metric_append(b, "pgfold_nplusone_statements_saved_total", "counter", "Backend statements avoided.",
-		      st.statements_saved);
+	px_admin_metric(b, "pgfold_nplusone_patterns", "gauge", "N+1 patterns known.", st.patterns);
+	px_admin_metric(b, "pgfold_nplusone_patterns_active", "gauge", "N+1 patterns confirmed.", st.active);
+	px_admin_metric(b, "pgfold_nplusone_children_seen_total", "counter", "Statements matched to an N+1 pattern.",
+			st.children_seen);
+	px_admin_metric(b, "pgfold_nplusone_children_served_total", "counter", "N+1 children answered from a batch.",
+			st.children_served);
+	px_admin_metric(b, "pgfold_nplusone_batches_total", "counter", "Batched statements sent.", st.batches);
+	px_admin_metric(b, "pgfold_nplusone_buffered_bytes", "gauge", "Prefetched N+1 answers held by all sessions.",
+			info->stats->nplusone_buffered_bytes);
+	px_admin_metric(b, "pgfold_nplusone_statements_saved_total", "counter", "Backend statements avoided.",
+			st.statements_saved);
 }
 
 static void stats_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
@@ -200,7 +199,7 @@ static void stats_handler(const px_admin_request *req, px_admin_response *resp, 
 	pf_sb_append(b, "}");
 }
 
-static void metric_append(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value)
+void px_admin_metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value)
 {
 	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, value);
 }
@@ -221,22 +220,22 @@ static void label_value_append(pf_sb *b, const char *s)
 static void redis_metrics(pf_sb *b, const px_admin_info *info)
 {
 	const qc_redis_counters *c = qc_redis_counters_get(info->redis);
-	metric_append(b, "pgfold_redis_up", "gauge", "1 while Redis is up, else 0 (the cache fails open).",
-		      qc_redis_state(info->redis) == QC_STATE_UP);
+	px_admin_metric(b, "pgfold_redis_up", "gauge", "1 while Redis is up, else 0 (the cache fails open).",
+			qc_redis_state(info->redis) == QC_STATE_UP);
 	uint64_t up = 0;
 	for (int i = 0; i < qc_redis_connections(info->redis); i++) {
 		qc_redis_conn_info ci;
 		if (qc_redis_conn_info_get(info->redis, i, &ci) == 0 && ci.state == QC_STATE_UP)
 			up++;
 	}
-	metric_append(b, "pgfold_redis_connections_up", "gauge", "Connections of the Redis pool that are ready.", up);
-	metric_append(b, "pgfold_redis_commands_total", "counter", "Redis commands sent or refused.", c->commands);
-	metric_append(b, "pgfold_redis_errors_total", "counter",
-		      "Redis commands refused (down, disconnected) or lost with their connection.", c->errors);
-	metric_append(b, "pgfold_redis_timeouts_total", "counter", "Redis commands not answered in time.",
-		      c->timeouts);
-	metric_append(b, "pgfold_redis_reconnects_total", "counter", "Redis connection attempts after the first.",
-		      c->reconnects);
+	px_admin_metric(b, "pgfold_redis_connections_up", "gauge", "Connections of the Redis pool that are ready.", up);
+	px_admin_metric(b, "pgfold_redis_commands_total", "counter", "Redis commands sent or refused.", c->commands);
+	px_admin_metric(b, "pgfold_redis_errors_total", "counter",
+			"Redis commands refused (down, disconnected) or lost with their connection.", c->errors);
+	px_admin_metric(b, "pgfold_redis_timeouts_total", "counter", "Redis commands not answered in time.",
+			c->timeouts);
+	px_admin_metric(b, "pgfold_redis_reconnects_total", "counter", "Redis connection attempts after the first.",
+			c->reconnects);
 	pf_sb_appendf(b,
 		      "# HELP pgfold_redis_ping_seconds Round trip of the last answered Redis PING.\n"
 		      "# TYPE pgfold_redis_ping_seconds gauge\npgfold_redis_ping_seconds %.6f\n",
@@ -252,11 +251,11 @@ static void metrics_handler(const px_admin_request *req, px_admin_response *resp
 			"# TYPE pgfold_build_info gauge\npgfold_build_info{version=\"");
 	label_value_append(b, info->version ? info->version : "unknown");
 	pf_sb_append(b, "\"} 1\n");
-	metric_append(b, "pgfold_uptime_seconds", "gauge", "Seconds since pgfold started.",
-		      uptime_seconds(info->stats));
+	px_admin_metric(b, "pgfold_uptime_seconds", "gauge", "Seconds since pgfold started.",
+			uptime_seconds(info->stats));
 	for (size_t i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++) {
 		const stat_field *f = &stat_fields[i];
-		metric_append(b, f->metric, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
+		px_admin_metric(b, f->metric, f->counter ? "counter" : "gauge", f->help, stat_value(info->stats, f));
 	}
 	if (info->redis)
 		redis_metrics(b, info);

@@ -91,36 +91,30 @@ void px_rcache_add_admin_routes(px_admin *admin, px_server *server)
 		pf_warn("admin: could not register the /cache routes");
 }
 
-static void metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t v)
-{
-	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-		      (unsigned long long)v);
-}
-
 void px_rcache_metrics(pf_sb *b, void *ctx)
 {
 	const px_rcache_stats *st = &((const px_server *)ctx)->cache_stats;
-	metric(b, "pgfold_cache_lookups_total", "counter", "Statements held for a cache lookup (near cache or Redis).",
-	       st->lookups);
-	metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
-	metric(b, "pgfold_cache_near_hits_total", "counter",
-	       "Statements answered from pgfold's near cache (counted in hits too).", st->near_hits);
-	metric(b, "pgfold_cache_redis_lookups_total", "counter", "Lookup EVALs sent to Redis.", st->redis_lookups);
-	metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
-	metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
-	metric(b, "pgfold_cache_fills_total", "counter", "N+1 batch groups sent to be stored under their child's key.",
-	       st->fills);
-	metric(b, "pgfold_cache_invalidations_total", "counter", "Version keys bumped by committed writes.",
-	       st->invalidations);
-	metric(b, "pgfold_cache_redis_errors_total", "counter", "Lookups Redis refused or failed (fail open).",
-	       st->redis_errors + st->store_errors + st->bump_errors);
-	metric(b, "pgfold_cache_timeouts_total", "counter", "Lookups not answered within cache.timeout_ms.",
-	       st->timeouts);
-	metric(b, "pgfold_cache_bytes_served_total", "counter", "Result bytes written from the cache.",
-	       st->bytes_served);
-	metric(b, "pgfold_cache_bytes_stored_total", "counter", "Result bytes sent to the cache.", st->bytes_stored);
-	metric(b, "pgfold_cache_lookup_answered_total", "counter", "Lookups Redis answered in time.",
-	       st->lookups_answered);
+	px_admin_metric(b, "pgfold_cache_lookups_total", "counter",
+			"Statements held for a cache lookup (near cache or Redis).", st->lookups);
+	px_admin_metric(b, "pgfold_cache_hits_total", "counter", "Statements answered from the result cache.", st->hits);
+	px_admin_metric(b, "pgfold_cache_near_hits_total", "counter",
+			"Statements answered from pgfold's near cache (counted in hits too).", st->near_hits);
+	px_admin_metric(b, "pgfold_cache_redis_lookups_total", "counter", "Lookup EVALs sent to Redis.", st->redis_lookups);
+	px_admin_metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
+	px_admin_metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
+	px_admin_metric(b, "pgfold_cache_fills_total", "counter",
+			"N+1 batch groups sent to be stored under their child's key.", st->fills);
+	px_admin_metric(b, "pgfold_cache_invalidations_total", "counter", "Version keys bumped by committed writes.",
+			st->invalidations);
+	px_admin_metric(b, "pgfold_cache_redis_errors_total", "counter", "Lookups Redis refused or failed (fail open).",
+			st->redis_errors + st->store_errors + st->bump_errors);
+	px_admin_metric(b, "pgfold_cache_timeouts_total", "counter", "Lookups not answered within cache.timeout_ms.",
+			st->timeouts);
+	px_admin_metric(b, "pgfold_cache_bytes_served_total", "counter", "Result bytes written from the cache.",
+			st->bytes_served);
+	px_admin_metric(b, "pgfold_cache_bytes_stored_total", "counter", "Result bytes sent to the cache.", st->bytes_stored);
+	px_admin_metric(b, "pgfold_cache_lookup_answered_total", "counter", "Lookups Redis answered in time.",
+			st->lookups_answered);
 	pf_sb_appendf(b,
 		      "# HELP pgfold_cache_lookup_seconds_total Time from sending a lookup to its answer.\n"
 		      "# TYPE pgfold_cache_lookup_seconds_total counter\npgfold_cache_lookup_seconds_total %.6f\n",
