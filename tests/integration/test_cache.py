@@ -145,6 +145,33 @@ def marker():
     return "m" + uuid.uuid4().hex[:12]
 
 
+def run_ok(port, db, sqls):
+    """One session on db: each SQL string as one Query; their results, none
+    of which may fail."""
+    with WireConn("127.0.0.1", port) as w:
+        w.startup("app", db)
+        out = [w.simple_query(sql) for sql in sqls]
+    for sql, r in zip(sqls, out):
+        assert not r["errors"], (sql, r["errors"])
+    return out
+
+
+def start_cached(factory, name, db, probe, **sets):
+    """A pgfold with cache.mode=auto (cache.timeout_ms 500 unless sets say
+    otherwise), once it looks up a read of db: probe, with {m} replaced by a
+    new marker each try (pgfold loads the database's functions and
+    relations at first use)."""
+    proxy = factory(sets={"cache.mode": "auto", "cache.timeout_ms": "500", **sets}, name=name)
+    run_ok(proxy.port, db, ["SELECT 1"])
+
+    def looked_up():
+        before = cache_stats(proxy)["lookups"]
+        run_ok(proxy.port, db, [probe.format(m=marker())])
+        return cache_stats(proxy)["lookups"] > before
+    wait_until(looked_up, 20, f"{name}: reads cacheable")
+    return proxy
+
+
 def fresh(postgres):
     """A new marker, with pg_stat_statements emptied: statements of one shape
     share one entry whose text is the first seen, so counting by a marker in

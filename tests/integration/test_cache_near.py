@@ -22,7 +22,7 @@ import time
 import pytest
 
 from pgharness import RedisServer, wait_until
-from test_cache import cache_stats, marker
+from test_cache import cache_stats, marker, run_ok, start_cached
 from wire import WireConn, query
 
 DB = "qc_near"
@@ -42,29 +42,15 @@ def near_db(postgres):
 
 
 def run(port, sqls):
-    with WireConn("127.0.0.1", port) as w:
-        w.startup("app", DB)
-        out = [w.simple_query(sql) for sql in sqls]
-    for sql, r in zip(sqls, out):
-        assert not r["errors"], (sql, r["errors"])
-    return out
+    return run_ok(port, DB, sqls)
 
 
 def value(port, sql):
     return run(port, [sql])[0]["rows"]
 
 
-def cacheable_now(proxy):
-    before = cache_stats(proxy)
-    run(proxy.port, [f"SELECT /* probe {marker()} */ name FROM qn_items WHERE id = 1"])
-    return cache_stats(proxy)["lookups"] > before["lookups"]
-
-
 def start(factory, name, **sets):
-    proxy = factory(sets={"cache.mode": "auto", "cache.timeout_ms": "500", **sets}, name=name)
-    run(proxy.port, ["SELECT 1"])
-    wait_until(lambda: cacheable_now(proxy), 20, f"{name}: reads cacheable")
-    return proxy
+    return start_cached(factory, name, DB, "SELECT /* probe {m} */ name FROM qn_items WHERE id = 1", **sets)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,7 @@ import psycopg
 import pytest
 
 from pgharness import wait_until
-from test_cache import cache_stats, marker
-from wire import WireConn
+from test_cache import cache_stats, marker, run_ok, start_cached
 
 DB = "qc_rows"
 
@@ -54,30 +53,16 @@ def rows_db(postgres):
 
 
 def run(port, sqls):
-    with WireConn("127.0.0.1", port) as w:
-        w.startup("app", DB)
-        out = [w.simple_query(sql) for sql in sqls]
-    for sql, r in zip(sqls, out):
-        assert not r["errors"], (sql, r["errors"])
-    return out
+    return run_ok(port, DB, sqls)
 
 
 def value(port, sql):
     return run(port, [sql])[0]["rows"]
 
 
-def cacheable_now(proxy):
-    """pgfold knows the relations (and their primary keys): a read is looked up."""
-    before = cache_stats(proxy)
-    run(proxy.port, [f"SELECT /* probe {marker()} */ v FROM qr_big WHERE id = 1"])
-    return cache_stats(proxy)["lookups"] > before["lookups"]
-
-
 def start(factory, name, **sets):
-    proxy = factory(sets={"cache.mode": "auto", "cache.timeout_ms": "500", **sets}, name=name)
-    run(proxy.port, ["SELECT 1"])
-    wait_until(lambda: cacheable_now(proxy), 20, f"{name}: reads cacheable")
-    return proxy
+    """Once pgfold knows the relations (and their primary keys)."""
+    return start_cached(factory, name, DB, "SELECT /* probe {m} */ v FROM qr_big WHERE id = 1", **sets)
 
 
 @pytest.fixture(scope="module")
