@@ -288,6 +288,13 @@ typedef struct pgw_bind_msg {
 	const uint8_t *result_formats;
 } pgw_bind_msg;
 int pgw_read_bind(const uint8_t *body, size_t len, pgw_bind_msg *out);
+/* Walk a Bind's parameter values: start with *pos = 0; each call gives the
+ * next value's bytes and length (len -1 and value NULL for SQL NULL); false
+ * past the last one (or on a list that does not hold together). */
+bool pgw_bind_next(const pgw_bind_msg *m, size_t *pos, const uint8_t **value, int32_t *len);
+/* The format code of parameter i (0 text, 1 binary): no codes mean text,
+ * one code is every parameter's. */
+int16_t pgw_bind_format(const pgw_bind_msg *m, int i);
 
 /* Describe and Close: kind 'S' (statement) or 'P' (portal) and a name. */
 int pgw_read_describe_close(const uint8_t *body, size_t len, char *kind, const char **name);

@@ -250,6 +250,27 @@ int pgw_read_bind(const uint8_t *body, size_t len, pgw_bind_msg *out)
 	return pgw_reader_finish(&r);
 }
 
+bool pgw_bind_next(const pgw_bind_msg *m, size_t *pos, const uint8_t **value, int32_t *len)
+{
+	if (!m->params || *pos + 4 > m->params_len)
+		return false;
+	int32_t n = (int32_t)pgw_get_u32(m->params + *pos);
+	size_t at = *pos + 4;
+	if (n < -1 || (n > 0 && (size_t)n > m->params_len - at))
+		return false;
+	*value = n >= 0 ? m->params + at : NULL;
+	*len = n;
+	*pos = at + (n > 0 ? (size_t)n : 0);
+	return true;
+}
+
+int16_t pgw_bind_format(const pgw_bind_msg *m, int i)
+{
+	if (m->nformats <= 0 || i < 0 || (m->nformats > 1 && i >= m->nformats))
+		return 0;
+	return (int16_t)pgw_get_u16(m->formats + 2 * (m->nformats == 1 ? 0 : i));
+}
+
 int pgw_read_describe_close(const uint8_t *body, size_t len, char *kind, const char **name)
 {
 	pgw_reader r;

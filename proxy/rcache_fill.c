@@ -156,7 +156,7 @@ static int key_param(const fill_child *c, int16_t *format, uint32_t *type)
 	int kp = c->st->shape->slots[c->slot].param;
 	if (kp < 1 || kp > b->nparams)
 		return -1;
-	*format = b->nformats == 0 ? 0 : (int16_t)pgw_get_u16(b->formats + 2 * (b->nformats == 1 ? 0 : kp - 1));
+	*format = pgw_bind_format(b, kp - 1);
 	*type = kp <= c->ts.ntypes ? c->ts.types[kp - 1] : 0;
 	return kp - 1;
 }
@@ -204,21 +204,24 @@ static bool fill_bind(const fill_child *c, const char *text_key, size_t text_len
 	pf_sb params;
 	pf_sb_init(&params);
 	bool ok = true;
-	for (size_t i = 0, pos = 0; ok && i < (size_t)b->nparams; i++) {
-		ok = pos + 4 <= b->params_len;
-		int32_t n = ok ? (int32_t)pgw_get_u32(b->params + pos) : 0;
-		size_t vlen = n > 0 ? (size_t)n : 0;
-		ok = ok && pos + 4 + vlen <= b->params_len;
-		if (ok && (int)i == kp && own)
-			ok = n >= 0 && vlen == klen && memcmp(b->params + pos + 4, key, klen) == 0;
-		if (ok && (int)i == kp) {
-			uint8_t l[4] = {(uint8_t)(klen >> 24), (uint8_t)(klen >> 16), (uint8_t)(klen >> 8), (uint8_t)klen};
-			pf_sb_append_n(&params, (const char *)l, 4);
-			pf_sb_append_n(&params, key, klen);
-		} else if (ok) {
-			pf_sb_append_n(&params, (const char *)b->params + pos, 4 + vlen);
+	size_t pos = 0;
+	for (int i = 0; ok && i < b->nparams; i++) {
+		const uint8_t *v;
+		int32_t n;
+		ok = pgw_bind_next(b, &pos, &v, &n);
+		if (ok && i == kp && own)
+			ok = n >= 0 && (size_t)n == klen && memcmp(v, key, klen) == 0;
+		if (!ok)
+			break;
+		if (i == kp) {
+			v = (const uint8_t *)key;
+			n = (int32_t)klen;
 		}
-		pos += 4 + vlen;
+		uint8_t l[4] = {(uint8_t)((uint32_t)n >> 24), (uint8_t)((uint32_t)n >> 16), (uint8_t)((uint32_t)n >> 8),
+				(uint8_t)n};
+		pf_sb_append_n(&params, (const char *)l, 4);
+		if (n > 0)
+			pf_sb_append_n(&params, (const char *)v, (size_t)n);
 	}
 	if (ok)
 		qc_key_bind(out, c->ts.ntypes, c->ts.types, b->nformats, b->formats, b->nparams,

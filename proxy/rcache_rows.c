@@ -160,25 +160,21 @@ int px_rc_bind_param(void *ctx, int n, const char **value, size_t *len)
 	px_rc_bind *bv = ctx;
 	const pgw_bind_msg *b = bv->b;
 	size_t pos = 0;
-	for (int i = 0; i < b->nparams && pos + 4 <= b->params_len; i++) {
-		int32_t l = (int32_t)pgw_get_u32(b->params + pos);
-		pos += 4;
-		if (l > 0 && (size_t)l > b->params_len - pos)
-			return -1;
-		if (i + 1 < n) {
-			pos += l > 0 ? (size_t)l : 0;
+	const uint8_t *v;
+	int32_t l;
+	for (int i = 0; i < b->nparams && pgw_bind_next(b, &pos, &v, &l); i++) {
+		if (i + 1 < n)
 			continue;
-		}
 		if (l < 0)
 			return 0;
-		int16_t format = b->nformats == 0 ? 0 : (int16_t)pgw_get_u16(b->formats + 2 * (b->nformats == 1 ? 0 : i));
+		int16_t format = pgw_bind_format(b, i);
 		if (format == 0) {
-			*value = (const char *)b->params + pos;
+			*value = (const char *)v;
 			*len = (size_t)l;
 			return 1;
 		}
 		uint32_t type = i < bv->ntypes ? bv->types[i] : 0;
-		if (pgw_value_text(type, format, b->params + pos, l, bv->text, sizeof(bv->text), len) != PGW_OK)
+		if (pgw_value_text(type, format, v, l, bv->text, sizeof(bv->text), len) != PGW_OK)
 			return -1;
 		*value = bv->text;
 		return 1;

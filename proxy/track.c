@@ -309,7 +309,7 @@ void px_track_parse_types(px_track *t, const char *name, int16_t n, const uint8_
 static void param_append(pf_sb *out, const px_named *stmt, const pgw_bind_msg *m, int16_t i, const uint8_t *v,
 			 int32_t len)
 {
-	int16_t format = m->nformats == 0 ? 0 : (int16_t)pgw_get_u16(m->formats + 2 * (m->nformats == 1 ? 0 : i));
+	int16_t format = pgw_bind_format(m, i);
 	uint32_t type = stmt && i < stmt->nparam_types ? stmt->param_types[i] : 0;
 	char text[PX_TRACK_PARAM_TEXT_MAX];
 	size_t n = 0;
@@ -362,13 +362,10 @@ void px_track_bind_params(px_track *t, const char *portal, const char *stmt_name
 	pf_sb out;
 	pf_sb_init(&out);
 	size_t pos = 0;
-	for (int16_t i = 0; i < m->nparams && pos + 4 <= m->params_len; i++) {
-		int32_t len = (int32_t)pgw_get_u32(m->params + pos);
-		pos += 4;
-		if (len > 0 && (size_t)len > m->params_len - pos)
-			break;
-		param_append(&out, stmt, m, i, m->params + pos, len);
-		pos += len > 0 ? (size_t)len : 0;
+	const uint8_t *v;
+	int32_t len;
+	for (int16_t i = 0; i < m->nparams && pgw_bind_next(m, &pos, &v, &len); i++) {
+		param_append(&out, stmt, m, i, v, len);
 		if (out.len > PX_TRACK_PARAMS_MAX)
 			break;
 	}

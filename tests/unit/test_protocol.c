@@ -1217,6 +1217,31 @@ static void test_read_parse_bind_fields(void **state)
 	assert_int_equal(b.params_len, 8 + 4 + 4);
 	assert_int_equal(b.nresult_formats, 1);
 	assert_ptr_equal(b.result_formats, bind + 30);
+
+	/* the values one by one: 42 as binary int4, NULL, an empty value */
+	size_t pos = 0;
+	const uint8_t *v;
+	int32_t vlen;
+	assert_true(pgw_bind_next(&b, &pos, &v, &vlen));
+	assert_int_equal(vlen, 4);
+	assert_ptr_equal(v, bind + 16);
+	assert_true(pgw_bind_next(&b, &pos, &v, &vlen));
+	assert_int_equal(vlen, -1);
+	assert_null(v);
+	assert_true(pgw_bind_next(&b, &pos, &v, &vlen));
+	assert_int_equal(vlen, 0);
+	assert_false(pgw_bind_next(&b, &pos, &v, &vlen));
+	/* one format code is every parameter's; none means text */
+	assert_int_equal(pgw_bind_format(&b, 0), 1);
+	assert_int_equal(pgw_bind_format(&b, 2), 1);
+	pgw_bind_msg none = b;
+	none.nformats = 0;
+	assert_int_equal(pgw_bind_format(&none, 1), 0);
+	/* a value whose length runs past the list is not walked into */
+	pgw_bind_msg cut = b;
+	cut.params_len = 6;
+	pos = 0;
+	assert_false(pgw_bind_next(&cut, &pos, &v, &vlen));
 }
 
 static void test_read_row_desc_fields(void **state)
