@@ -47,29 +47,59 @@ const char QC_LOOKUP_SCRIPT[] =
  * it never comes back to a value an old entry holds.  The new values are
  * appended to the log under the next sequence number (ids "<seq>-1",
  * consecutive: one entry per bump; a missing sequence starts at the time
- * too, and syncs behind it reset).  Written for speed: it runs before every
- * committing write's ReadyForQuery is released. */
+ * too, and syncs behind it reset).  Then the lease registry (key.h): every
+ * other instance whose lease is still running must see this bump before the
+ * COMMIT returns, so they are listed with the milliseconds their lease has
+ * left, and told on the channel; a registry younger than a lease (created
+ * now, or lost and created again) adds a wait until it is a lease old.
+ * Written for speed: it runs before every committing write's ReadyForQuery
+ * is released. */
 const char QC_BUMP_SCRIPT[] =
-	"local function now() local t = redis.call('TIME') "
-	"return t[1] * 1000000 + tonumber(t[2]) end "
+	"local t = redis.call('TIME') "
+	"local us = t[1] * 1000000 + tonumber(t[2]) local ms = math.floor(us / 1000) "
 	"local seq = redis.call('INCR', '" QC_KEY_SEQ "') "
-	"if seq == 1 then seq = now() redis.call('SET', '" QC_KEY_SEQ "', string.format('%d', seq)) end "
+	"if seq == 1 then seq = us redis.call('SET', '" QC_KEY_SEQ "', string.format('%d', seq)) end "
 	"local log = {} "
 	"for i = 1, #KEYS do local v = redis.call('INCR', KEYS[i]) "
-	"if v == 1 then v = now() redis.call('SET', KEYS[i], string.format('%d', v), 'EX', " QC_VERSION_TTL_S ") end "
+	"if v == 1 then v = us redis.call('SET', KEYS[i], string.format('%d', v), 'EX', " QC_VERSION_TTL_S ") end "
 	"log[2 * i - 1] = KEYS[i] log[2 * i] = string.format('%d', v) end "
-	"redis.call('XADD', '" QC_KEY_LOG "', 'MAXLEN', '~', '" QC_LOG_MAX "', string.format('%d', seq) .. '-1', "
-	"unpack(log)) "
-	"return #KEYS";
+	"local sq = string.format('%d', seq) "
+	"redis.call('XADD', '" QC_KEY_LOG "', 'MAXLEN', '~', '" QC_LOG_MAX "', sq .. '-1', unpack(log)) "
+	"local out = {sq, 0, 0} "
+	"local reg = redis.call('HGETALL', '" QC_KEY_LEASES "') local ep = nil "
+	"for i = 1, #reg, 2 do "
+	"if reg[i] == '" QC_LEASE_EPOCH "' then ep = tonumber(reg[i + 1]) "
+	"elseif reg[i] ~= ARGV[1] then local left = tonumber(reg[i + 1]) - ms "
+	"if left > 0 then out[#out + 1] = reg[i] out[#out + 1] = left out[3] = out[3] + 1 end end end "
+	"if not ep then ep = ms redis.call('HSET', '" QC_KEY_LEASES "', '" QC_LEASE_EPOCH "', string.format('%d', ms)) end "
+	"if ep + " QC_LEASE_MS " > ms then out[2] = ep + " QC_LEASE_MS " - ms end "
+	"if out[3] > 0 then redis.call('PUBLISH', ARGV[2], 'b ' .. sq .. ' ' .. ARGV[1]) end "
+	"for i = 1, #log do out[#out + 1] = log[i] end "
+	"return out";
 
 /* The log since ARGV[1]: {seq} when nothing changed, {seq, 'log', key,
  * value, ...} with every bump after it in order, or {seq, 'reset'} when
  * the log cannot tell (first sync, Redis lost or trimmed it, too far
- * behind). */
+ * behind).  Before that, for instance ARGV[2]: its lease (ARGV[4]: "-"
+ * leaves it, "0" ends it, else its length in ms; expired ones are removed)
+ * and its acknowledgement on channel ARGV[3] (ARGV[5]: "all" acknowledges
+ * every bump up to now, "applied" those up to ARGV[1], "-" none). */
 const char QC_SYNC_SCRIPT[] =
 	"local cur = redis.call('GET', '" QC_KEY_SEQ "') "
 	"if not cur then local t = redis.call('TIME') cur = t[1] .. string.format('%06d', tonumber(t[2])) "
 	"redis.call('SET', '" QC_KEY_SEQ "', cur) end "
+	"if ARGV[4] ~= '-' then "
+	"local t = redis.call('TIME') local ms = t[1] * 1000 + math.floor(tonumber(t[2]) / 1000) "
+	"local reg = redis.call('HGETALL', '" QC_KEY_LEASES "') local ep = false "
+	"for i = 1, #reg, 2 do "
+	"if reg[i] == '" QC_LEASE_EPOCH "' then ep = true "
+	"elseif tonumber(reg[i + 1]) <= ms then redis.call('HDEL', '" QC_KEY_LEASES "', reg[i]) end end "
+	"if not ep then redis.call('HSET', '" QC_KEY_LEASES "', '" QC_LEASE_EPOCH "', string.format('%d', ms)) end "
+	"local len = tonumber(ARGV[4]) "
+	"if len > 0 then redis.call('HSET', '" QC_KEY_LEASES "', ARGV[2], string.format('%d', ms + len)) "
+	"else redis.call('HDEL', '" QC_KEY_LEASES "', ARGV[2]) end end "
+	"if ARGV[5] == 'all' then redis.call('PUBLISH', ARGV[3], 'a ' .. cur .. ' ' .. ARGV[2]) "
+	"elseif ARGV[5] == 'applied' then redis.call('PUBLISH', ARGV[3], 'a ' .. ARGV[1] .. ' ' .. ARGV[2]) end "
 	"if cur == ARGV[1] then return {cur} end "
 	"local last = tonumber(ARGV[1]) local c = tonumber(cur) "
 	"if last == 0 or c < last or c - last > " QC_SYNC_MAX_GAP " then return {cur, 'reset'} end "

@@ -49,8 +49,16 @@
  * with the server's time in microseconds, so a counter that was evicted or
  * lost never comes back to a value an old entry holds.  QC_BUMP_SCRIPT
  * increments each of its KEYS (a missing one starts at the time instead)
- * and logs the new values.
- * QC_SYNC_SCRIPT (ARGV = the last seq seen, "0" at first) returns {seq},
+ * and logs the new values; ARGV = the bumping instance's id and the
+ * channel.  It returns {seq, wait_ms, n, id1, left_ms1, ... idn, left_msn,
+ * key1, value1, ...}: the instances holding a lease (other than the
+ * caller) with what their lease has left, which must acknowledge seq before
+ * the COMMIT returns (they are told on the channel: "b <seq> <id>"), at
+ * least wait_ms in any case (a registry younger than a lease: it was lost
+ * and a lease granted before may still run), and the new values.
+ * QC_SYNC_SCRIPT (ARGV = the last seq seen, "0" at first; the instance id;
+ * the channel; the lease: "-", "0" or its ms; the acknowledgement: "-",
+ * "applied" or "all", published as "a <seq> <id>") returns {seq},
  * {seq, "log", key, value, ...} or {seq, "reset"} (rcache_near.h).
  * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches,
  * cold shapes): KEYS = the version keys, then the entry keys; ARGV = the
@@ -86,6 +94,9 @@
 #define QC_ENTRY_KEY_LEN (9 + 64) /* "pgfold:e:" + 64 hex digits */
 #define QC_KEY_SEQ "pgfold:seq"
 #define QC_KEY_LOG "pgfold:log"
+#define QC_KEY_LEASES "pgfold:leases" /* the lease registry: a hash, instance id -> lease end (ms) */
+#define QC_LEASE_EPOCH "_epoch"           /* ... and this field: when the registry was created (ms) */
+#define QC_LEASE_MS "400"                 /* a near-cache lease's length (rcache_near.h) */
 #define QC_LOG_MAX "10000"        /* bump log entries Redis keeps (about) */
 #define QC_SYNC_MAX_GAP "512"     /* a sync further behind than this resets */
 #define QC_VERSION_TTL_S "86400"  /* version keys live a day after their last change (the longest TTL) */

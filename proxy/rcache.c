@@ -1132,19 +1132,47 @@ bool px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 	return false;
 }
 
-static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
+/* Other instances' leases acknowledged the bump (or ran out): the
+ * ReadyForQuery may go. */
+static void bump_acked(void *ctx, bool ok)
 {
-	(void)r;
+	(void)ok;
 	bool current;
 	px_session *s = cmd_done(ctx, &current);
-	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_INTEGER;
-	if (!ok)
-		s->server->cache_stats.bump_errors++;
 	if (current && s->rcache->bumping) {
 		uv_timer_stop(&s->rcache->timer);
 		s->rcache->seq++;
 		s->rcache->bumping = false;
 		px_session_resume_backend(s);
+	}
+	px_session_unref(s);
+}
+
+static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
+{
+	(void)r;
+	bool current;
+	px_session *s = cmd_done(ctx, &current);
+	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_ARRAY;
+	if (!ok)
+		s->server->cache_stats.bump_errors++;
+	if (current && s->rcache->bumping) {
+		uv_timer_stop(&s->rcache->timer);
+		s->rcache->seq++;
+		rc_cmd *wait = ok ? cmd_new(s) : NULL;
+		if (wait && px_near_after_bump(s->server->near, reply, bump_acked, wait)) {
+			/* bounded by the leases (QC_LEASE_MS): this is only a backstop */
+			start_deadline(s->rcache, atoi(QC_LEASE_MS) + 200);
+		} else {
+			if (wait) {
+				pf_free(wait);
+				px_session_unref(s);
+			}
+			s->rcache->bumping = false;
+			px_session_resume_backend(s);
+		}
+	} else if (ok) {
+		px_near_after_bump(s->server->near, reply, NULL, NULL);
 	}
 	px_session_unref(s);
 }
@@ -1160,14 +1188,16 @@ static void bump_clear(px_rcache *rc)
 static bool send_bumps(px_session *s)
 {
 	px_rcache *rc = s->rcache;
-	const char *argv[PX_RC_MAX_PENDING + 1];
-	int argc = 0;
+	const char *argv[PX_RC_MAX_PENDING + 3];
+	int nkeys = 0;
 	for (size_t i = 0; i < rc->nbump; i++)
-		argv[argc++] = rc->bump[i];
+		argv[nkeys++] = rc->bump[i];
+	argv[nkeys] = px_near_id(s->server->near);
+	argv[nkeys + 1] = px_near_channel(s->server->near);
 	stats_of(s)->invalidations += rc->nbump;
 	rc->seq++;
 	rc_cmd *c = cmd_new(s);
-	int sent = qc_redis_eval(s->server->redis, on_bumped, c, QC_BUMP_SCRIPT, argc, argc, argv, NULL);
+	int sent = qc_redis_eval(s->server->redis, on_bumped, c, QC_BUMP_SCRIPT, nkeys, nkeys + 2, argv, NULL);
 	bump_clear(rc);
 	if (sent < 0) {
 		pf_free(c);

@@ -55,8 +55,9 @@
  * sent), so a shape whose keys start repeating warms up again.
  *
  * Near cache (rcache_near.h): a statement whose entry pgfold holds in
- * memory waits for a sync with Redis's bump log sent after it arrived
- * instead of a lookup, and is answered from memory when the entry's
+ * memory is answered at the loop turn's end under the lease, or else waits
+ * for a sync with Redis's bump log sent after it arrived, instead of a
+ * lookup, and is answered from memory when the entry's
  * versions did not move; an outdated one goes to PostgreSQL at once and is
  * stored with the versions the sync brought.  Lookups and stores fill it.
  *
@@ -66,7 +67,9 @@
  * session's pending writes; they are bumped (one EVAL) once committed:
  * at the ReadyForQuery with status 'I' (autocommit, or a block ended by
  * COMMIT), never after a ROLLBACK.  That ReadyForQuery is held back until
- * the bump is answered (at most max(100 ms, 4 x cache.timeout_ms)), so once
+ * the bump is answered (at most max(100 ms, 4 x cache.timeout_ms)) and
+ * every other pgfold holding a near-cache lease acknowledged it (at most the
+ * lease, QC_LEASE_MS, for one that does not answer: rcache_near.h), so once
  * a client sees its COMMIT return, every pgfold sharing the Redis misses.
  * Per-table versions are keyed by relation name only (cache/key.h); what a
  * name is comes from relcat.h: reads of views, foreign, temporary or

@@ -46,12 +46,14 @@ static void stats_json(pf_sb *b, const px_server *server)
 		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu"
 		      ",\"misses_without_lookup\":%llu,\"syncs\":%llu"
 		      ",\"sync_errors\":%llu,\"resets\":%llu,\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu"
-		      ",\"known_versions\":%zu}}",
+		      ",\"known_versions\":%zu,\"lease\":{\"held\":%s,\"answered_batches\":%llu"
+		      ",\"bump_waits\":%llu,\"bump_wait_timeouts\":%llu}}}",
 		      (unsigned long long)st->redis_lookups, px_near_enabled(server->near) ? "true" : "false",
 		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale,
 		      (unsigned long long)st->near_misses, (unsigned long long)ns.syncs,
 		      (unsigned long long)ns.sync_errors, (unsigned long long)ns.resets, (unsigned long long)ns.evictions,
-		      ns.entries, ns.bytes, ns.known);
+		      ns.entries, ns.bytes, ns.known, ns.lease_held ? "true" : "false", (unsigned long long)ns.leased,
+		      (unsigned long long)ns.bump_waits, (unsigned long long)ns.bump_wait_timeouts);
 }
 
 static void cache_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)
@@ -64,8 +66,10 @@ static void on_flushed(qc_redis *r, int status, const redisReply *reply, void *c
 {
 	(void)r;
 	px_server *server = ctx;
-	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_INTEGER)
+	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ARRAY)
 		server->cache_stats.bump_errors++;
+	else
+		px_near_after_bump(server->near, reply, NULL, NULL); /* known here at once; nobody waits */
 }
 
 /* POST /cache/flush: bump the global version; every entry becomes unreachable
@@ -74,8 +78,8 @@ static void flush_handler(const px_admin_request *req, px_admin_response *resp, 
 {
 	(void)req;
 	px_server *server = ctx;
-	const char *argv[] = {QC_KEY_GLOBAL};
-	if (!server->redis || qc_redis_eval(server->redis, on_flushed, server, QC_BUMP_SCRIPT, 1, 1, argv, NULL) < 0) {
+	const char *argv[] = {QC_KEY_GLOBAL, px_near_id(server->near), px_near_channel(server->near)};
+	if (!server->redis || qc_redis_eval(server->redis, on_flushed, server, QC_BUMP_SCRIPT, 1, 3, argv, NULL) < 0) {
 		resp->status = 503;
 		pf_sb_append(&resp->body, "{\"error\":\"redis is not available\"}");
 		return;

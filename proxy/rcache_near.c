@@ -1,9 +1,11 @@
 /*
  * rcache_near.c — the near cache (rcache_near.h): entries in a map with an
  * LRU list, the known versions (reference-counted by the entries) in
- * another map, and the syncs with Redis's bump log: the statements that
- * arrived during one loop turn share one EVAL, sent from a check handle at
- * the turn's end; several may be in flight.
+ * another map, the syncs with Redis's bump log (the statements that arrived
+ * during one loop turn share one EVAL, sent from a check handle at the
+ * turn's end; several may be in flight), the lease (renewed from a timer),
+ * the channel's announcements, and the own bumps waiting for other
+ * instances' acknowledgements.
  */
 #include "rcache_near.h"
 
@@ -47,7 +49,28 @@ struct waiter {
 typedef struct near_sync {
 	px_near *near;
 	waiter *waiters;
+	bool holds;        /* acknowledged every bump up to its run: no leased answer until applied */
+	bool renewal;      /* renews (or ends) the lease */
+	bool leases;       /* ... asking for one */
+	uint64_t sent_ns;  /* uv_hrtime() when sent */
 } near_sync;
+
+/* One of this instance's bumps, waiting until every other instance holding
+ * a lease acknowledged it or that lease ran out (the bump's answer said how
+ * long each has left). */
+typedef struct bump_wait bump_wait;
+struct bump_wait {
+	bump_wait *prev, *next;
+	px_near *near;
+	uint64_t seq;
+	size_t n;
+	char **ids;
+	uint64_t *until_ns;   /* each lease's end as seen from here */
+	uint64_t min_ns;      /* a young registry: not before this */
+	uv_timer_t timer;
+	px_near_fn cb;
+	void *ctx;
+};
 
 struct px_near {
 	uv_loop_t *loop;
@@ -62,6 +85,20 @@ struct px_near {
 	unsigned inflight;       /* syncs sent, not answered yet */
 	uv_check_t check;        /* sends the next sync once per loop turn */
 	bool check_active;
+	/* the lease (rcache_near.h) */
+	char id[24];             /* this instance in the lease registry */
+	char channel[48];        /* where bumps and acknowledgements are announced */
+	bool sub_active;         /* subscribed to it right now */
+	uint64_t lease_until_ns; /* uv_hrtime(): answer without a sync until then; 0: no lease */
+	bool registered;         /* the registry may hold a lease of ours */
+	bool renewing;           /* a renewal in flight */
+	unsigned holding;        /* syncs in flight that acknowledged everything */
+	uint64_t notified;       /* the largest sequence others announced */
+	bool ack_wanted;         /* ... not applied yet: acknowledge at the turn's end */
+	uv_timer_t renew;
+	pf_strmap *acks;         /* instance id -> uint64_t * (largest sequence it acknowledged) */
+	bump_wait *waits;        /* own bumps waiting for acknowledgements */
+	unsigned handles;        /* uv handles not closed yet (frees n at 0) */
 	px_near_stats st;
 };
 
@@ -248,7 +285,23 @@ static bool parse_versions(const char *versions, size_t n, uint64_t *vals)
 	return true;
 }
 
+static bool leased(const px_near *n);
+
 /* ---- interface: entries --------------------------------------------------- */
+
+static void on_renew(uv_timer_t *t);
+
+/* A random id for the lease registry (the time and pid if randomness fails). */
+static void make_id(px_near *n)
+{
+	uint8_t r[8];
+	if (uv_random(NULL, NULL, r, sizeof(r), 0, NULL) != 0) {
+		uint64_t x = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
+		memcpy(r, &x, sizeof(r));
+	}
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(n->id + 2 * i, 3, "%02x", r[i]);
+}
 
 px_near *px_near_new(uv_loop_t *loop)
 {
@@ -256,9 +309,16 @@ px_near *px_near_new(uv_loop_t *loop)
 	n->loop = loop;
 	n->entries = pf_strmap_new();
 	n->known = pf_strmap_new();
+	n->acks = pf_strmap_new();
 	n->pending_end = &n->pending;
+	make_id(n);
+	snprintf(n->channel, sizeof(n->channel), "pgfold:bus:0");
 	uv_check_init(loop, &n->check);
 	n->check.data = n;
+	uv_timer_init(loop, &n->renew);
+	n->renew.data = n;
+	uv_timer_start(&n->renew, on_renew, PX_NEAR_RENEW_MS, PX_NEAR_RENEW_MS);
+	n->handles = 2;
 	return n;
 }
 
@@ -272,9 +332,18 @@ static void run_waiters(waiter *w, bool ok)
 	}
 }
 
-static void on_check_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
-	pf_free(h->data);
+	px_near *n = h->data;
+	if (--n->handles == 0)
+		pf_free(n);
+}
+
+static void wait_finish(bump_wait *w, bool ok);
+
+static void acks_free(pf_strmap *m)
+{
+	known_free(m); /* values are plain allocations too */
 }
 
 void px_near_free(px_near *n)
@@ -285,12 +354,16 @@ void px_near_free(px_near *n)
 	n->pending = NULL;
 	n->pending_end = &n->pending;
 	run_waiters(w, false);
+	while (n->waits)
+		wait_finish(n->waits, false);
 	while (n->head)
 		entry_remove(n, n->head);
 	pf_strmap_free(n->entries);
 	known_free(n->known);
-	n->entries = n->known = NULL;
-	uv_close((uv_handle_t *)&n->check, on_check_closed); /* frees n */
+	acks_free(n->acks);
+	n->entries = n->known = n->acks = NULL;
+	uv_close((uv_handle_t *)&n->check, on_handle_closed);
+	uv_close((uv_handle_t *)&n->renew, on_handle_closed); /* the last one frees n */
 }
 
 void px_near_configure(px_near *n, qc_redis *redis, size_t max_bytes)
@@ -299,7 +372,10 @@ void px_near_configure(px_near *n, qc_redis *redis, size_t max_bytes)
 		return;
 	n->redis = redis;
 	n->max_bytes = redis ? max_bytes : 0;
+	snprintf(n->channel, sizeof(n->channel), "pgfold:bus:%d", qc_redis_database(redis));
 	evict_to(n, n->max_bytes);
+	if (n->max_bytes == 0)
+		n->lease_until_ns = 0; /* off: the next renewal ends the lease in the registry too */
 }
 
 bool px_near_enabled(const px_near *n)
@@ -412,6 +488,7 @@ px_near_stats px_near_stats_get(const px_near *n)
 	st.entries = n->entries ? pf_strmap_count(n->entries) : 0;
 	st.bytes = n->bytes;
 	st.known = n->known ? pf_strmap_count(n->known) : 0;
+	st.lease_held = leased(n);
 	return st;
 }
 
@@ -447,6 +524,8 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 	if (strcmp(what->str, "log") != 0 || reply->elements % 2 != 0) {
 		drop_all(n);
 		synced_at(n, seq);
+		if (n->notified > seq)
+			n->notified = seq; /* announced in a log Redis no longer has */
 		return strcmp(what->str, "reset") == 0;
 	}
 	for (size_t i = 2; i + 1 < reply->elements; i += 2) {
@@ -465,6 +544,17 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 	return true;
 }
 
+/* ---- the lease ------------------------------------------------------------ */
+
+/* May a statement be answered now without a sync?  Only under a lease
+ * granted by a renewal whose answer was applied, with nothing announced
+ * that is not applied yet and no acknowledging sync unanswered. */
+static bool leased(const px_near *n)
+{
+	return px_near_enabled(n) && n->sub_active && n->holding == 0 && n->synced > 0 &&
+	       n->synced >= n->notified && n->lease_until_ns > uv_hrtime();
+}
+
 static void on_sync(qc_redis *r, int status, const redisReply *reply, void *ctx)
 {
 	(void)r;
@@ -472,30 +562,75 @@ static void on_sync(qc_redis *r, int status, const redisReply *reply, void *ctx)
 	px_near *n = sy->near;
 	n->inflight--;
 	bool ok = status == QC_OK && n->known && apply_sync(n, reply);
-	if (!ok)
+	if (!ok) {
 		n->st.sync_errors++;
+		/* it may have acknowledged bumps that are not applied here */
+		n->lease_until_ns = 0;
+	}
+	if (sy->holds)
+		n->holding--;
+	if (sy->renewal) {
+		n->renewing = false;
+		/* the lease counts from the sending, with a margin for clocks that
+		 * do not run at quite the same rate */
+		if (ok && sy->leases)
+			n->lease_until_ns = sy->sent_ns + (uint64_t)PX_NEAR_LEASE_VALID_MS * 1000000u;
+		else if (!sy->leases)
+			n->lease_until_ns = 0;
+	}
 	run_waiters(sy->waiters, ok);
 	pf_free(sy);
 }
 
-/* Send a sync for everything pending (from the check handle). */
-static void send_sync(px_near *n)
+/* Send a sync: for the pending statements, an acknowledgement (holds) and,
+ * from the renewal timer, the lease (lease: "-", "0" or its length). */
+static void send_sync(px_near *n, near_sync *sy, const char *lease, const char *ack)
 {
 	char last[24];
 	snprintf(last, sizeof(last), "%llu", (unsigned long long)n->synced);
-	const char *argv[] = {last};
-	near_sync *sy = pf_malloc(sizeof(*sy));
-	*sy = (near_sync){.near = n, .waiters = n->pending};
-	n->pending = NULL;
-	n->pending_end = &n->pending;
+	const char *argv[] = {last, n->id, n->channel, lease, ack};
+	sy->near = n;
+	sy->sent_ns = uv_hrtime();
 	n->st.syncs++;
-	if (!n->redis || qc_redis_eval(n->redis, on_sync, sy, QC_SYNC_SCRIPT, 0, 1, argv, NULL) < 0) {
+	if (!n->redis || qc_redis_eval(n->redis, on_sync, sy, QC_SYNC_SCRIPT, 0, 5, argv, NULL) < 0) {
 		n->st.sync_errors++;
+		if (sy->renewal)
+			n->lease_until_ns = 0;
 		run_waiters(sy->waiters, false);
 		pf_free(sy);
 		return;
 	}
 	n->inflight++;
+	if (sy->holds)
+		n->holding++;
+	if (sy->renewal)
+		n->renewing = true;
+}
+
+/* The statements that arrived this turn: answered at once under a lease,
+ * else after a sync sent now; one that acknowledges everything when others
+ * announced bumps not applied here. */
+static void sync_pending(px_near *n)
+{
+	bool ack = n->ack_wanted || n->synced < n->notified;
+	if (!ack && leased(n)) {
+		waiter *w = n->pending;
+		n->pending = NULL;
+		n->pending_end = &n->pending;
+		n->st.leased += w != NULL;
+		run_waiters(w, true);
+		return;
+	}
+	if (!n->pending && !ack)
+		return;
+	near_sync *sy = pf_calloc(1, sizeof(*sy));
+	sy->waiters = n->pending;
+	sy->holds = ack;
+	n->pending = NULL;
+	n->pending_end = &n->pending;
+	n->ack_wanted = false;
+	send_sync(n, sy, "-", ack ? "all" : "-");
+	qc_redis_flush(n->redis); /* redis.c's own flush would only run a turn later */
 }
 
 static void on_check(uv_check_t *h)
@@ -503,10 +638,7 @@ static void on_check(uv_check_t *h)
 	px_near *n = h->data;
 	uv_check_stop(h);
 	n->check_active = false;
-	if (n->pending) {
-		send_sync(n);
-		qc_redis_flush(n->redis); /* redis.c's own flush would only run a turn later */
-	}
+	sync_pending(n);
 }
 
 static void start_check(px_near *n)
@@ -524,4 +656,231 @@ void px_near_wait(px_near *n, px_near_fn cb, void *ctx)
 	*n->pending_end = w;
 	n->pending_end = &w->next;
 	start_check(n);
+}
+
+/* Every PX_NEAR_RENEW_MS: renew the lease (acknowledging what is applied),
+ * or end it when the near cache is off or the channel is not heard. */
+static void on_renew(uv_timer_t *t)
+{
+	px_near *n = t->data;
+	bool want = px_near_enabled(n) && n->sub_active && qc_redis_state(n->redis) == QC_STATE_UP;
+	if (n->renewing || (!want && !n->registered) || !n->redis)
+		return;
+	near_sync *sy = pf_calloc(1, sizeof(*sy));
+	sy->renewal = true;
+	sy->leases = want;
+	n->registered = want;
+	if (!want)
+		n->lease_until_ns = 0;
+	send_sync(n, sy, want ? QC_LEASE_MS : "0", "applied");
+}
+
+void px_near_sub_state(px_near *n, bool active)
+{
+	if (!n)
+		return;
+	n->sub_active = active;
+	if (!active)
+		n->lease_until_ns = 0; /* announcements may be missed: no leased answers */
+}
+
+/* ---- announcements and acknowledgements ---------------------------------- */
+
+static bool parse_announcement(const char *p, size_t len, char *kind, uint64_t *seq, char *id, size_t idsize)
+{
+	const char *end = p + len, *sp1, *sp2;
+	if (len < 5 || p[1] != ' ' || (p[0] != 'a' && p[0] != 'b'))
+		return false;
+	*kind = p[0];
+	sp1 = p + 2;
+	sp2 = memchr(sp1, ' ', (size_t)(end - sp1));
+	if (!sp2 || !parse_u64(sp1, (size_t)(sp2 - sp1), seq) || (size_t)(end - sp2 - 1) >= idsize ||
+	    end - sp2 - 1 == 0)
+		return false;
+	memcpy(id, sp2 + 1, (size_t)(end - sp2 - 1));
+	id[end - sp2 - 1] = '\0';
+	return true;
+}
+
+static void wait_check(bump_wait *w);
+
+static void note_ack(px_near *n, const char *id, uint64_t seq)
+{
+	void *v = NULL;
+	if (!pf_strmap_get(n->acks, id, &v)) {
+		if (pf_strmap_count(n->acks) >= PX_NEAR_MAX_PEERS) {
+			acks_free(n->acks); /* forgotten acknowledgements: waits run to the lease's end */
+			n->acks = pf_strmap_new();
+		}
+		v = pf_calloc(1, sizeof(uint64_t));
+		pf_strmap_put(n->acks, id, v, NULL);
+	}
+	uint64_t *acked = v;
+	if (seq > *acked)
+		*acked = seq;
+	for (bump_wait *w = n->waits, *next; w; w = next) {
+		next = w->next;
+		wait_check(w);
+	}
+}
+
+void px_near_message(px_near *n, const char *payload, size_t len)
+{
+	char kind, id[sizeof(n->id)];
+	uint64_t seq;
+	if (!n || !n->acks || !parse_announcement(payload, len, &kind, &seq, id, sizeof(id)) ||
+	    strcmp(id, n->id) == 0)
+		return;
+	if (kind == 'a') {
+		note_ack(n, id, seq);
+		return;
+	}
+	if (seq > n->notified)
+		n->notified = seq;
+	if (seq > n->synced && px_near_enabled(n)) {
+		n->ack_wanted = true;
+		start_check(n);
+	}
+}
+
+/* ---- own bumps ------------------------------------------------------------ */
+
+static void on_wait_closed(uv_handle_t *h)
+{
+	bump_wait *w = h->data;
+	for (size_t i = 0; i < w->n; i++)
+		pf_free(w->ids[i]);
+	pf_free(w->ids);
+	pf_free(w->until_ns);
+	pf_free(w);
+}
+
+static void wait_finish(bump_wait *w, bool ok)
+{
+	px_near *n = w->near;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		n->waits = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	uv_timer_stop(&w->timer);
+	w->cb(w->ctx, ok);
+	uv_close((uv_handle_t *)&w->timer, on_wait_closed);
+}
+
+static uint64_t acked_by(const px_near *n, const char *id)
+{
+	void *v = NULL;
+	return pf_strmap_get(n->acks, id, &v) ? *(uint64_t *)v : 0;
+}
+
+static void on_wait_timer(uv_timer_t *t)
+{
+	wait_check(t->data);
+}
+
+/* When the wait is over: every lease acknowledged the bump or ran out, and
+ * the registry is old enough. */
+static uint64_t wait_ready_ns(const bump_wait *w, bool *all_acked)
+{
+	uint64_t ready = w->min_ns;
+	*all_acked = true;
+	for (size_t i = 0; i < w->n; i++)
+		if (acked_by(w->near, w->ids[i]) < w->seq) {
+			*all_acked = false;
+			if (w->until_ns[i] > ready)
+				ready = w->until_ns[i];
+		}
+	return ready;
+}
+
+static void wait_check(bump_wait *w)
+{
+	bool all_acked;
+	uint64_t now = uv_hrtime(), ready = wait_ready_ns(w, &all_acked);
+	if (ready <= now) {
+		if (!all_acked)
+			w->near->st.bump_wait_timeouts++;
+		wait_finish(w, true);
+		return;
+	}
+	uv_timer_start(&w->timer, on_wait_timer, (ready - now) / 1000000u + 1, 0);
+}
+
+static bool reply_u64(const redisReply *r, uint64_t *out)
+{
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+		*out = (uint64_t)r->integer;
+		return true;
+	}
+	return reply_is_string(r) && parse_u64(r->str, r->len, out);
+}
+
+/* The new values of an own bump: known at once (created if not known yet, so
+ * an older value a lookup brings later cannot win). */
+static void apply_own(px_near *n, const redisReply *reply, size_t from)
+{
+	if (!px_near_enabled(n))
+		return;
+	for (size_t i = from; i + 1 < reply->elements; i += 2) {
+		const redisReply *k = reply->element[i];
+		uint64_t value;
+		if (!reply_is_string(k) || !reply_u64(reply->element[i + 1], &value))
+			continue;
+		known_make_room(n, 1);
+		known_raise(n, k->str, value);
+	}
+}
+
+bool px_near_after_bump(px_near *n, const redisReply *reply, px_near_fn cb, void *ctx)
+{
+	uint64_t seq, wait_ms, count;
+	if (!n || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+	    !reply_u64(reply->element[0], &seq) || !reply_u64(reply->element[1], &wait_ms) ||
+	    !reply_u64(reply->element[2], &count) || count > (reply->elements - 3) / 2)
+		return false;
+	apply_own(n, reply, 3 + 2 * count);
+	if ((count == 0 && wait_ms == 0) || !cb)
+		return false;
+	uint64_t now = uv_hrtime();
+	bump_wait *w = pf_calloc(1, sizeof(*w));
+	*w = (bump_wait){.near = n, .seq = seq, .cb = cb, .ctx = ctx, .min_ns = now + wait_ms * 1000000u};
+	w->ids = pf_calloc(count ? count : 1, sizeof(char *));
+	w->until_ns = pf_calloc(count ? count : 1, sizeof(uint64_t));
+	for (size_t i = 0; i < count; i++) {
+		const redisReply *id = reply->element[3 + 2 * i];
+		uint64_t left = 0;
+		reply_u64(reply->element[4 + 2 * i], &left);
+		w->ids[w->n] = pf_strdup(reply_is_string(id) ? id->str : "");
+		w->until_ns[w->n++] = now + (left + 1) * 1000000u;
+	}
+	bool all_acked;
+	n->st.bump_waits++;
+	if (wait_ready_ns(w, &all_acked) <= now) { /* acknowledged before the answer came */
+		for (size_t i = 0; i < w->n; i++)
+			pf_free(w->ids[i]);
+		pf_free(w->ids);
+		pf_free(w->until_ns);
+		pf_free(w);
+		return false;
+	}
+	uv_timer_init(n->loop, &w->timer);
+	w->timer.data = w;
+	w->next = n->waits;
+	if (n->waits)
+		n->waits->prev = w;
+	n->waits = w;
+	wait_check(w);
+	return true;
+}
+
+const char *px_near_id(const px_near *n)
+{
+	return n ? n->id : "";
+}
+
+const char *px_near_channel(const px_near *n)
+{
+	return n ? n->channel : "";
 }

@@ -102,6 +102,8 @@ void px_server_check_drained(px_server *server)
 		px_admin_close(server->admin);
 		server->admin = NULL;
 	}
+	qc_sub_close(server->bus);
+	server->bus = NULL;
 	if (server->redis) {
 		server->admin_info.redis = NULL;
 		qc_redis_close(server->redis); /* every answer delivered: the near cache may go */
@@ -320,6 +322,18 @@ static int start_admin(px_server *server)
 
 /* ---- redis -------------------------------------------------------------- */
 
+static void on_bus_message(void *ctx, const char *payload, size_t len)
+{
+	px_server *server = ctx;
+	px_near_message(server->near, payload, len);
+}
+
+static void on_bus_state(void *ctx, bool active)
+{
+	px_server *server = ctx;
+	px_near_sub_state(server->near, active);
+}
+
 /* Connects in the background: a Redis that is down or slow never delays or
  * fails the start. */
 static void start_redis(px_server *server)
@@ -339,6 +353,7 @@ static void start_redis(px_server *server)
 	server->admin_info.redis = server->redis;
 	server->near = px_near_new(server->loop);
 	px_near_configure(server->near, server->redis, cfg->cache_near_cache_bytes);
+	server->bus = qc_sub_open(server->loop, &o, px_near_channel(server->near), on_bus_message, on_bus_state, server);
 }
 
 /* ---- function volatility ------------------------------------------------ */

@@ -15,6 +15,7 @@
 #include "../rewrite/nplusone.h"
 #include "qstats.h"
 #include "volatility.h"
+#include "../cache/subscriber.h"
 #include "rcache_near.h"
 #include "relcat.h"
 #include "../conf/conf.h"
@@ -46,6 +47,7 @@ struct px_server {
 	px_volatility *volatility; /* function volatility per database; NULL until started */
 	px_relcat *relcat;         /* relation kinds and write side effects per database (result cache) */
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
+	qc_sub *bus;                 /* the near cache's announcements (cache/subscriber.h) */
 	px_stats stats;
 	px_rcache_stats cache_stats; /* result cache counters (/cache) */
 	px_near *near;               /* the near cache (rcache_near.h); freed after redis is closed */

@@ -1,17 +1,22 @@
 """Result cache: the near cache (proxy/rcache_near.h), entries kept in
-pgfold itself and checked against Redis's bump log before each use.
+pgfold itself, used under a lease from Redis's registry (every bump waits
+for the acknowledgement of each instance holding one) or, without a lease,
+after a sync with Redis's bump log.
 
 - a repeated read is answered from pgfold's memory (near hits), byte for
-  byte what PostgreSQL sends;
+  byte what PostgreSQL sends; under the lease without a Redis command each;
 - a write through pgfold A, then at once a read through pgfold B holding the
-  entry near: B returns the new value, every time (many rounds);
+  entry near: B returns the new value, every time (many rounds), B
+  acknowledging each of A's bumps before A's COMMIT returns;
+- B paused (SIGSTOP) while it holds a lease: A's write waits for B's lease
+  to run out, and B, resumed, answers the new value;
 - cache.near_cache_bytes = 0: hits come from Redis, never near;
 - a small near_cache_bytes keeps the memory bound (least recently used
   evicted), answers still right;
 - Redis flushed (FLUSHALL: the log and versions gone): B drops its near
-  entries at the next sync and answers right; Redis paused (SIGSTOP): near
-  entries are not used without a sync, the statement goes to PostgreSQL
-  within the timeout and is answered right.
+  entries at the next sync and answers right; Redis paused (SIGSTOP): once
+  the lease ran out near entries are not used without a sync, the statement
+  goes to PostgreSQL within the timeout and is answered right.
 """
 
 import os
@@ -62,6 +67,14 @@ def near(proxy):
     return cache_stats(proxy)["near"]
 
 
+def lease(proxy):
+    return near(proxy)["lease"]
+
+
+def wait_lease(proxy, held=True):
+    wait_until(lambda: lease(proxy)["held"] == held, 10, f"{proxy.name}'s lease held={held}", interval=0.02)
+
+
 def near_hit(proxy, sql):
     """Read sql until the near cache answers it; its rows."""
     value(proxy.port, sql)
@@ -104,6 +117,9 @@ def test_write_through_a_then_read_through_b(pinned, proxies):
     once and must see it (the sync B waits for is sent after the read
     arrived, so it carries A's bump)."""
     a, b = proxies
+    wait_lease(b)
+    acked = lease(a)["bump_waits"]
+    timeouts = lease(a)["bump_wait_timeouts"]
     m = marker()
     key = 5 if pinned else 6
     sql = (f"SELECT /* {m} */ n FROM qn_items WHERE id = {key}" if pinned
@@ -123,6 +139,78 @@ def test_write_through_a_then_read_through_b(pinned, proxies):
             got = wb.simple_query(sql)["rows"]
             assert got == [[str(n)]], f"B returned {got} after A committed {n}"
     assert served_near > 0, "the near cache never answered between the writes"
+    # every commit waited for B's lease, and B acknowledged each in time
+    assert lease(a)["bump_waits"] >= acked + 60
+    assert lease(a)["bump_wait_timeouts"] == timeouts
+
+
+def evalsha_calls(redis_port):
+    for line in redis_command_lines(redis_port, "INFO", "commandstats"):
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def redis_command_lines(port, *args):
+    msg = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(msg.encode())
+        data = b""
+        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
+            data += s.recv(65536)
+        return data.decode().split("\r\n")
+
+
+@pytest.mark.timeout(120)
+def test_lease_answers_without_redis(near_db, pgfold_factory):
+    """Under the lease a near hit sends nothing to Redis: 300 hits cost a
+    few renewals (one each PX_NEAR_RENEW_MS), not 300 syncs."""
+    own = RedisServer("redis-near-lease")
+    own.start()
+    try:
+        c = start(pgfold_factory, "pgfold-near-lease", **{"cache.redis": f"127.0.0.1:{own.port}"})
+        wait_lease(c)
+        sql = f"SELECT /* {marker()} */ name FROM qn_items WHERE id = 3"
+        near_hit(c, sql)
+        hits, calls = near(c)["hits"], evalsha_calls(own.port)
+        with WireConn("127.0.0.1", c.port) as w:
+            w.startup("app", DB)
+            for _ in range(300):
+                assert w.simple_query(sql)["rows"] == [["item 3"]]
+        assert near(c)["hits"] == hits + 300
+        assert evalsha_calls(own.port) - calls < 100
+    finally:
+        own.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_paused_peer_lease_runs_out(near_db, pgfold_factory):
+    """B holds a lease and the entry; B is paused; A's write waits for B's
+    lease to run out (no acknowledgement can come), then B, resumed, must
+    not answer the old value from its memory."""
+    own = RedisServer("redis-near-peer")
+    own.start()
+    try:
+        sets = {"cache.redis": f"127.0.0.1:{own.port}"}
+        a = start(pgfold_factory, "pgfold-near-pa", **sets)
+        b = start(pgfold_factory, "pgfold-near-pb", **sets)
+        wait_lease(b)
+        sql = f"SELECT /* {marker()} */ n FROM qn_items WHERE id = 12"
+        n = int(near_hit(b, sql)[0][0])
+        timeouts = lease(a)["bump_wait_timeouts"]
+        with WireConn("127.0.0.1", b.port) as wb:
+            wb.startup("app", DB)
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            try:
+                run(a.port, ["UPDATE qn_items SET n = n + 1 WHERE id = 12"])
+            finally:
+                os.kill(b.proc.pid, signal.SIGCONT)
+            assert wb.simple_query(sql)["rows"] == [[str(n + 1)]]
+        assert lease(a)["bump_wait_timeouts"] == timeouts + 1
+        wait_lease(b)
+        assert near_hit(b, sql) == [[str(n + 1)]]
+    finally:
+        own.cleanup()
 
 
 def test_near_off(near_db, pgfold_factory):
@@ -168,6 +256,7 @@ def test_redis_flushed_and_paused(near_db, postgres, pgfold_factory):
         os.kill(own.proc.pid, signal.SIGSTOP)
         try:
             postgres.query("UPDATE qn_items SET n = n + 10 WHERE id = 9", dbname=DB)
+            wait_lease(b, held=False)  # no renewal answered: the lease runs out
             started = time.monotonic()
             # no sync can be answered: the entry is not used, PostgreSQL answers
             assert value(b.port, sql) == [[str(n + 11)]]
