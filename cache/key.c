@@ -48,13 +48,17 @@ const char QC_LOOKUP_SCRIPT[] =
  * appended to the log under the next sequence number (ids "<seq>-1",
  * consecutive: one entry per bump; a missing sequence starts at the time
  * too, and syncs behind it reset).  Then the lease registry (key.h): every
- * other instance whose lease is still running must see this bump before the
- * COMMIT returns, so they are listed with the milliseconds their lease has
- * left, and told on the channel; a registry younger than a lease (created
- * now, or lost and created again) adds a wait until it is a lease old.
- * Written for speed: it runs before every committing write's ReadyForQuery
- * is released. */
+ * other instance with a lease in it must see this bump before the COMMIT
+ * returns, so they are listed with the milliseconds their lease has left
+ * (a whole lease for one that looks expired by less than a lease: Redis's
+ * clock may have stepped forward), and told on the channel; a registry
+ * younger than a lease (created now, or lost and created again), or one
+ * that cannot be read, adds a wait until it is a lease old.  Nothing after
+ * the XADD may fail the script (pcall): the bump happened.  Written for
+ * speed: it runs before every committing write's ReadyForQuery is
+ * released. */
 const char QC_BUMP_SCRIPT[] =
+	"local L = " QC_LEASE_MS " "
 	"local t = redis.call('TIME') "
 	"local us = t[1] * 1000000 + tonumber(t[2]) local ms = math.floor(us / 1000) "
 	"local seq = redis.call('INCR', '" QC_KEY_SEQ "') "
@@ -66,40 +70,42 @@ const char QC_BUMP_SCRIPT[] =
 	"local sq = string.format('%d', seq) "
 	"redis.call('XADD', '" QC_KEY_LOG "', 'MAXLEN', '~', '" QC_LOG_MAX "', sq .. '-1', unpack(log)) "
 	"local out = {sq, 0, 0} "
-	"local reg = redis.call('HGETALL', '" QC_KEY_LEASES "') local ep = nil "
-	"for i = 1, #reg, 2 do "
-	"if reg[i] == '" QC_LEASE_EPOCH "' then ep = tonumber(reg[i + 1]) "
-	"elseif reg[i] ~= ARGV[1] then local left = tonumber(reg[i + 1]) - ms "
-	"if left > 0 then out[#out + 1] = reg[i] out[#out + 1] = left out[3] = out[3] + 1 end end end "
-	"if not ep then ep = ms redis.call('HSET', '" QC_KEY_LEASES "', '" QC_LEASE_EPOCH "', string.format('%d', ms)) end "
-	"if ep + " QC_LEASE_MS " > ms then out[2] = ep + " QC_LEASE_MS " - ms end "
-	"if out[3] > 0 then redis.call('PUBLISH', ARGV[2], 'b ' .. sq .. ' ' .. ARGV[1]) end "
+	"local reg = redis.pcall('HGETALL', '" QC_KEY_LEASES "') "
+	"if type(reg) ~= 'table' or reg.err then out[2] = L else "
+	"local ep = nil "
+	"for i = 1, #reg, 2 do local e = tonumber(reg[i + 1]) "
+	"if reg[i] == '" QC_LEASE_EPOCH "' then ep = e "
+	"elseif reg[i] ~= ARGV[1] and e and e - ms > -L then local left = e - ms "
+	"if left <= 0 or left > L then left = L end "
+	"out[#out + 1] = reg[i] out[#out + 1] = left out[3] = out[3] + 1 end end "
+	"if not ep or ep > ms then ep = ms "
+	"redis.pcall('HSET', '" QC_KEY_LEASES "', '" QC_LEASE_EPOCH "', string.format('%d', ms)) end "
+	"if ep + L > ms then out[2] = ep + L - ms end "
+	"if out[3] > 0 then redis.pcall('PUBLISH', ARGV[2], 'b ' .. sq .. ' ' .. ARGV[1]) end end "
 	"for i = 1, #log do out[#out + 1] = log[i] end "
 	"return out";
 
 /* The log since ARGV[1]: {seq} when nothing changed, {seq, 'log', key,
  * value, ...} with every bump after it in order, or {seq, 'reset'} when
  * the log cannot tell (first sync, Redis lost or trimmed it, too far
- * behind).  Before that, for instance ARGV[2]: its lease (ARGV[4]: "-"
- * leaves it, "0" ends it, else its length in ms; expired ones are removed)
- * and its acknowledgement on channel ARGV[3] (ARGV[5]: "all" acknowledges
- * every bump up to now, "applied" those up to ARGV[1], "-" none). */
+ * behind).  Before that, instance ARGV[2]'s lease (ARGV[3]: "-" leaves it,
+ * "0" ends it, else its length in ms); registry entries expired for more
+ * than a lease, or ending more than a lease ahead, are removed. */
 const char QC_SYNC_SCRIPT[] =
 	"local cur = redis.call('GET', '" QC_KEY_SEQ "') "
 	"if not cur then local t = redis.call('TIME') cur = t[1] .. string.format('%06d', tonumber(t[2])) "
 	"redis.call('SET', '" QC_KEY_SEQ "', cur) end "
-	"if ARGV[4] ~= '-' then "
+	"if ARGV[3] ~= '-' then "
+	"local L = " QC_LEASE_MS " "
 	"local t = redis.call('TIME') local ms = t[1] * 1000 + math.floor(tonumber(t[2]) / 1000) "
 	"local reg = redis.call('HGETALL', '" QC_KEY_LEASES "') local ep = false "
-	"for i = 1, #reg, 2 do "
+	"for i = 1, #reg, 2 do local e = tonumber(reg[i + 1]) "
 	"if reg[i] == '" QC_LEASE_EPOCH "' then ep = true "
-	"elseif tonumber(reg[i + 1]) <= ms then redis.call('HDEL', '" QC_KEY_LEASES "', reg[i]) end end "
+	"elseif not e or e <= ms - L or e > ms + L then redis.call('HDEL', '" QC_KEY_LEASES "', reg[i]) end end "
 	"if not ep then redis.call('HSET', '" QC_KEY_LEASES "', '" QC_LEASE_EPOCH "', string.format('%d', ms)) end "
-	"local len = tonumber(ARGV[4]) "
-	"if len > 0 then redis.call('HSET', '" QC_KEY_LEASES "', ARGV[2], string.format('%d', ms + len)) "
+	"local len = tonumber(ARGV[3]) "
+	"if len and len > 0 then redis.call('HSET', '" QC_KEY_LEASES "', ARGV[2], string.format('%d', ms + math.min(len, L))) "
 	"else redis.call('HDEL', '" QC_KEY_LEASES "', ARGV[2]) end end "
-	"if ARGV[5] == 'all' then redis.call('PUBLISH', ARGV[3], 'a ' .. cur .. ' ' .. ARGV[2]) "
-	"elseif ARGV[5] == 'applied' then redis.call('PUBLISH', ARGV[3], 'a ' .. ARGV[1] .. ' ' .. ARGV[2]) end "
 	"if cur == ARGV[1] then return {cur} end "
 	"local last = tonumber(ARGV[1]) local c = tonumber(cur) "
 	"if last == 0 or c < last or c - last > " QC_SYNC_MAX_GAP " then return {cur, 'reset'} end "

@@ -51,14 +51,14 @@
  * increments each of its KEYS (a missing one starts at the time instead)
  * and logs the new values; ARGV = the bumping instance's id and the
  * channel.  It returns {seq, wait_ms, n, id1, left_ms1, ... idn, left_msn,
- * key1, value1, ...}: the instances holding a lease (other than the
- * caller) with what their lease has left, which must acknowledge seq before
- * the COMMIT returns (they are told on the channel: "b <seq> <id>"), at
- * least wait_ms in any case (a registry younger than a lease: it was lost
- * and a lease granted before may still run), and the new values.
+ * key1, value1, ...}: the instances with a lease in the registry (other
+ * than the caller) and what it has left (at most QC_LEASE_MS), which must
+ * acknowledge seq before the COMMIT returns (they are told on the channel:
+ * "b <seq> <id>"), at least wait_ms in any case (a registry younger than a
+ * lease: it was lost and a lease granted before may still run), and the
+ * new values.
  * QC_SYNC_SCRIPT (ARGV = the last seq seen, "0" at first; the instance id;
- * the channel; the lease: "-", "0" or its ms; the acknowledgement: "-",
- * "applied" or "all", published as "a <seq> <id>") returns {seq},
+ * the lease: "-", "0" or its ms) returns {seq},
  * {seq, "log", key, value, ...} or {seq, "reset"} (rcache_near.h).
  * QC_FILL_SCRIPT stores entries computed without a lookup (N+1 batches,
  * cold shapes): KEYS = the version keys, then the entry keys; ARGV = the

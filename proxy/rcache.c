@@ -1132,6 +1132,8 @@ bool px_rcache_backend(px_session *s, const pgw_chunk *ch, const uint8_t *msg)
 	return false;
 }
 
+static void release_ready(px_session *s);
+
 /* Other instances' leases acknowledged the bump (or ran out): the
  * ReadyForQuery may go. */
 static void bump_acked(void *ctx, bool ok)
@@ -1139,13 +1141,31 @@ static void bump_acked(void *ctx, bool ok)
 	(void)ok;
 	bool current;
 	px_session *s = cmd_done(ctx, &current);
-	if (current && s->rcache->bumping) {
-		uv_timer_stop(&s->rcache->timer);
-		s->rcache->seq++;
-		s->rcache->bumping = false;
-		px_session_resume_backend(s);
-	}
+	if (current && s->rcache->bumping)
+		release_ready(s);
 	px_session_unref(s);
+}
+
+static void release_ready(px_session *s)
+{
+	uv_timer_stop(&s->rcache->timer);
+	s->rcache->seq++;
+	s->rcache->bumping = false;
+	s->rcache->bump_fenced = false;
+	px_session_resume_backend(s);
+}
+
+/* The bump may or may not have run (no answer in time, the connection lost
+ * after it was sent, an error answer): another instance may hold a lease
+ * and not know of it, so the ReadyForQuery waits until any lease running
+ * when it could have run has ended (counted as a bump error). */
+static void fence_bump(px_session *s)
+{
+	px_rcache *rc = s->rcache;
+	stats_of(s)->bump_errors++;
+	rc->seq++; /* a late answer is dropped */
+	rc->bump_fenced = true;
+	start_deadline(rc, PX_NEAR_LEASE_MS + 50);
 }
 
 static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
@@ -1154,25 +1174,26 @@ static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ct
 	bool current;
 	px_session *s = cmd_done(ctx, &current);
 	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_ARRAY;
-	if (!ok)
-		s->server->cache_stats.bump_errors++;
-	if (current && s->rcache->bumping) {
+	if (!current || !s->rcache->bumping) {
+		if (ok)
+			px_near_after_bump(s->server->near, reply, NULL, NULL);
+		else
+			s->server->cache_stats.bump_errors++;
+	} else if (!ok) {
+		uv_timer_stop(&s->rcache->timer);
+		fence_bump(s);
+	} else {
 		uv_timer_stop(&s->rcache->timer);
 		s->rcache->seq++;
-		rc_cmd *wait = ok ? cmd_new(s) : NULL;
-		if (wait && px_near_after_bump(s->server->near, reply, bump_acked, wait)) {
-			/* bounded by the leases (QC_LEASE_MS): this is only a backstop */
-			start_deadline(s->rcache, atoi(QC_LEASE_MS) + 200);
+		rc_cmd *wait = cmd_new(s);
+		if (px_near_after_bump(s->server->near, reply, bump_acked, wait)) {
+			/* bounded by the leases (PX_NEAR_LEASE_MS): this is only a backstop */
+			start_deadline(s->rcache, PX_NEAR_LEASE_MS + 200);
 		} else {
-			if (wait) {
-				pf_free(wait);
-				px_session_unref(s);
-			}
-			s->rcache->bumping = false;
-			px_session_resume_backend(s);
+			pf_free(wait);
+			px_session_unref(s);
+			release_ready(s);
 		}
-	} else if (ok) {
-		px_near_after_bump(s->server->near, reply, NULL, NULL);
 	}
 	px_session_unref(s);
 }
@@ -1242,8 +1263,10 @@ static void on_deadline(uv_timer_t *t)
 		stats_of(s)->timeouts++;
 		bypass(s, QC_BYPASS_REDIS);
 		forward_query(s, false);
+	} else if (rc->bumping && !rc->bump_fenced) {
+		fence_bump(s); /* not answered in time: it may still run */
 	} else if (rc->bumping) {
-		stats_of(s)->bump_errors++;
+		rc->bump_fenced = false;
 		rc->bumping = false;
 		px_session_resume_backend(s);
 	}

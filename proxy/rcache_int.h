@@ -52,6 +52,7 @@ struct px_rcache {
 	size_t nbump;          /* committed, to bump at the ReadyForQuery */
 	char *bump[PX_RC_MAX_PENDING + 1];
 	bool bumping;          /* a ReadyForQuery is held until the bump is answered */
+	bool bump_fenced;      /* ... and, its fate unknown, until any lease has run out */
 	bool temp_tables;      /* the session made a temporary table: an unqualified name may be one */
 	rc_group grp;          /* LOOKUP / CAPTURE: the extended group query holds (grp.ext) */
 	bool inject;           /* CAPTURE: pgfold added a Describe: the RowDescription is not the client's */

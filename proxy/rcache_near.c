@@ -49,7 +49,6 @@ struct waiter {
 typedef struct near_sync {
 	px_near *near;
 	waiter *waiters;
-	bool holds;        /* acknowledged every bump up to its run: no leased answer until applied */
 	bool renewal;      /* renews (or ends) the lease */
 	bool leases;       /* ... asking for one */
 	uint64_t sent_ns;  /* uv_hrtime() when sent */
@@ -92,9 +91,8 @@ struct px_near {
 	uint64_t lease_until_ns; /* uv_hrtime(): answer without a sync until then; 0: no lease */
 	bool registered;         /* the registry may hold a lease of ours */
 	bool renewing;           /* a renewal in flight */
-	unsigned holding;        /* syncs in flight that acknowledged everything */
-	uint64_t notified;       /* the largest sequence others announced */
-	bool ack_wanted;         /* ... not applied yet: acknowledge at the turn's end */
+	uint64_t acked;          /* the last sequence this instance acknowledged */
+	bool sync_wanted;        /* another instance's bump was announced: sync at the turn's end */
 	uv_timer_t renew;
 	pf_strmap *acks;         /* instance id -> uint64_t * (largest sequence it acknowledged) */
 	bump_wait *waits;        /* own bumps waiting for acknowledgements */
@@ -265,7 +263,10 @@ static bool parse_u64(const char *s, size_t len, uint64_t *out)
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
+		uint64_t d = (uint64_t)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
 	}
 	*out = v;
 	return true;
@@ -346,14 +347,23 @@ static void acks_free(pf_strmap *m)
 	known_free(m); /* values are plain allocations too */
 }
 
+static void acks_clear(px_near *n)
+{
+	acks_free(n->acks);
+	n->acks = pf_strmap_new();
+}
+
 void px_near_free(px_near *n)
 {
 	if (!n)
 		return;
-	waiter *w = n->pending;
-	n->pending = NULL;
-	n->pending_end = &n->pending;
-	run_waiters(w, false);
+	n->max_bytes = 0; /* what the callbacks below do finds it off */
+	while (n->pending) { /* a callback may wait again: that one is answered too */
+		waiter *w = n->pending;
+		n->pending = NULL;
+		n->pending_end = &n->pending;
+		run_waiters(w, false);
+	}
 	while (n->waits)
 		wait_finish(n->waits, false);
 	while (n->head)
@@ -499,6 +509,18 @@ static bool reply_is_string(const redisReply *r)
 	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
 }
 
+static void acks_clear(px_near *n);
+
+/* Redis's sequence went backwards (restored from an older snapshot, a
+ * failover to a replica behind): what was applied and acknowledged belongs
+ * to a log that is gone. */
+static void went_back(px_near *n, uint64_t seq)
+{
+	n->synced = seq;
+	n->acked = 0;
+	acks_clear(n);
+}
+
 /* Syncs may answer out of order (several connections): a log read from an
  * older point applies again harmlessly (versions only grow). */
 static void synced_at(px_near *n, uint64_t seq)
@@ -523,9 +545,9 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 		return false;
 	if (strcmp(what->str, "log") != 0 || reply->elements % 2 != 0) {
 		drop_all(n);
+		if (seq < n->synced)
+			went_back(n, seq);
 		synced_at(n, seq);
-		if (n->notified > seq)
-			n->notified = seq; /* announced in a log Redis no longer has */
 		return strcmp(what->str, "reset") == 0;
 	}
 	for (size_t i = 2; i + 1 < reply->elements; i += 2) {
@@ -547,12 +569,27 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 /* ---- the lease ------------------------------------------------------------ */
 
 /* May a statement be answered now without a sync?  Only under a lease
- * granted by a renewal whose answer was applied, with nothing announced
- * that is not applied yet and no acknowledging sync unanswered. */
+ * granted by a renewal whose answer (and the log it brought) was applied.
+ * A bump announced but not applied here yet does not stop it: this
+ * instance has not acknowledged it, so its COMMIT has not returned. */
 static bool leased(const px_near *n)
 {
-	return px_near_enabled(n) && n->sub_active && n->holding == 0 && n->synced > 0 &&
-	       n->synced >= n->notified && n->lease_until_ns > uv_hrtime();
+	return px_near_enabled(n) && n->sub_active && n->synced > 0 && n->lease_until_ns > uv_hrtime();
+}
+
+/* Tell the other instances what is applied here: only ever after it was
+ * applied (an acknowledgement is what lets their COMMIT return). */
+static void publish_ack(px_near *n, bool again)
+{
+	if (!n->redis || n->synced == 0 || (n->synced <= n->acked && !again))
+		return;
+	char msg[64];
+	snprintf(msg, sizeof(msg), "a %llu %s", (unsigned long long)n->synced, n->id);
+	if (qc_redis_command(n->redis, NULL, NULL, "PUBLISH %s %s", n->channel, msg) == 0) {
+		n->acked = n->synced;
+		n->st.acks++;
+		qc_redis_flush(n->redis);
+	}
 }
 
 static void on_sync(qc_redis *r, int status, const redisReply *reply, void *ctx)
@@ -562,74 +599,65 @@ static void on_sync(qc_redis *r, int status, const redisReply *reply, void *ctx)
 	px_near *n = sy->near;
 	n->inflight--;
 	bool ok = status == QC_OK && n->known && apply_sync(n, reply);
-	if (!ok) {
+	if (!ok)
 		n->st.sync_errors++;
-		/* it may have acknowledged bumps that are not applied here */
-		n->lease_until_ns = 0;
-	}
-	if (sy->holds)
-		n->holding--;
 	if (sy->renewal) {
 		n->renewing = false;
 		/* the lease counts from the sending, with a margin for clocks that
-		 * do not run at quite the same rate */
+		 * do not run at quite the same rate; a renewal that failed leaves
+		 * the last one running out */
 		if (ok && sy->leases)
 			n->lease_until_ns = sy->sent_ns + (uint64_t)PX_NEAR_LEASE_VALID_MS * 1000000u;
 		else if (!sy->leases)
 			n->lease_until_ns = 0;
 	}
+	if (ok)
+		publish_ack(n, false);
 	run_waiters(sy->waiters, ok);
 	pf_free(sy);
 }
 
-/* Send a sync: for the pending statements, an acknowledgement (holds) and,
- * from the renewal timer, the lease (lease: "-", "0" or its length). */
-static void send_sync(px_near *n, near_sync *sy, const char *lease, const char *ack)
+/* Send a sync: for the pending statements, an announced bump, or, from the
+ * renewal timer, the lease (lease: "-", "0" or its length). */
+static void send_sync(px_near *n, near_sync *sy, const char *lease)
 {
 	char last[24];
 	snprintf(last, sizeof(last), "%llu", (unsigned long long)n->synced);
-	const char *argv[] = {last, n->id, n->channel, lease, ack};
+	const char *argv[] = {last, n->id, lease};
 	sy->near = n;
 	sy->sent_ns = uv_hrtime();
 	n->st.syncs++;
-	if (!n->redis || qc_redis_eval(n->redis, on_sync, sy, QC_SYNC_SCRIPT, 0, 5, argv, NULL) < 0) {
+	if (!n->redis || qc_redis_eval(n->redis, on_sync, sy, QC_SYNC_SCRIPT, 0, 3, argv, NULL) < 0) {
 		n->st.sync_errors++;
-		if (sy->renewal)
-			n->lease_until_ns = 0;
 		run_waiters(sy->waiters, false);
 		pf_free(sy);
 		return;
 	}
 	n->inflight++;
-	if (sy->holds)
-		n->holding++;
 	if (sy->renewal)
 		n->renewing = true;
 }
 
 /* The statements that arrived this turn: answered at once under a lease,
- * else after a sync sent now; one that acknowledges everything when others
- * announced bumps not applied here. */
+ * else after a sync sent now; a bump another instance announced is synced
+ * (and acknowledged once applied) at once too. */
 static void sync_pending(px_near *n)
 {
-	bool ack = n->ack_wanted || n->synced < n->notified;
-	if (!ack && leased(n)) {
+	if (n->pending && leased(n)) {
 		waiter *w = n->pending;
 		n->pending = NULL;
 		n->pending_end = &n->pending;
-		n->st.leased += w != NULL;
+		n->st.leased++;
 		run_waiters(w, true);
-		return;
 	}
-	if (!n->pending && !ack)
+	if (!n->pending && !n->sync_wanted)
 		return;
 	near_sync *sy = pf_calloc(1, sizeof(*sy));
 	sy->waiters = n->pending;
-	sy->holds = ack;
 	n->pending = NULL;
 	n->pending_end = &n->pending;
-	n->ack_wanted = false;
-	send_sync(n, sy, "-", ack ? "all" : "-");
+	n->sync_wanted = false;
+	send_sync(n, sy, "-");
 	qc_redis_flush(n->redis); /* redis.c's own flush would only run a turn later */
 }
 
@@ -672,7 +700,19 @@ static void on_renew(uv_timer_t *t)
 	n->registered = want;
 	if (!want)
 		n->lease_until_ns = 0;
-	send_sync(n, sy, want ? QC_LEASE_MS : "0", "applied");
+	send_sync(n, sy, want ? QC_LEASE_MS : "0");
+}
+
+void px_near_release(px_near *n)
+{
+	if (!n || !n->registered || !n->redis)
+		return;
+	n->max_bytes = 0; /* no lease is taken again */
+	n->lease_until_ns = 0;
+	n->registered = false;
+	const char *argv[] = {"0", n->id, "0"};
+	if (qc_redis_eval(n->redis, NULL, NULL, QC_SYNC_SCRIPT, 0, 3, argv, NULL) == 0)
+		qc_redis_flush(n->redis);
 }
 
 void px_near_sub_state(px_near *n, bool active)
@@ -735,24 +775,21 @@ void px_near_message(px_near *n, const char *payload, size_t len)
 		note_ack(n, id, seq);
 		return;
 	}
-	if (seq > n->notified)
-		n->notified = seq;
-	if (seq > n->synced && px_near_enabled(n)) {
-		n->ack_wanted = true;
-		start_check(n);
+	if (seq <= n->synced) {
+		publish_ack(n, true); /* applied already: say so (the last one may have been missed) */
+		return;
 	}
+	n->sync_wanted = true;
+	start_check(n);
 }
 
 /* ---- own bumps ------------------------------------------------------------ */
 
+static void wait_free(bump_wait *w);
+
 static void on_wait_closed(uv_handle_t *h)
 {
-	bump_wait *w = h->data;
-	for (size_t i = 0; i < w->n; i++)
-		pf_free(w->ids[i]);
-	pf_free(w->ids);
-	pf_free(w->until_ns);
-	pf_free(w);
+	wait_free(h->data);
 }
 
 static void wait_finish(bump_wait *w, bool ok)
@@ -817,20 +854,38 @@ static bool reply_u64(const redisReply *r, uint64_t *out)
 	return reply_is_string(r) && parse_u64(r->str, r->len, out);
 }
 
-/* The new values of an own bump: known at once (created if not known yet, so
- * an older value a lookup brings later cannot win). */
-static void apply_own(px_near *n, const redisReply *reply, size_t from)
+/* The new values of an own bump (sequence seq): known at once.  A version
+ * not known yet is created too (so an older value a lookup brings later
+ * cannot win) unless a sync applied the log past seq already: that sync
+ * skipped the unknown key's later bumps, and this value may be older. */
+static void apply_own(px_near *n, const redisReply *reply, size_t from, uint64_t seq)
 {
 	if (!px_near_enabled(n))
 		return;
+	bool create = seq >= n->synced;
 	for (size_t i = from; i + 1 < reply->elements; i += 2) {
 		const redisReply *k = reply->element[i];
 		uint64_t value;
 		if (!reply_is_string(k) || !reply_u64(reply->element[i + 1], &value))
 			continue;
-		known_make_room(n, 1);
-		known_raise(n, k->str, value);
+		if (create) {
+			known_make_room(n, 1);
+			known_raise(n, k->str, value);
+		} else {
+			known_ver *kv = known_find(n, k->str);
+			if (kv && value > kv->value)
+				kv->value = value;
+		}
 	}
+}
+
+static void wait_free(bump_wait *w)
+{
+	for (size_t i = 0; i < w->n; i++)
+		pf_free(w->ids[i]);
+	pf_free(w->ids);
+	pf_free(w->until_ns);
+	pf_free(w);
 }
 
 bool px_near_after_bump(px_near *n, const redisReply *reply, px_near_fn cb, void *ctx)
@@ -840,29 +895,32 @@ bool px_near_after_bump(px_near *n, const redisReply *reply, px_near_fn cb, void
 	    !reply_u64(reply->element[0], &seq) || !reply_u64(reply->element[1], &wait_ms) ||
 	    !reply_u64(reply->element[2], &count) || count > (reply->elements - 3) / 2)
 		return false;
-	apply_own(n, reply, 3 + 2 * count);
+	if (seq < n->synced)
+		went_back(n, seq); /* an acknowledgement from the old log proves nothing */
+	apply_own(n, reply, 3 + 2 * count, seq);
 	if ((count == 0 && wait_ms == 0) || !cb)
 		return false;
+	/* what Redis reports is bounded by a lease: a stepped clock cannot make
+	 * a COMMIT wait longer */
 	uint64_t now = uv_hrtime();
 	bump_wait *w = pf_calloc(1, sizeof(*w));
-	*w = (bump_wait){.near = n, .seq = seq, .cb = cb, .ctx = ctx, .min_ns = now + wait_ms * 1000000u};
+	*w = (bump_wait){.near = n, .seq = seq, .cb = cb, .ctx = ctx};
+	w->min_ns = now + (wait_ms < PX_NEAR_LEASE_MS ? wait_ms : PX_NEAR_LEASE_MS) * 1000000u;
 	w->ids = pf_calloc(count ? count : 1, sizeof(char *));
 	w->until_ns = pf_calloc(count ? count : 1, sizeof(uint64_t));
 	for (size_t i = 0; i < count; i++) {
 		const redisReply *id = reply->element[3 + 2 * i];
-		uint64_t left = 0;
-		reply_u64(reply->element[4 + 2 * i], &left);
+		uint64_t left = PX_NEAR_LEASE_MS;
+		if (!reply_u64(reply->element[4 + 2 * i], &left) || left > PX_NEAR_LEASE_MS)
+			left = PX_NEAR_LEASE_MS;
 		w->ids[w->n] = pf_strdup(reply_is_string(id) ? id->str : "");
 		w->until_ns[w->n++] = now + (left + 1) * 1000000u;
 	}
 	bool all_acked;
-	n->st.bump_waits++;
-	if (wait_ready_ns(w, &all_acked) <= now) { /* acknowledged before the answer came */
-		for (size_t i = 0; i < w->n; i++)
-			pf_free(w->ids[i]);
-		pf_free(w->ids);
-		pf_free(w->until_ns);
-		pf_free(w);
+	uint64_t ready = wait_ready_ns(w, &all_acked);
+	n->st.bump_waits++; /* even when acknowledged before the answer came */
+	if (ready <= now) {
+		wait_free(w);
 		return false;
 	}
 	uv_timer_init(n->loop, &w->timer);
@@ -871,7 +929,7 @@ bool px_near_after_bump(px_near *n, const redisReply *reply, px_near_fn cb, void
 	if (n->waits)
 		n->waits->prev = w;
 	n->waits = w;
-	wait_check(w);
+	uv_timer_start(&w->timer, on_wait_timer, (ready - now) / 1000000u + 1, 0);
 	return true;
 }
 

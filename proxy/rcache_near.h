@@ -82,6 +82,7 @@
 #include "../common/strbuf.h"
 
 #define PX_NEAR_MAX_KNOWN 262144 /* version keys followed at once */
+#define PX_NEAR_LEASE_MS 400       /* a lease in the registry (QC_LEASE_MS) */
 #define PX_NEAR_RENEW_MS 100       /* the lease is renewed this often ... */
 #define PX_NEAR_LEASE_VALID_MS 300 /* ... and used this long after a renewal was sent
 				      (QC_LEASE_MS in the registry: the rest is the margin) */
@@ -97,6 +98,7 @@ typedef struct px_near_stats {
 	uint64_t resets;     /* times everything was dropped */
 	uint64_t evictions;
 	uint64_t leased;     /* statement batches answered under the lease, without a sync */
+	uint64_t acks;       /* acknowledgements published */
 	uint64_t bump_waits; /* own bumps that other instances' leases had to acknowledge */
 	uint64_t bump_wait_timeouts; /* ... and that a lease ran out on instead */
 	size_t entries;
@@ -139,6 +141,9 @@ void px_near_learn(px_near *n, const char *seq, const qc_keys *vk, const char *v
 void px_near_put(px_near *n, const char *key, const qc_keys *vk, const char *versions, const char *payload,
 		 size_t len, int64_t ttl_ms);
 
+/* Shutdown, before Redis is closed: end the lease in the registry now (other
+ * instances' writes need not wait for it to run out). */
+void px_near_release(px_near *n);
 /* The subscription to px_near_channel() is up (true) or lost. */
 void px_near_sub_state(px_near *n, bool active);
 /* A message on the channel: "b <seq> <id>" (another instance bumped) or

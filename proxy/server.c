@@ -104,6 +104,7 @@ void px_server_check_drained(px_server *server)
 	}
 	qc_sub_close(server->bus);
 	server->bus = NULL;
+	px_near_release(server->near);
 	if (server->redis) {
 		server->admin_info.redis = NULL;
 		qc_redis_close(server->redis); /* every answer delivered: the near cache may go */

@@ -401,6 +401,7 @@ static void test_announcements_parsed_strictly(void **state)
 	announce(f, "a 700 peer");
 	assert_int_equal(w.calls, 1);
 	assert_true(strlen(px_near_id(f->near)) == 16);
+	assert_int_equal(atoi(QC_LEASE_MS), PX_NEAR_LEASE_MS); /* the registry's and the waits' lease agree */
 	assert_string_equal(px_near_channel(f->near), "pgfold:bus:0");
 }
 
