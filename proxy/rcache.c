@@ -22,6 +22,7 @@
 #include "../common/alloc.h"
 #include "../common/log.h"
 #include "rcache_int.h"
+#include "rcache_retry.h"
 #include "rcache_rows.h"
 #include "qstats.h"
 #include "session.h"
@@ -295,6 +296,12 @@ static bool start_lookup(px_session *s, const rw_stmt *stmt, const px_rc_values 
 	if (!qc_key_versions(s->database, stmt->shape, pinned ? row : NULL, &vk)) {
 		qc_keys_free(&vk);
 		bypass(s, QC_BYPASS_TABLES);
+		return false;
+	}
+	if (px_bump_retry_blocks(s->server->bump_retry, &vk)) {
+		/* a committed write's bump failed: what is cached may predate it */
+		qc_keys_free(&vk);
+		bypass(s, QC_BYPASS_REDIS);
 		return false;
 	}
 	px_rcache *rc = rcache_of(s);
@@ -1168,17 +1175,58 @@ static void fence_bump(px_session *s)
 	start_deadline(rc, PX_NEAR_LEASE_MS + 50);
 }
 
+/* An error answer that proves the script never ran (refused before it
+ * started); any other failure leaves its fate unknown. */
+static bool bump_refused(int status, const redisReply *reply)
+{
+	static const char *const before_running[] = {"NOSCRIPT", "NOPERM", "NOAUTH", "WRONGPASS", "OOM",
+						      "LOADING", "BUSY", "READONLY", "MASTERDOWN",
+						      "ERR unknown command"};
+	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
+		return false;
+	for (size_t i = 0; i < sizeof(before_running) / sizeof(before_running[0]); i++)
+		if (strncmp(reply->str, before_running[i], strlen(before_running[i])) == 0)
+			return true;
+	return false;
+}
+
+/* The bump a committed write needs, in flight: its keys (retried when it
+ * fails: rcache_retry.h). */
+typedef struct bump_call {
+	rc_cmd *cmd;
+	size_t n;
+	char *keys[PX_RC_MAX_PENDING + 1];
+} bump_call;
+
+/* Done with the call: a failed bump's keys go to the retries. */
+static void bump_call_end(bump_call *c, bool ok)
+{
+	px_session *s = c->cmd->s;
+	if (!ok)
+		px_bump_retry_add(s->server->bump_retry, (const char *const *)c->keys, c->n);
+	for (size_t i = 0; i < c->n; i++)
+		pf_free(c->keys[i]);
+	pf_free(c->cmd);
+	pf_free(c);
+}
+
 static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ctx)
 {
 	(void)r;
+	bump_call *call = ctx;
 	bool current;
-	px_session *s = cmd_done(ctx, &current);
 	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_ARRAY;
+	px_session *s = call->cmd->s;
+	current = s->state == PX_SESSION_ACTIVE && s->rcache && s->rcache->seq == call->cmd->seq;
+	bump_call_end(call, ok);
 	if (!current || !s->rcache->bumping) {
 		if (ok)
 			px_near_after_bump(s->server->near, reply, NULL, NULL);
 		else
 			s->server->cache_stats.bump_errors++;
+	} else if (!ok && bump_refused(status, reply)) {
+		stats_of(s)->bump_errors++;
+		release_ready(s);
 	} else if (!ok) {
 		uv_timer_stop(&s->rcache->timer);
 		fence_bump(s);
@@ -1217,13 +1265,16 @@ static bool send_bumps(px_session *s)
 	argv[nkeys + 1] = px_near_channel(s->server->near);
 	stats_of(s)->invalidations += rc->nbump;
 	rc->seq++;
-	rc_cmd *c = cmd_new(s);
+	bump_call *c = pf_calloc(1, sizeof(*c));
+	c->cmd = cmd_new(s);
+	c->n = rc->nbump;
+	memcpy(c->keys, rc->bump, rc->nbump * sizeof(char *)); /* the call owns them now */
+	rc->nbump = 0;
 	int sent = qc_redis_eval(s->server->redis, on_bumped, c, QC_BUMP_SCRIPT, nkeys, nkeys + 2, argv, NULL);
-	bump_clear(rc);
 	if (sent < 0) {
-		pf_free(c);
-		px_session_unref(s);
 		stats_of(s)->bump_errors++;
+		bump_call_end(c, false);
+		px_session_unref(s);
 		return false;
 	}
 	rc->bumping = true;

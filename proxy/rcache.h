@@ -76,7 +76,9 @@
  * unknown relations are not cached, writes to tables whose writes reach
  * other tables (triggers, rules, cascading foreign keys, partitions) bump
  * the whole database.  Not seen, so covered by the TTL alone: writes that
- * bypass pgfold, a bump lost while Redis was unreachable, DDL made
+ * bypass pgfold, a failed bump as other instances see it until its retry
+ * succeeds (this one answers nothing depending on it from the cache
+ * meanwhile: rcache_retry.h), DDL made
  * elsewhere until relcat's periodic reload.
  *
  * Interface (session.c calls these; all no-ops when the cache is off)

@@ -10,6 +10,7 @@
 #include "../common/log.h"
 #include "rcache.h"
 #include "rcache_near.h"
+#include "rcache_retry.h"
 #include "server.h"
 
 static void stats_json(pf_sb *b, const px_server *server)
@@ -43,12 +44,13 @@ static void stats_json(pf_sb *b, const px_server *server)
 		      (unsigned long long)st->bypass_cold);
 	px_near_stats ns = px_near_stats_get(server->near);
 	pf_sb_appendf(b,
-		      ",\"redis_lookups\":%llu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu"
+		      ",\"redis_lookups\":%llu,\"bumps_to_retry\":%zu,\"near\":{\"enabled\":%s,\"hits\":%llu,\"stale\":%llu"
 		      ",\"misses_without_lookup\":%llu,\"syncs\":%llu"
 		      ",\"sync_errors\":%llu,\"resets\":%llu,\"evictions\":%llu,\"entries\":%zu,\"bytes\":%zu"
 		      ",\"known_versions\":%zu,\"lease\":{\"held\":%s,\"answered_batches\":%llu"
 		      ",\"bump_waits\":%llu,\"bump_wait_timeouts\":%llu}}}",
-		      (unsigned long long)st->redis_lookups, px_near_enabled(server->near) ? "true" : "false",
+		      (unsigned long long)st->redis_lookups, px_bump_retry_pending(server->bump_retry),
+		      px_near_enabled(server->near) ? "true" : "false",
 		      (unsigned long long)st->near_hits, (unsigned long long)ns.stale,
 		      (unsigned long long)st->near_misses, (unsigned long long)ns.syncs,
 		      (unsigned long long)ns.sync_errors, (unsigned long long)ns.resets, (unsigned long long)ns.evictions,
@@ -66,9 +68,11 @@ static void on_flushed(qc_redis *r, int status, const redisReply *reply, void *c
 {
 	(void)r;
 	px_server *server = ctx;
-	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ARRAY)
+	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ARRAY) {
+		const char *global = QC_KEY_GLOBAL;
 		server->cache_stats.bump_errors++;
-	else
+		px_bump_retry_add(server->bump_retry, &global, 1);
+	} else
 		px_near_after_bump(server->near, reply, NULL, NULL); /* known here at once; nobody waits */
 }
 

@@ -112,6 +112,8 @@ void px_server_check_drained(px_server *server)
 	}
 	px_near_free(server->near);
 	server->near = NULL;
+	px_bump_retry_free(server->bump_retry);
+	server->bump_retry = NULL;
 	px_volatility_close(server->volatility);
 	server->volatility = NULL;
 	px_relcat_close(server->relcat);
@@ -354,6 +356,8 @@ static void start_redis(px_server *server)
 	server->admin_info.redis = server->redis;
 	server->near = px_near_new(server->loop);
 	px_near_configure(server->near, server->redis, cfg->cache_near_cache_bytes);
+	server->bump_retry = px_bump_retry_new(server->loop);
+	px_bump_retry_configure(server->bump_retry, server->redis, server->near);
 	server->bus = qc_sub_open(server->loop, &o, px_near_channel(server->near), on_bus_message, on_bus_state, server);
 }
 

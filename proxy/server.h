@@ -17,6 +17,7 @@
 #include "volatility.h"
 #include "../cache/subscriber.h"
 #include "rcache_near.h"
+#include "rcache_retry.h"
 #include "relcat.h"
 #include "../conf/conf.h"
 #include "admin.h"
@@ -47,6 +48,7 @@ struct px_server {
 	px_volatility *volatility; /* function volatility per database; NULL until started */
 	px_relcat *relcat;         /* relation kinds and write side effects per database (result cache) */
 	qc_redis *redis; /* NULL when cache.redis = off; closed with the admin at shutdown */
+	px_bump_retry *bump_retry;   /* failed bumps, retried (rcache_retry.h); freed after redis */
 	qc_sub *bus;                 /* the near cache's announcements (cache/subscriber.h) */
 	px_stats stats;
 	px_rcache_stats cache_stats; /* result cache counters (/cache) */

@@ -10,6 +10,10 @@ after a sync with Redis's bump log.
   acknowledging each of A's bumps before A's COMMIT returns;
 - B paused (SIGSTOP) while it holds a lease: A's write waits for B's lease
   to run out, and B, resumed, answers the new value;
+- a bump whose fate is unknown (the script failed inside Redis) holds the
+  COMMIT until any lease that could be running has ended, and until it is
+  retried successfully this pgfold answers nothing that depends on it from
+  the cache;
 - cache.near_cache_bytes = 0: hits come from Redis, never near;
 - a small near_cache_bytes keeps the memory bound (least recently used
   evicted), answers still right;
@@ -263,5 +267,40 @@ def test_redis_flushed_and_paused(near_db, postgres, pgfold_factory):
             assert time.monotonic() - started < 5
         finally:
             os.kill(own.proc.pid, signal.SIGCONT)
+    finally:
+        own.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_bump_of_unknown_fate_holds_commit(near_db, pgfold_factory):
+    """The bump script fails inside Redis (the log's counter is not a number):
+    it may have changed something before failing, so the COMMIT is held a
+    whole lease (400 ms) past the failure, counted as an invalidation error,
+    and the answer is still right."""
+    own = RedisServer("redis-near-fence")
+    own.start()
+    try:
+        c = start(pgfold_factory, "pgfold-near-fence", **{"cache.redis": f"127.0.0.1:{own.port}"})
+        run(c.port, ["UPDATE qn_items SET n = n WHERE id = 20"])  # the registry exists from here on
+        n = int(value(c.port, "SELECT n FROM qn_items WHERE id = 20")[0][0])
+        assert redis_command(own.port, "SET", "pgfold:seq", "not-a-number") == b"+OK"
+        errors = cache_stats(c)["invalidation_errors"]
+        started = time.monotonic()
+        run(c.port, ["UPDATE qn_items SET n = n + 1 WHERE id = 20"])
+        held = time.monotonic() - started
+        assert cache_stats(c)["invalidation_errors"] == errors + 1
+        assert held >= 0.4, f"the COMMIT came back after {held:.3f} s, before a lease could have ended"
+        # the entry of the old value is still in Redis and in memory, but this
+        # pgfold does not use it while the bump waits for its retry
+        assert cache_stats(c)["bumps_to_retry"] > 0
+        hits = cache_stats(c)["hits"]
+        for _ in range(3):
+            assert value(c.port, "SELECT n FROM qn_items WHERE id = 20") == [[str(n + 1)]]
+        assert cache_stats(c)["hits"] == hits
+        # Redis healed: the retry goes through, and the cache serves again
+        assert redis_command(own.port, "DEL", "pgfold:seq") == b":1"
+        wait_until(lambda: cache_stats(c)["bumps_to_retry"] == 0, 20, "the bump retried")
+        near_hit(c, "SELECT n FROM qn_items WHERE id = 20")
+        assert value(c.port, "SELECT n FROM qn_items WHERE id = 20") == [[str(n + 1)]]
     finally:
         own.cleanup()

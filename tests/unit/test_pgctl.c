@@ -46,6 +46,7 @@
 #include "../../conf/conf.h"
 #include "../../proxy/pgctl.h"
 #include "../../proxy/volatility.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------- server */
 
@@ -56,28 +57,6 @@ static struct {
 	char port[16];
 	char as[64];    /* "runuser -u postgres -- " when root, else "" */
 } pg;
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&sin, &len) != 0)
-		return -1;
-	close(fd);
-	return ntohs(sin.sin_port);
-}
 
 static int shell(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int shell(const char *fmt, ...)
@@ -343,11 +322,8 @@ static void test_connect_timeout(void **state)
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
+	struct sockaddr_in sin = loopback_addr(0);
 	socklen_t len = sizeof(sin);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(fd, 8), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);

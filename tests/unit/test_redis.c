@@ -20,7 +20,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -28,165 +27,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "../../cache/redis.h"
 #include "../../common/log.h"
-
-#define REDIS_SERVER "/usr/bin/redis-server"
-
-/* ---------------------------------------------------------------- helpers */
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	close(fd);
-	return ntohs(sin.sin_port);
-}
-
-static cf_addr tcp_addr(const char *host, int port)
-{
-	cf_addr a;
-	memset(&a, 0, sizeof(a));
-	a.kind = CF_ADDR_TCP;
-	snprintf(a.host, sizeof(a.host), "%s", host);
-	a.port = port;
-	return a;
-}
-
-/* One blocking PING; true when the server answers it (+PONG, or -NOAUTH under requirepass). */
-static bool redis_pings(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
-	struct timeval tv = {1, 0};
-	char buf[16] = "";
-	bool ok = false;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
-	    read(fd, buf, sizeof(buf) - 1) > 0)
-		ok = strncmp(buf, "+PONG", 5) == 0 || strncmp(buf, "-NOAUTH", 7) == 0; /* NOAUTH: requirepass */
-	close(fd);
-	return ok;
-}
+#include "redis_server.h"
 
 /* ---------------------------------------------------------------- fixture */
 
 typedef struct fixture {
 	uv_loop_t loop;
-	uv_timer_t tick; /* wakes uv_run(ONCE) every few ms while a test waits */
-	bool loop_open;
-	pid_t server;    /* redis-server, 0 when not running */
-	bool stopped;    /* SIGSTOPped */
-	int port;
-	char dir[64];    /* redis-server's --dir and log */
+	loop_ticker tick; /* wakes uv_run(ONCE) every few ms while a test waits */
+	redis_server srv; /* the throwaway redis-server */
 	qc_redis *r;
 } fixture;
-
-static void on_tick(uv_timer_t *t)
-{
-}
-
-/* Start redis-server with extra arguments (NULL-terminated; NULL for none). */
-static void server_start_with(fixture *f, const char *const *extra)
-{
-	char port[16], log[128];
-	snprintf(port, sizeof(port), "%d", f->port);
-	snprintf(log, sizeof(log), "%s/redis.log", f->dir);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		const char *argv[32] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-					"--appendonly", "no", "--dir", f->dir, "--daemonize", "no"};
-		int argc = 13;
-		for (int i = 0; extra && extra[i] && argc < 31; i++)
-			argv[argc++] = extra[i];
-		argv[argc] = NULL;
-		execv(REDIS_SERVER, (char *const *)argv);
-		_exit(127);
-	}
-	f->server = pid;
-	f->stopped = false;
-	uint64_t deadline = mono_ms() + 10000;
-	while (!redis_pings(f->port)) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			f->server = 0;
-			fail_msg("redis-server exited at start (see %s)", log);
-		}
-		if (mono_ms() > deadline)
-			fail_msg("redis-server did not answer PING within 10 s (see %s)", log);
-		usleep(20 * 1000);
-	}
-}
-
-static void server_start(fixture *f)
-{
-	server_start_with(f, NULL);
-}
-
-static void server_signal(fixture *f, int sig)
-{
-	assert_true(f->server > 0);
-	assert_int_equal(kill(f->server, sig), 0);
-	if (sig == SIGSTOP)
-		f->stopped = true;
-	else if (sig == SIGCONT)
-		f->stopped = false;
-}
-
-static void server_kill(fixture *f)
-{
-	if (f->server <= 0)
-		return;
-	kill(f->server, SIGKILL);
-	waitpid(f->server, NULL, 0);
-	f->server = 0;
-	f->stopped = false;
-}
 
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	assert_int_equal(uv_loop_init(&f->loop), 0);
-	assert_int_equal(uv_timer_init(&f->loop, &f->tick), 0);
-	uv_timer_start(&f->tick, on_tick, 5, 5);
-	f->loop_open = true;
-	f->port = free_port();
-	snprintf(f->dir, sizeof(f->dir), "/tmp/pgfold-test-redis-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	ticking_loop_init(&f->loop, &f->tick);
+	redis_server_init(&f->srv, "/tmp/pgfold-test-redis-XXXXXX");
 	*state = f;
 	return 0;
 }
@@ -195,71 +60,45 @@ static int setup(void **state)
  * (bounded), and close it: 0 means every handle was closed and freed. */
 static int finish_loop(fixture *f)
 {
-	if (!f->loop_open)
+	if (!f->tick.open)
 		return 0;
 	if (f->r) {
 		qc_redis_close(f->r);
 		f->r = NULL;
 	}
-	if (!uv_is_closing((uv_handle_t *)&f->tick))
-		uv_close((uv_handle_t *)&f->tick, NULL);
-	uint64_t deadline = mono_ms() + 10000;
-	while (uv_loop_alive(&f->loop) && mono_ms() < deadline)
-		uv_run(&f->loop, UV_RUN_ONCE);
-	f->loop_open = false;
-	return uv_loop_close(&f->loop);
+	return ticking_loop_close(&f->loop, &f->tick);
 }
 
 static int teardown(void **state)
 {
 	fixture *f = *state;
 	int rc = finish_loop(f);
-	server_kill(f);
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", f->dir);
+	redis_server_cleanup(&f->srv);
 	free(f);
 	if (rc != 0)
 		fprintf(stderr, "teardown: uv_loop_close() = %d (%s)\n", rc, uv_strerror(rc));
 	return rc == 0 ? 0 : -1;
 }
 
-static void require_redis(void)
-{
-	if (access(REDIS_SERVER, X_OK) != 0) {
-		print_message("%s not installed: skipping\n", REDIS_SERVER);
-		skip();
-	}
-}
+static bool is_up(void *p) { fixture *f = p; return qc_redis_state(f->r) == QC_STATE_UP; }
+static bool is_down(void *p) { fixture *f = p; return qc_redis_state(f->r) == QC_STATE_DOWN; }
+static bool not_up(void *p) { fixture *f = p; return qc_redis_state(f->r) != QC_STATE_UP; }
+static bool has_late_reply(void *p) { fixture *f = p; return qc_redis_counters_get(f->r)->late_replies >= 1; }
 
 /* Run the loop until pred(f) or timeout_ms passed; returns pred(f). */
-static bool run_until(fixture *f, bool (*pred)(fixture *), unsigned timeout_ms)
+static bool run_until(fixture *f, bool (*pred)(void *), unsigned timeout_ms)
 {
-	uint64_t deadline = mono_ms() + timeout_ms;
-	while (!pred(f)) {
-		if (mono_ms() > deadline)
-			return false;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	return true;
+	return loop_run_until(&f->loop, pred, f, timeout_ms);
 }
 
 static void run_for(fixture *f, unsigned ms)
 {
-	uint64_t deadline = mono_ms() + ms;
-	while (mono_ms() < deadline)
-		uv_run(&f->loop, UV_RUN_ONCE);
+	loop_run_for(&f->loop, ms);
 }
-
-static bool is_up(fixture *f) { return qc_redis_state(f->r) == QC_STATE_UP; }
-static bool is_down(fixture *f) { return qc_redis_state(f->r) == QC_STATE_DOWN; }
-static bool not_up(fixture *f) { return qc_redis_state(f->r) != QC_STATE_UP; }
-static bool has_late_reply(fixture *f) { return qc_redis_counters_get(f->r)->late_replies >= 1; }
 
 static void expect_state(fixture *f, qc_state want, unsigned timeout_ms)
 {
-	bool (*pred)(fixture *) = want == QC_STATE_UP ? is_up : is_down;
+	bool (*pred)(void *) = want == QC_STATE_UP ? is_up : is_down;
 	if (!run_until(f, pred, timeout_ms))
 		fail_msg("state %s after %u ms, want %s (last error: %s)", qc_redis_state_name(qc_redis_state(f->r)),
 			 timeout_ms, qc_redis_state_name(want), qc_redis_last_error(f->r));
@@ -337,9 +176,9 @@ static void roundtrip(fixture *f, const char *key)
 static void test_roundtrip(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 1000);
 	assert_non_null(f->r);
 	assert_int_equal(qc_redis_state(f->r), QC_STATE_CONNECTING);
@@ -347,7 +186,7 @@ static void test_roundtrip(void **state)
 	assert_int_equal(qc_redis_command(f->r, record, &early, "PING"), QC_DISCONNECTED);
 	expect_state(f, QC_STATE_UP, 5000);
 	char want_addr[32];
-	snprintf(want_addr, sizeof(want_addr), "127.0.0.1:%d", f->port);
+	snprintf(want_addr, sizeof(want_addr), "127.0.0.1:%d", f->srv.port);
 	assert_string_equal(qc_redis_address(f->r), want_addr);
 	assert_true(qc_redis_counters_get(f->r)->ping_us > 0);
 
@@ -408,9 +247,9 @@ static void test_roundtrip(void **state)
 static void test_host_name(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("localhost", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("localhost", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 1000);
 	expect_state(f, QC_STATE_UP, 5000);
 	roundtrip(f, "k2");
@@ -420,16 +259,16 @@ static void test_host_name(void **state)
 static void test_stop_timeout_cont(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 300);
 	expect_state(f, QC_STATE_UP, 5000);
 	const qc_redis_counters *c = qc_redis_counters_get(f->r);
 
 	/* frozen: the command times out after ~300 ms, once; thawed before
 	 * the breaker opens, its late answer is dropped */
-	server_signal(f, SIGSTOP);
+	redis_server_signal(&f->srv, SIGSTOP);
 	result slow = {0};
 	uint64_t t0 = mono_ms();
 	assert_int_equal(qc_redis_command(f->r, record, &slow, "SET %s %s", "slow", "1"), 0);
@@ -439,7 +278,7 @@ static void test_stop_timeout_cont(void **state)
 	assert_int_equal(slow.status, QC_TIMEOUT);
 	assert_true(took >= 250 && took <= 3000);
 	assert_int_equal(c->timeouts, 1);
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 	if (qc_redis_state(f->r) == QC_STATE_UP) /* same connection: the answer comes, late */
 		assert_true(run_until(f, has_late_reply, 5000));
 	expect_state(f, QC_STATE_UP, 10000);
@@ -448,7 +287,7 @@ static void test_stop_timeout_cont(void **state)
 
 	/* frozen again: timeouts until the breaker opens; every command gets
 	 * exactly one outcome; then commands are refused without a callback */
-	server_signal(f, SIGSTOP);
+	redis_server_signal(&f->srv, SIGSTOP);
 	enum { MAXCMDS = 64 };
 	static result cmds[MAXCMDS];
 	memset(cmds, 0, sizeof(cmds));
@@ -478,7 +317,7 @@ static void test_stop_timeout_cont(void **state)
 	assert_int_equal(refused.calls, 0);
 
 	/* thawed: the reconnect probe finds it and it is up again */
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 	expect_state(f, QC_STATE_UP, 15000);
 	roundtrip(f, "k4");
 	assert_true(c->reconnects >= 1);
@@ -489,14 +328,14 @@ static void test_stop_timeout_cont(void **state)
 static void test_kill_restart(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 300);
 	expect_state(f, QC_STATE_UP, 5000);
 	roundtrip(f, "k5");
 
-	server_kill(f);
+	redis_server_kill(&f->srv);
 	assert_true(run_until(f, not_up, 5000));
 	result refused = {0};
 	int rc = qc_redis_command(f->r, record, &refused, "GET %s", "k5");
@@ -508,7 +347,7 @@ static void test_kill_restart(void **state)
 	assert_int_equal(refused.calls, 0);
 	assert_int_equal(qc_redis_state(f->r), QC_STATE_DOWN);
 
-	server_start(f); /* same port */
+	redis_server_start(&f->srv, NULL); /* same port */
 	expect_state(f, QC_STATE_UP, 15000);
 	roundtrip(f, "k6");
 	assert_true(qc_redis_counters_get(f->r)->reconnects >= 3);
@@ -520,12 +359,12 @@ static void test_kill_restart(void **state)
 static void test_close_pending(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 5000);
 	expect_state(f, QC_STATE_UP, 5000);
-	server_signal(f, SIGSTOP);
+	redis_server_signal(&f->srv, SIGSTOP);
 	result res[5], chained = {0};
 	memset(res, 0, sizeof(res));
 	res[2].send_in_cb = true; /* sending while closing is refused */
@@ -543,7 +382,7 @@ static void test_close_pending(void **state)
 	}
 	assert_int_equal(res[2].send_rc, QC_CLOSED);
 	assert_int_equal(chained.calls, 0);
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 	assert_int_equal(finish_loop(f), 0);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(res[i].calls, 1);
@@ -554,9 +393,9 @@ static void test_close_pending(void **state)
 static void test_close_in_callback(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 1000);
 	expect_state(f, QC_STATE_UP, 5000);
 	result res[3];
@@ -581,7 +420,7 @@ static void test_close_in_callback(void **state)
 static void test_nothing_listening(void **state)
 {
 	fixture *f = *state;
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, 1000);
 	assert_int_equal(qc_redis_state(f->r), QC_STATE_CONNECTING);
 	result res = {0};
@@ -600,9 +439,9 @@ static void test_nothing_listening(void **state)
 static void test_close_at_once(void **state)
 {
 	fixture *f = *state;
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	qc_redis *a = qc_redis_new(&f->loop, &addr, 1000);
-	cf_addr named = tcp_addr("localhost", f->port);
+	cf_addr named = tcp_addr("localhost", f->srv.port);
 	qc_redis *b = qc_redis_new(&f->loop, &named, 1000);
 	assert_non_null(a);
 	assert_non_null(b);
@@ -662,11 +501,11 @@ static int conn_up_count(fixture *f)
 	return up;
 }
 
-static bool all_conns_up(fixture *f) { return conn_up_count(f) == qc_redis_connections(f->r); }
+static bool all_conns_up(void *p) { fixture *f = p; return conn_up_count(f) == qc_redis_connections(f->r); }
 
 static qc_redis_options pool_options(fixture *f, int connections)
 {
-	qc_redis_options o = {.addr = tcp_addr("127.0.0.1", f->port), .timeout_ms = 1000, .connections = connections};
+	qc_redis_options o = {.addr = tcp_addr("127.0.0.1", f->srv.port), .timeout_ms = 1000, .connections = connections};
 	return o;
 }
 
@@ -675,8 +514,8 @@ static qc_redis_options pool_options(fixture *f, int connections)
 static void test_pool_round_robin_select(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	qc_redis_options o = pool_options(f, 3);
 	o.database = 5;
 	f->r = qc_redis_open(&f->loop, &o);
@@ -719,7 +558,7 @@ static void test_pool_round_robin_select(void **state)
 	assert_int_equal(qc_redis_connections(NULL), 0);
 
 	/* one breaker for the pool: the server goes, the pool goes down; back, all come back */
-	server_kill(f);
+	redis_server_kill(&f->srv);
 	expect_state(f, QC_STATE_DOWN, 10000);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(qc_redis_conn_info_get(f->r, i, &ci), 0);
@@ -727,7 +566,7 @@ static void test_pool_round_robin_select(void **state)
 	}
 	result refused = {0};
 	assert_int_equal(qc_redis_command(f->r, record, &refused, "PING"), QC_DOWN);
-	server_start(f);
+	redis_server_start(&f->srv, NULL);
 	if (!run_until(f, all_conns_up, 15000))
 		fail_msg("%d of 3 connections up after the restart", conn_up_count(f));
 	info_result res;
@@ -736,13 +575,15 @@ static void test_pool_round_robin_select(void **state)
 	assert_int_equal(finish_loop(f), 0);
 }
 
-static bool last_error_has_wrongpass(fixture *f)
+static bool last_error_has_wrongpass(void *p)
 {
+	fixture *f = p;
 	return strstr(qc_redis_last_error(f->r), "WRONGPASS") != NULL;
 }
 
-static bool last_error_has_noauth(fixture *f)
+static bool last_error_has_noauth(void *p)
 {
+	fixture *f = p;
 	return strstr(qc_redis_last_error(f->r), "NOAUTH") != NULL;
 }
 
@@ -751,9 +592,9 @@ static bool last_error_has_noauth(fixture *f)
 static void test_auth_password(void **state)
 {
 	fixture *f = *state;
-	require_redis();
+	redis_server_require();
 	const char *const extra[] = {"--requirepass", "s3cret pass", NULL};
-	server_start_with(f, extra);
+	redis_server_start(&f->srv, extra);
 	qc_redis_options o = pool_options(f, 2);
 	o.password = "s3cret pass";
 	o.database = 2;
@@ -800,9 +641,9 @@ static void test_auth_password(void **state)
 static void test_auth_acl_user(void **state)
 {
 	fixture *f = *state;
-	require_redis();
+	redis_server_require();
 	const char *const extra[] = {"--user", "pgfold", "on", ">pw-1", "~*", "&*", "+@all", NULL};
-	server_start_with(f, extra);
+	redis_server_start(&f->srv, extra);
 	qc_redis_options o = pool_options(f, 1);
 	o.username = "pgfold";
 	o.password = "pw-1";
@@ -954,7 +795,7 @@ static void expect_echo(const eval_result *res, int nkeys, int nargs, const char
 
 static void open_up(fixture *f, unsigned timeout_ms)
 {
-	cf_addr addr = tcp_addr("127.0.0.1", f->port);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
 	f->r = qc_redis_new(&f->loop, &addr, timeout_ms);
 	assert_non_null(f->r);
 	expect_state(f, QC_STATE_UP, 5000);
@@ -967,8 +808,8 @@ static void open_up(fixture *f, unsigned timeout_ms)
 static void test_eval(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	open_up(f, 1000);
 	assert_int_equal(script_loads(f), 0);
 
@@ -1067,8 +908,8 @@ static void test_eval(void **state)
 static void test_eval_errors(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	open_up(f, 1000);
 	eval_result set;
 	const char *sv[] = {"SET", "str", "abc"};
@@ -1131,19 +972,19 @@ static void test_eval_errors(void **state)
 	assert_int_equal(finish_loop(f), 0);
 }
 
-static bool retry_out(fixture *f) { return script_loads(f) >= 1; }
+static bool retry_out(void *p) { fixture *f = p; return script_loads(f) >= 1; }
 
 /* Closing with an eval waiting, on each attempt: QC_CLOSED once, before
  * qc_redis_close returns; closing from an eval's callback. */
 static void test_eval_close(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 
 	/* the first attempt (EVALSHA) waiting on a frozen server */
 	open_up(f, 5000);
-	server_signal(f, SIGSTOP);
+	redis_server_signal(&f->srv, SIGSTOP);
 	eval_result first = {0};
 	const char *ms[] = {"1000"};
 	assert_int_equal(qc_redis_eval(f->r, record_eval, &first, S_42, 0, 0, NULL, NULL), 0);
@@ -1153,7 +994,7 @@ static void test_eval_close(void **state)
 	f->r = NULL;
 	assert_int_equal(first.calls, 1);
 	assert_int_equal(first.status, QC_CLOSED);
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 
 	/* the retry (EVAL with the text) waiting: the busy script runs 1 s */
 	open_up(f, 5000);
@@ -1189,8 +1030,8 @@ static void test_eval_close(void **state)
 static void test_eval_timeout(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	open_up(f, 1000);
 	eval_result busy = {0}, e = {0};
 	const char *busy_argv[] = {"EVAL", S_BUSY_A, "0", "700"};

@@ -1,9 +1,10 @@
 /*
  * test_sub.c — the channel subscriber (cache/subscriber.c) against a real
  * redis-server that each test starts itself on a free port (Debian's
- * /usr/bin/redis-server, no persistence, as test_redis.c does), then kills,
- * restarts, freezes (SIGSTOP) and thaws, and with requirepass or ACL users
- * for AUTH; a fake server on the test's loop resets a subscribed connection.
+ * /usr/bin/redis-server, no persistence; redis_server.h, shared with
+ * test_redis.c), then kills, restarts, freezes (SIGSTOP) and thaws, and
+ * with requirepass or ACL users for AUTH; a fake server on the test's loop
+ * resets a subscribed connection.
  * Messages are published from a blocking hiredis connection of the test's
  * own.  Every callback is recorded; once a test closed the
  * subscriber, any further callback is counted as an error.  Every test ends
@@ -22,7 +23,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -30,73 +30,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "../../cache/subscriber.h"
 #include "../../common/log.h"
+#include "redis_server.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
 #define CHANNEL "pgfold:invalidate"
-
-/* ---------------------------------------------------------------- helpers */
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	close(fd);
-	return ntohs(sin.sin_port);
-}
-
-static cf_addr tcp_addr(const char *host, int port)
-{
-	cf_addr a;
-	memset(&a, 0, sizeof(a));
-	a.kind = CF_ADDR_TCP;
-	snprintf(a.host, sizeof(a.host), "%s", host);
-	a.port = port;
-	return a;
-}
-
-/* One blocking PING; true when the server answers it (+PONG, or -NOAUTH under requirepass). */
-static bool redis_pings(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sin;
-	struct timeval tv = {1, 0};
-	char buf[16] = "";
-	bool ok = false;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && write(fd, "PING\r\n", 6) == 6 &&
-	    read(fd, buf, sizeof(buf) - 1) > 0)
-		ok = strncmp(buf, "+PONG", 5) == 0 || strncmp(buf, "-NOAUTH", 7) == 0;
-	close(fd);
-	return ok;
-}
 
 /* ---------------------------------------------------------------- fixture */
 
@@ -115,88 +59,18 @@ typedef struct events {
 
 typedef struct fixture {
 	uv_loop_t loop;
-	uv_timer_t tick; /* wakes uv_run(ONCE) every few ms while a test waits */
-	bool loop_open;
-	pid_t server;    /* redis-server, 0 when not running */
-	int port;
-	char dir[64];    /* redis-server's --dir and log */
+	loop_ticker tick; /* wakes uv_run(ONCE) every few ms while a test waits */
+	redis_server srv; /* the throwaway redis-server */
 	const char *user, *password; /* what publish() authenticates with */
 	events ev;       /* of ev.s, the subscriber under test */
 } fixture;
-
-static void on_tick(uv_timer_t *t)
-{
-}
-
-/* Start redis-server with extra arguments (NULL-terminated; NULL for none). */
-static void server_start_with(fixture *f, const char *const *extra)
-{
-	char port[16], log[128];
-	snprintf(port, sizeof(port), "%d", f->port);
-	snprintf(log, sizeof(log), "%s/redis.log", f->dir);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		const char *argv[32] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-					"--appendonly", "no", "--dir", f->dir, "--daemonize", "no"};
-		int argc = 13;
-		for (int i = 0; extra && extra[i] && argc < 31; i++)
-			argv[argc++] = extra[i];
-		argv[argc] = NULL;
-		execv(REDIS_SERVER, (char *const *)argv);
-		_exit(127);
-	}
-	f->server = pid;
-	uint64_t deadline = mono_ms() + 10000;
-	while (!redis_pings(f->port)) {
-		int status;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			f->server = 0;
-			fail_msg("redis-server exited at start (see %s)", log);
-		}
-		if (mono_ms() > deadline)
-			fail_msg("redis-server did not answer PING within 10 s (see %s)", log);
-		usleep(20 * 1000);
-	}
-}
-
-static void server_start(fixture *f)
-{
-	server_start_with(f, NULL);
-}
-
-static void server_signal(fixture *f, int sig)
-{
-	assert_true(f->server > 0);
-	assert_int_equal(kill(f->server, sig), 0);
-}
-
-static void server_kill(fixture *f)
-{
-	if (f->server <= 0)
-		return;
-	kill(f->server, SIGKILL);
-	waitpid(f->server, NULL, 0);
-	f->server = 0;
-}
 
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
-	assert_int_equal(uv_loop_init(&f->loop), 0);
-	assert_int_equal(uv_timer_init(&f->loop, &f->tick), 0);
-	uv_timer_start(&f->tick, on_tick, 5, 5);
-	f->loop_open = true;
-	f->port = free_port();
-	snprintf(f->dir, sizeof(f->dir), "/tmp/pgfold-test-sub-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	ticking_loop_init(&f->loop, &f->tick);
+	redis_server_init(&f->srv, "/tmp/pgfold-test-sub-XXXXXX");
 	*state = f;
 	return 0;
 }
@@ -213,28 +87,18 @@ static void close_sub(events *ev)
  * left (bounded), and close it: 0 means every handle was closed and freed. */
 static int finish_loop(fixture *f)
 {
-	if (!f->loop_open)
+	if (!f->tick.open)
 		return 0;
 	if (f->ev.s)
 		close_sub(&f->ev);
-	if (!uv_is_closing((uv_handle_t *)&f->tick))
-		uv_close((uv_handle_t *)&f->tick, NULL);
-	uint64_t deadline = mono_ms() + 10000;
-	while (uv_loop_alive(&f->loop) && mono_ms() < deadline)
-		uv_run(&f->loop, UV_RUN_ONCE);
-	f->loop_open = false;
-	return uv_loop_close(&f->loop);
+	return ticking_loop_close(&f->loop, &f->tick);
 }
 
 static int teardown(void **state)
 {
 	fixture *f = *state;
 	int rc = finish_loop(f);
-	server_kill(f);
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", f->dir);
+	redis_server_cleanup(&f->srv);
 	free(f->ev.last);
 	free(f);
 	if (rc != 0)
@@ -242,31 +106,15 @@ static int teardown(void **state)
 	return rc == 0 ? 0 : -1;
 }
 
-static void require_redis(void)
-{
-	if (access(REDIS_SERVER, X_OK) != 0) {
-		print_message("%s not installed: skipping\n", REDIS_SERVER);
-		skip();
-	}
-}
-
 /* Run the loop until pred(f) or timeout_ms passed; returns pred(f). */
-static bool run_until(fixture *f, bool (*pred)(fixture *), unsigned timeout_ms)
+static bool run_until(fixture *f, bool (*pred)(void *), unsigned timeout_ms)
 {
-	uint64_t deadline = mono_ms() + timeout_ms;
-	while (!pred(f)) {
-		if (mono_ms() > deadline)
-			return false;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	return true;
+	return loop_run_until(&f->loop, pred, f, timeout_ms);
 }
 
 static void run_for(fixture *f, unsigned ms)
 {
-	uint64_t deadline = mono_ms() + ms;
-	while (mono_ms() < deadline)
-		uv_run(&f->loop, UV_RUN_ONCE);
+	loop_run_for(&f->loop, ms);
 }
 
 /* ------------------------------------------------------------- callbacks */
@@ -303,14 +151,14 @@ static void on_state(void *ctx, bool active)
 		close_sub(ev);
 }
 
-static bool is_active(fixture *f) { return qc_sub_active(f->ev.s); }
-static bool not_active(fixture *f) { return !qc_sub_active(f->ev.s); }
-static bool is_closed(fixture *f) { return f->ev.closed; }
-static bool lost_once(fixture *f) { return f->ev.losses >= 1; }
+static bool is_active(void *p) { fixture *f = p; return qc_sub_active(f->ev.s); }
+static bool not_active(void *p) { fixture *f = p; return !qc_sub_active(f->ev.s); }
+static bool is_closed(void *p) { fixture *f = p; return f->ev.closed; }
+static bool lost_once(void *p) { fixture *f = p; return f->ev.losses >= 1; }
 
 static qc_redis_options sub_options(fixture *f, unsigned timeout_ms)
 {
-	qc_redis_options o = {.addr = tcp_addr("127.0.0.1", f->port), .timeout_ms = timeout_ms};
+	qc_redis_options o = {.addr = tcp_addr("127.0.0.1", f->srv.port), .timeout_ms = timeout_ms};
 	return o;
 }
 
@@ -333,7 +181,7 @@ static void expect_active(fixture *f, unsigned timeout_ms)
 static redisContext *sync_connect(fixture *f)
 {
 	struct timeval tv = {2, 0};
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+	redisContext *c = redisConnectWithTimeout("127.0.0.1", f->srv.port, tv);
 	assert_non_null(c);
 	if (c->err)
 		fail_msg("publisher connect: %s", c->errstr);
@@ -402,8 +250,8 @@ static long long connections_received(redisContext *c)
 static void test_subscribe_publish(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	qc_redis_options o = sub_options(f, 1000);
 	open_sub(f, &o);
 	assert_false(qc_sub_active(f->ev.s));
@@ -441,14 +289,14 @@ static void test_subscribe_publish(void **state)
 static void test_kill_restart(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	qc_redis_options o = sub_options(f, 300);
 	open_sub(f, &o);
 	expect_active(f, 5000);
 	publish_delivered(f, "one", 3);
 
-	server_kill(f);
+	redis_server_kill(&f->srv);
 	if (!run_until(f, not_active, 5000))
 		fail_msg("still active 5 s after the server was killed");
 	assert_int_equal(f->ev.losses, 1);
@@ -457,7 +305,7 @@ static void test_kill_restart(void **state)
 	assert_int_equal(f->ev.actives, 1);
 	assert_int_equal(qc_sub_generation(f->ev.s), 1);
 
-	server_start(f); /* same port */
+	redis_server_start(&f->srv, NULL); /* same port */
 	expect_active(f, 10000);
 	assert_int_equal(f->ev.actives, 2);
 	assert_int_equal(f->ev.losses, 1);
@@ -474,16 +322,16 @@ static void test_kill_restart(void **state)
 static void test_frozen_handshake(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
-	server_signal(f, SIGSTOP);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	redis_server_signal(&f->srv, SIGSTOP);
 	qc_redis_options o = sub_options(f, 200);
-	o.addr = tcp_addr("localhost", f->port);
+	o.addr = tcp_addr("localhost", f->srv.port);
 	open_sub(f, &o);
 	run_for(f, 1000);
 	assert_int_equal(f->ev.actives + f->ev.losses, 0);
 	assert_false(qc_sub_active(f->ev.s));
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 	expect_active(f, 10000);
 	assert_int_equal(f->ev.actives, 1);
 	assert_int_equal(f->ev.losses, 0);
@@ -496,9 +344,9 @@ static void test_frozen_handshake(void **state)
 static void test_auth_password(void **state)
 {
 	fixture *f = *state;
-	require_redis();
+	redis_server_require();
 	const char *const extra[] = {"--requirepass", "s3cret pass", NULL};
-	server_start_with(f, extra);
+	redis_server_start(&f->srv, extra);
 	f->password = "s3cret pass";
 	qc_redis_options o = sub_options(f, 1000);
 	o.password = "s3cret pass";
@@ -539,10 +387,10 @@ static void test_auth_password(void **state)
 static void test_auth_acl_user(void **state)
 {
 	fixture *f = *state;
-	require_redis();
+	redis_server_require();
 	const char *const extra[] = {"--user", "pgfold", "on", ">pw-1", "~*", "&*", "+@all",
 				     "--user", "nochan", "on", ">pw-2", "~*", "resetchannels", "+@all", NULL};
-	server_start_with(f, extra);
+	redis_server_start(&f->srv, extra);
 	f->user = "pgfold";
 	f->password = "pw-1";
 	qc_redis_options o = sub_options(f, 1000);
@@ -571,12 +419,12 @@ static void test_auth_acl_user(void **state)
 static void test_close_not_active(void **state)
 {
 	fixture *f = *state;
-	require_redis();
+	redis_server_require();
 	qc_redis_options o = sub_options(f, 1000);
 	events a = {0}, b = {0}, down = {0};
 	a.s = qc_sub_open(&f->loop, &o, CHANNEL, on_message, on_state, &a);
 	qc_redis_options named = o;
-	named.addr = tcp_addr("localhost", f->port);
+	named.addr = tcp_addr("localhost", f->srv.port);
 	b.s = qc_sub_open(&f->loop, &named, CHANNEL, on_message, on_state, &b);
 	close_sub(&a);
 	close_sub(&b);
@@ -584,7 +432,7 @@ static void test_close_not_active(void **state)
 	/* a host name that does not resolve: attempts fail, then close */
 	events bad = {0};
 	qc_redis_options nowhere = o;
-	nowhere.addr = tcp_addr("pgfold-test.invalid", f->port);
+	nowhere.addr = tcp_addr("pgfold-test.invalid", f->srv.port);
 	bad.s = qc_sub_open(&f->loop, &nowhere, CHANNEL, on_message, on_state, &bad);
 	assert_non_null(bad.s);
 	run_for(f, 300);
@@ -598,18 +446,18 @@ static void test_close_not_active(void **state)
 	close_sub(&down);
 
 	/* frozen server: connected, SUBSCRIBE unanswered */
-	server_start(f);
-	server_signal(f, SIGSTOP);
+	redis_server_start(&f->srv, NULL);
+	redis_server_signal(&f->srv, SIGSTOP);
 	events frozen = {0};
 	frozen.s = qc_sub_open(&f->loop, &o, CHANNEL, on_message, on_state, &frozen);
 	run_for(f, 200);
 	close_sub(&frozen);
-	server_signal(f, SIGCONT);
+	redis_server_signal(&f->srv, SIGCONT);
 
 	/* subscribed, then lost: close while reconnecting */
 	open_sub(f, &o);
 	expect_active(f, 5000);
-	server_kill(f);
+	redis_server_kill(&f->srv);
 	assert_true(run_until(f, lost_once, 5000));
 	run_for(f, 300);
 	close_sub(&f->ev);
@@ -629,8 +477,8 @@ static void test_close_not_active(void **state)
 static void test_close_in_callbacks(void **state)
 {
 	fixture *f = *state;
-	require_redis();
-	server_start(f);
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
 	qc_redis_options o = sub_options(f, 1000);
 
 	f->ev.close_on_active = true;
@@ -668,7 +516,7 @@ static void test_close_in_callbacks(void **state)
 	ev->close_on_loss = true;
 	open_sub(f, &o);
 	expect_active(f, 5000);
-	server_kill(f);
+	redis_server_kill(&f->srv);
 	assert_true(run_until(f, is_closed, 5000));
 	run_for(f, 300);
 	assert_int_equal(ev->losses, 1);
