@@ -111,7 +111,9 @@ typedef struct px_near_stats {
 typedef void (*px_near_fn)(void *ctx, bool ok);
 
 px_near *px_near_new(uv_loop_t *loop);
-/* Every waiter is called (ok false) before it returns. */
+/* Every waiter is called (ok false) before it returns: the pending ones
+ * here, those of syncs in flight by qc_redis_close(), which must run first
+ * (it answers every command still waiting). */
 void px_near_free(px_near *n);
 /* The Redis to sync with (may be NULL) and the size bound (0: off; smaller
  * than before: evicts at once). */
