@@ -384,7 +384,7 @@ L.append("- Versions: ${pg_version}; ${pgbouncer_version:-PgBouncer unknown}; Re
 L.append("- Command: \`${env_prefix} bench/run_cache_bench.sh\` (\`make bench-cache\` runs the same with the defaults)")
 L.append("- pgfold: two instances of the same binary: \`--set cache.mode=auto\` with a local Redis (defaults otherwise: cache.timeout_ms 5, default_ttl 60s), and \`--redis off\` (cache off); PgBouncer 1.18 \`pool_mode = session\`; everything on loopback")
 L.append("- Data: \`pgbench -i -s ${BENCH_SCALE}\`, and users (1000), posts (10000), comments (${BENCH_COMMENTS}); PostgreSQL 15 with fsync off, shared_buffers 512MB")
-L.append("- Every pgbench run is \`-n -M simple\`; targets alternate (order rotated each round), ${BENCH_ROUNDS} rounds; medians, min-max beside them; cache hits from pgfold's /cache over each run (near-cache hits included: statements answered from pgfold's memory after a sync with Redis's bump log, proxy/rcache_near.h)")
+L.append("- Every pgbench run is \`-n -M simple\`; targets alternate (order rotated each round), ${BENCH_ROUNDS} rounds; medians, min-max beside them; cache hits from pgfold's /cache over each run (near-cache hits included: statements answered from pgfold's memory, under its lease or after a sync with Redis's bump log, proxy/rcache_near.h)")
 L.append("")
 L.append("### 1. Heavy read: direct vs a cache hit")
 L.append("")
