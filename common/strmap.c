@@ -55,6 +55,16 @@ void pf_strmap_free(pf_strmap *m)
 	pf_free(m);
 }
 
+void pf_strmap_free_values(pf_strmap *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->slots[i].key)
+			pf_free(m->slots[i].value);
+	pf_strmap_free(m);
+}
+
 /* The slot holding key, or the empty slot where it would go. */
 static size_t find_slot(const pf_strmap *m, const char *key, size_t len, uint64_t hash)
 {

@@ -8,6 +8,7 @@
  * Interface
  *   pf_strmap_new()              an empty map
  *   pf_strmap_free()             frees the map and its keys (not the values)
+ *   pf_strmap_free_values()      the same, and every value with pf_free()
  *   pf_strmap_put()              insert or replace
  *   pf_strmap_get/_get_n()       look up a key (NUL-terminated / by length)
  *   pf_strmap_remove()           delete a key
@@ -25,6 +26,8 @@ typedef struct pf_strmap pf_strmap;
 pf_strmap *pf_strmap_new(void);
 /* NULL-safe.  Values are not freed: iterate first when they are owned. */
 void pf_strmap_free(pf_strmap *m);
+/* NULL-safe: the map, its keys and every value (each a pf_malloc'ed block). */
+void pf_strmap_free_values(pf_strmap *m);
 
 /* Insert key (copied) -> value, or replace the value of an existing key.
  * Returns true when the key is new.  When old is not NULL it receives the

@@ -166,12 +166,7 @@ static void evict_to(px_near *n, size_t limit)
 
 static void known_free(pf_strmap *m)
 {
-	size_t pos = 0;
-	const char *key;
-	void *v;
-	while (m && pf_strmap_next(m, &pos, &key, &v))
-		pf_free(v);
-	pf_strmap_free(m);
+	pf_strmap_free_values(m);
 }
 
 /* Forget every entry and every known version. */
@@ -344,7 +339,7 @@ static void wait_finish(bump_wait *w, bool ok);
 
 static void acks_free(pf_strmap *m)
 {
-	known_free(m); /* values are plain allocations too */
+	pf_strmap_free_values(m);
 }
 
 static void acks_clear(px_near *n)

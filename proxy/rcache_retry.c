@@ -44,16 +44,6 @@ px_bump_retry *px_bump_retry_new(uv_loop_t *loop)
 	return br;
 }
 
-static void free_values(pf_strmap *m)
-{
-	size_t pos = 0;
-	const char *key;
-	void *v;
-	while (m && pf_strmap_next(m, &pos, &key, &v))
-		pf_free(v);
-	pf_strmap_free(m);
-}
-
 static void on_closed(uv_handle_t *h)
 {
 	pf_free(h->data);
@@ -63,7 +53,7 @@ void px_bump_retry_free(px_bump_retry *br)
 {
 	if (!br)
 		return;
-	free_values(br->keys);
+	pf_strmap_free_values(br->keys);
 	br->keys = NULL;
 	uv_close((uv_handle_t *)&br->timer, on_closed);
 }

@@ -89,12 +89,7 @@ static void start_load(rel_db *db);
 
 static void pks_free(pf_strmap *m)
 {
-	size_t pos = 0;
-	const char *name;
-	void *col;
-	while (m && pf_strmap_next(m, &pos, &name, &col))
-		pf_free(col);
-	pf_strmap_free(m);
+	pf_strmap_free_values(m);
 }
 
 static pf_strmap *pks_from(const PGresult *res)

@@ -198,11 +198,7 @@ static void put_type(pf_strmap *map, const PGresult *res, int i)
 
 static void types_free(pf_strmap *map)
 {
-	size_t pos = 0;
-	void *val;
-	while (map && pf_strmap_next(map, &pos, NULL, &val))
-		pf_free(val);
-	pf_strmap_free(map);
+	pf_strmap_free_values(map);
 }
 
 /* The function, column and type maps from the rows of vol_sql; false when
