@@ -59,7 +59,7 @@
  *   px_near_has()      an entry exists (unexpired) for the key: worth waiting for a sync
  *   px_near_wait()     call cb once a sync sent after this call was applied (ok) or failed,
  *                      or at the loop turn's end under the lease (ok)
- *   px_near_get()      the entry when it is current (after a sync): payload and tag
+ *   px_near_get()      the entry when it is current (under the lease or after a sync): payload and tag
  *   px_near_versions() the known versions of a list of keys (a miss stored without a lookup)
  *   px_near_learn()    the versions a lookup answer read, with its sequence number
  *   px_near_put()      keep an answer with the versions it is valid for
