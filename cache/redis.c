@@ -5,46 +5,37 @@
  * health PING, round-robin sending, per-command timeouts, one circuit
  * breaker for the pool, and the AUTH / SELECT handshake.
  *
- * Connection states (c->conn for each qc_conn; the pool's public qc_state is
- * derived from them and the pool's failure count, and changes only in
- * set_state()):
- *   IDLE        no hiredis context; conn_timer waits for the next attempt
- *   RESOLVING   uv_getaddrinfo() running (host names only)
- *   CONNECTING  context made, connect(2) in progress; conn_timer ticks
- *               every QC_CONNECT_CHECK_MS until connect_deadline
+ * Each qc_conn's connection mechanics (resolving, connecting, the connect
+ * deadline and SO_ERROR watch, freeing the context, reconnect backoff) are
+ * a qc_link's (cache/redis_link.h, shared with cache/subscriber.c).
+ * Connection phases (c->link.phase; the pool's public qc_state is derived
+ * from them and the pool's failure count, and changes only in set_state()):
+ *   the link's  IDLE, RESOLVING, CONNECTING, LOST (see redis_link.h); LOST
+ *               also once hiredis fails the connection's commands
  *   HANDSHAKE   connected; AUTH / SELECT (when configured) and the first
  *               PING are out
  *   READY       that PING answered: commands are sent on it
- *   LOST        we asked hiredis to free the context, or hiredis is freeing
- *               it after an error; nothing more is sent on it
  *
- * hiredis ownership rules this file keeps:
+ * hiredis ownership rules this file keeps (with redis_link.c's):
  *   - Every command we send carries a qc_cmd as privdata.  hiredis calls
  *     on_reply exactly once per command: with the answer, or with NULL when
  *     the context is freed; on_reply is where a qc_cmd is freed, never
  *     elsewhere.  A command that timed out (or was failed by close) is marked
  *     done and stays with hiredis until then; its late answer is dropped.
- *   - A context is freed only with redisAsyncFree().  Inside a command
- *     callback hiredis defers that (REDIS_IN_CALLBACK), so dropping from
- *     on_reply is safe; dropping another connection of the pool from there
- *     frees that one at once (its callbacks run, with NULL replies).
- *     onConnect is not protected that way, so on_connect never frees:
- *     after a failed connect hiredis frees the context itself.
- *   - onDisconnect runs only for a context that had connected; a context
- *     that never connected is freed synchronously by redisAsyncFree() and
- *     calls nothing of ours.  c->ac is cleared exactly when hiredis lets go.
+ *   - Dropping a connection from on_reply is safe (hiredis defers the free);
+ *     dropping another connection of the pool from there frees that one at
+ *     once (its callbacks run, with NULL replies).  on_conn_open runs inside
+ *     onConnect and never drops: a handshake it could not send is failed
+ *     from the watch.
  *   - qc_redis itself (its connections with it) is freed in the close_cb of
  *     its last uv timer, and its timers are closed only after hiredis let go
  *     of every context and every resolver request finished, so no hiredis
  *     or libuv callback can see a freed qc_redis.  (The adapter's uv_poll_t
  *     frees itself in its own close_cb.)
  *
- * The adapter's blind spot: libuv reports a socket error (POLLERR: a
- * refused connect, a connection reset) to a uv_poll_t only as an error
- * status, stopping the watch, and hiredis 0.14's adapter ignores that status,
- * so hiredis never hears of it.  socket_error() reads SO_ERROR instead: every
- * QC_CONNECT_CHECK_MS while connecting, and before each health PING.
- * Anything it misses still ends in a timeout.
+ * The adapter's blind spot (see redis_link.c): SO_ERROR is read every
+ * QC_LINK_CHECK_MS while connecting, and before each health PING.  Anything
+ * it misses still ends in a timeout.
  *
  * Timeouts: all commands have the same timeout, so the waiting commands of
  * the whole pool (r->waiting, in deadline order: send order, but for an
@@ -61,43 +52,33 @@
  */
 #include "redis.h"
 
-#include <arpa/inet.h>
 #include <assert.h>
-#include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
 #include <limits.h>
-#include <netdb.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "redis_link.h"
 
 enum {
-	QC_DEFAULT_TIMEOUT_MS = 1000,
-	QC_CONNECT_CHECK_MS = 50, /* SO_ERROR look while connecting (see socket_error) */
-	QC_POOL_HANDLES = 3,      /* deadline_timer, ping_timer, flush; + one conn_timer per connection */
-	QC_SECRET_MAX = 128,      /* bytes of a user name or password, NUL included */
-	QC_SHA_HEX = 40,          /* a SHA-1 in hex, as EVALSHA takes it */
+	QC_POOL_HANDLES = 3, /* deadline_timer, ping_timer, flush; + one link timer per connection */
+	QC_SHA_HEX = 40,     /* a SHA-1 in hex, as EVALSHA takes it */
 	/* "*<argc>\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" at most (argc <= INT_MAX) */
 	QC_EVALSHA_HEAD_MAX = 1 + 10 + 2 + 13 + 5 + QC_SHA_HEX + 2,
 };
 
-typedef enum conn_state {
-	CONN_IDLE,
-	CONN_RESOLVING,
-	CONN_CONNECTING,
-	CONN_HANDSHAKE,
+/* A connection's phases once its link is open (c->link.phase; see the top). */
+enum {
+	CONN_HANDSHAKE = QC_LINK_OPEN,
 	CONN_READY,
-	CONN_LOST,
-} conn_state;
+};
 
 typedef enum cmd_kind {
 	CMD_USER,      /* qc_redis_command*: the caller's callback */
@@ -131,18 +112,9 @@ typedef struct qc_script {
 struct qc_conn {
 	qc_redis *r;
 	int index;
-	conn_state conn;
-	char ip[INET6_ADDRSTRLEN]; /* the numeric address hiredis connects to */
-	redisAsyncContext *ac;     /* the context hiredis holds for us; NULL once it let go */
-	bool ac_connected;         /* on_connect(OK) ran: on_disconnect will run when it goes */
-	bool dropping;             /* redisAsyncFree() called on a connected context */
-	uv_getaddrinfo_t resolver;
-	bool resolving;            /* resolver's callback has not run */
-	uv_timer_t conn_timer;     /* IDLE: retry backoff; CONNECTING: connect check */
-	uint64_t connect_deadline; /* uv_now() ms */
+	qc_link link;              /* the context, its phase, timer and backoff (data: c) */
 	unsigned in_hiredis;       /* qc_cmds hiredis still holds */
 	bool ping_out;             /* a health PING is waiting */
-	unsigned backoff_ms;       /* delay before the next attempt */
 	bool attempted;            /* a connect was attempted (reconnects counts the rest) */
 	uint64_t commands;         /* user commands sent on it */
 	uint64_t reconnects;
@@ -152,14 +124,8 @@ struct qc_conn {
 
 struct qc_redis {
 	uv_loop_t *loop;
-	char host[256];            /* as configured */
-	int port;
-	char name[300];            /* "host:port" for logs and the admin */
-	bool numeric;              /* host is an address literal: no resolving */
-	unsigned timeout_ms;
+	qc_link_target target;     /* address, name ("host:port" for logs and the admin), timeout, AUTH */
 	int database;
-	char username[QC_SECRET_MAX];
-	char password[QC_SECRET_MAX];
 	qc_state state;
 	qc_conn *conns;
 	int nconns;
@@ -179,8 +145,6 @@ struct qc_redis {
 	int nscripts;
 };
 
-static void start_connect(qc_conn *c);
-static void drop_connection(qc_conn *c);
 static void try_finish_close(qc_redis *r);
 
 /* ---- names -------------------------------------------------------------- */
@@ -219,13 +183,13 @@ static void set_state(qc_redis *r, qc_state next, const char *why)
 		return;
 	r->state = next;
 	switch (next) {
-	case QC_STATE_UP: pf_info("redis %s is up", r->name); break;
-	case QC_STATE_DOWN: pf_warn("redis %s is down: %s", r->name, why ? why : "unknown"); break;
+	case QC_STATE_UP: pf_info("redis %s is up", r->target.name); break;
+	case QC_STATE_DOWN: pf_warn("redis %s is down: %s", r->target.name, why ? why : "unknown"); break;
 	case QC_STATE_CONNECTING:
 		if (prev == QC_STATE_UP)
-			pf_warn("redis %s: connection lost (%s); reconnecting", r->name, why ? why : "unknown");
+			pf_warn("redis %s: connection lost (%s); reconnecting", r->target.name, why ? why : "unknown");
 		break;
-	case QC_STATE_OFF: pf_debug("redis %s: closed", r->name); break;
+	case QC_STATE_OFF: pf_debug("redis %s: closed", r->target.name); break;
 	}
 }
 
@@ -233,7 +197,7 @@ static int ready_count(const qc_redis *r)
 {
 	int n = 0;
 	for (int i = 0; i < r->nconns; i++)
-		n += r->conns[i].conn == CONN_READY;
+		n += r->conns[i].link.phase == CONN_READY;
 	return n;
 }
 
@@ -248,7 +212,7 @@ static void note_success(qc_redis *r)
 static void drop_all(qc_redis *r)
 {
 	for (int i = 0; i < r->nconns; i++)
-		drop_connection(&r->conns[i]);
+		qc_link_drop(&r->conns[i].link);
 }
 
 /* Redis failed us (connect, handshake, lost connection, timeout, bad PING
@@ -260,25 +224,13 @@ static void note_failure(qc_redis *r, qc_conn *c, const char *why)
 	snprintf(r->last_error, sizeof(r->last_error), "%s", why);
 	if (c)
 		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
-	pf_debug("redis %s (connection %d): %s", r->name, c ? c->index : -1, why);
+	pf_debug("redis %s (connection %d): %s", r->target.name, c ? c->index : -1, why);
 	if (r->failures < UINT_MAX)
 		r->failures++;
 	if (r->state != QC_STATE_DOWN && r->state != QC_STATE_OFF && r->failures >= QC_FAILURE_THRESHOLD) {
 		set_state(r, QC_STATE_DOWN, why);
 		drop_all(r);
 	}
-}
-
-/* The pending error of the context's socket (errno value), or 0. */
-static int socket_error(const qc_conn *c)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-	if (!c->ac || c->ac->c.fd < 0)
-		return 0;
-	if (getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		return errno;
-	return err;
 }
 
 /* ---- waiting commands --------------------------------------------------- */
@@ -341,7 +293,7 @@ static qc_cmd *cmd_new(qc_conn *c, cmd_kind kind, qc_reply_fn cb, void *ctx)
 	cmd->kind = kind;
 	cmd->cb = cb;
 	cmd->ctx = ctx;
-	cmd->deadline = uv_now(c->r->loop) + c->r->timeout_ms;
+	cmd->deadline = uv_now(c->r->loop) + c->r->target.timeout_ms;
 	cmd->sent_ns = uv_hrtime();
 	return cmd;
 }
@@ -354,11 +306,11 @@ void qc_redis_flush(qc_redis *r)
 	if (!r || r->closing)
 		return;
 	for (int i = 0; i < r->nconns; i++) {
-		qc_conn *c = &r->conns[i];
-		if (c->ac && c->ac_connected && !c->dropping && (c->ac->c.flags & REDIS_CONNECTED) &&
-		    !(c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) && c->ac->c.obuf &&
-		    sdslen(c->ac->c.obuf) > 0)
-			redisAsyncHandleWrite(c->ac);
+		const qc_link *l = &r->conns[i].link;
+		if (l->ac && l->ac_connected && !l->dropping && (l->ac->c.flags & REDIS_CONNECTED) &&
+		    !(l->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) && l->ac->c.obuf &&
+		    sdslen(l->ac->c.obuf) > 0)
+			redisAsyncHandleWrite(l->ac);
 	}
 }
 
@@ -382,7 +334,7 @@ static int cmd_sent(qc_conn *c, qc_cmd *cmd, int hiredis_rc)
 {
 	if (hiredis_rc != REDIS_OK) {
 		pf_free(cmd);
-		return (c->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ? QC_DISCONNECTED : QC_EINVAL;
+		return (c->link.ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ? QC_DISCONNECTED : QC_EINVAL;
 	}
 	c->in_hiredis++;
 	waiting_push(c->r, cmd);
@@ -393,27 +345,28 @@ static int cmd_sent(qc_conn *c, qc_cmd *cmd, int hiredis_rc)
 static int send_ping(qc_conn *c, cmd_kind kind)
 {
 	qc_cmd *cmd = cmd_new(c, kind, NULL, NULL);
-	return cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "PING"));
+	return cmd_sent(c, cmd, redisAsyncCommand(c->link.ac, on_reply, cmd, "PING"));
 }
 
 /* AUTH and SELECT as configured, then the handshake PING, pipelined. */
 static int send_handshake(qc_conn *c)
 {
-	qc_redis *r = c->r;
+	const qc_link_target *t = &c->r->target;
+	redisAsyncContext *ac = c->link.ac;
 	qc_cmd *cmd;
 	int rc = 0;
-	if (r->password[0]) {
+	if (t->password[0]) {
 		cmd = cmd_new(c, CMD_SETUP, NULL, NULL);
 		cmd->what = "AUTH";
-		rc = r->username[0]
-			     ? cmd_sent(c, cmd,
-					redisAsyncCommand(c->ac, on_reply, cmd, "AUTH %s %s", r->username, r->password))
-			     : cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "AUTH %s", r->password));
+		rc = cmd_sent(c, cmd,
+			      t->username[0]
+				      ? redisAsyncCommand(ac, on_reply, cmd, "AUTH %s %s", t->username, t->password)
+				      : redisAsyncCommand(ac, on_reply, cmd, "AUTH %s", t->password));
 	}
-	if (rc == 0 && r->database != 0) {
+	if (rc == 0 && c->r->database != 0) {
 		cmd = cmd_new(c, CMD_SETUP, NULL, NULL);
 		cmd->what = "SELECT";
-		rc = cmd_sent(c, cmd, redisAsyncCommand(c->ac, on_reply, cmd, "SELECT %d", r->database));
+		rc = cmd_sent(c, cmd, redisAsyncCommand(ac, on_reply, cmd, "SELECT %d", c->r->database));
 	}
 	return rc == 0 ? send_ping(c, CMD_HANDSHAKE) : rc;
 }
@@ -423,7 +376,7 @@ static qc_conn *pick_conn(qc_redis *r)
 {
 	for (int i = 0; i < r->nconns; i++) {
 		qc_conn *c = &r->conns[(r->next + (unsigned)i) % (unsigned)r->nconns];
-		if (c->conn == CONN_READY) {
+		if (c->link.phase == CONN_READY) {
 			r->next = (unsigned)(c->index + 1) % (unsigned)r->nconns;
 			return c;
 		}
@@ -454,7 +407,7 @@ int qc_redis_command(qc_redis *r, qc_reply_fn cb, void *ctx, const char *fmt, ..
 		qc_cmd *cmd = cmd_new(c, CMD_USER, cb, ctx);
 		va_list ap;
 		va_start(ap, fmt);
-		rc = cmd_sent(c, cmd, redisvAsyncCommand(c->ac, on_reply, cmd, fmt, ap));
+		rc = cmd_sent(c, cmd, redisvAsyncCommand(c->link.ac, on_reply, cmd, fmt, ap));
 		va_end(ap);
 	}
 	if (rc < 0)
@@ -472,7 +425,7 @@ int qc_redis_command_argv(qc_redis *r, qc_reply_fn cb, void *ctx, int argc, cons
 	int rc = argc > 0 && argv ? refusal(r, &c) : QC_EINVAL;
 	if (rc == 0) {
 		qc_cmd *cmd = cmd_new(c, CMD_USER, cb, ctx);
-		rc = cmd_sent(c, cmd, redisAsyncCommandArgv(c->ac, on_reply, cmd, argc, argv, argvlen));
+		rc = cmd_sent(c, cmd, redisAsyncCommandArgv(c->link.ac, on_reply, cmd, argc, argv, argvlen));
 	}
 	if (rc < 0)
 		r->counters.errors++;
@@ -566,7 +519,7 @@ static qc_eval *eval_new(qc_redis *r, qc_reply_fn cb, void *ctx, const char *scr
 	ev->cb = cb;
 	ev->ctx = ctx;
 	ev->script = script;
-	ev->deadline = uv_now(r->loop) + r->timeout_ms;
+	ev->deadline = uv_now(r->loop) + r->target.timeout_ms;
 	ev->nargs = argc + 3;
 	ev->retried = false;
 	ev->tail_len = tail;
@@ -591,7 +544,8 @@ static int eval_send(qc_conn *c, qc_eval *ev, const char *sha)
 		char *start = ev->buf + QC_EVALSHA_HEAD_MAX - hl;
 		memcpy(start, head, (size_t)hl);
 		return cmd_sent(c, cmd,
-				redisAsyncFormattedCommand(c->ac, on_reply, cmd, start, (size_t)hl + ev->tail_len));
+				redisAsyncFormattedCommand(c->link.ac, on_reply, cmd, start,
+							   (size_t)hl + ev->tail_len));
 	}
 	size_t sl = strlen(ev->script);
 	hl = snprintf(head, sizeof(head), "*%d\r\n$4\r\nEVAL\r\n", ev->nargs);
@@ -601,7 +555,7 @@ static int eval_send(qc_conn *c, qc_eval *ev, const char *sha)
 	size_t off = (size_t)hl + put_bulk(buf + hl, ev->script, sl);
 	memcpy(buf + off, ev->buf + QC_EVALSHA_HEAD_MAX, ev->tail_len);
 	ev->retried = true;
-	int rc = cmd_sent(c, cmd, redisAsyncFormattedCommand(c->ac, on_reply, cmd, buf, len));
+	int rc = cmd_sent(c, cmd, redisAsyncFormattedCommand(c->link.ac, on_reply, cmd, buf, len));
 	pf_free(buf);
 	return rc;
 }
@@ -687,15 +641,15 @@ static void internal_outcome(qc_conn *c, internal_cmd ic, const redisReply *repl
 	if (why) {
 		note_failure(r, c, why);
 		if (ic.kind != CMD_HEALTH)
-			drop_connection(c); /* inside on_reply hiredis defers the free */
+			qc_link_drop(&c->link); /* inside on_reply hiredis defers the free */
 		return;
 	}
 	if (ic.kind == CMD_SETUP)
 		return; /* the handshake PING decides */
 	c->ping_us = r->counters.ping_us = (uv_hrtime() - ic.sent_ns) / 1000;
 	if (ic.kind == CMD_HANDSHAKE) {
-		c->conn = CONN_READY;
-		c->backoff_ms = QC_BACKOFF_MIN_MS;
+		c->link.phase = CONN_READY;
+		qc_link_succeeded(&c->link);
 		c->last_error[0] = '\0';
 	}
 	note_success(r);
@@ -717,9 +671,9 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 	}
 	waiting_unlink(r, cmd);
 	if (!reply) {
-		/* The context is going away: lost, or dropped by us.  on_disconnect
-		 * counts the failure once, not per command. */
-		c->conn = CONN_LOST;
+		/* The context is going away: lost, or dropped by us.  The link's
+		 * lost hook counts the failure once, not per command. */
+		c->link.phase = QC_LINK_LOST;
 		if (cmd->kind == CMD_HEALTH)
 			c->ping_out = false;
 		if (cmd->kind == CMD_USER) {
@@ -758,7 +712,7 @@ static void on_deadline(uv_timer_t *timer)
 		cmd->done = true; /* cmd is hiredis's now: not touched after this block */
 		if (cmd->kind != CMD_USER) {
 			internal_cmd ic = internal_of(cmd);
-			snprintf(why, sizeof(why), "%s timed out after %u ms", ic.what, r->timeout_ms);
+			snprintf(why, sizeof(why), "%s timed out after %u ms", ic.what, r->target.timeout_ms);
 			internal_outcome(c, ic, NULL, why);
 			continue;
 		}
@@ -768,7 +722,7 @@ static void on_deadline(uv_timer_t *timer)
 		if (cb)
 			cb(r, QC_TIMEOUT, NULL, ctx);
 		if (!r->closing) {
-			snprintf(why, sizeof(why), "command timed out after %u ms", r->timeout_ms);
+			snprintf(why, sizeof(why), "command timed out after %u ms", r->target.timeout_ms);
 			note_failure(r, c, why);
 		}
 	}
@@ -779,14 +733,14 @@ static void connection_lost(qc_conn *c, const char *why);
 
 static void ping_conn(qc_conn *c)
 {
-	if (c->conn != CONN_READY)
+	if (c->link.phase != CONN_READY)
 		return;
-	int err = socket_error(c);
+	int err = qc_link_socket_error(&c->link);
 	if (err) {
 		char why[160];
 		snprintf(why, sizeof(why), "%s", strerror(err));
 		connection_lost(c, why);
-		drop_connection(c);
+		qc_link_drop(&c->link);
 		return;
 	}
 	if (!c->ping_out && send_ping(c, CMD_HEALTH) == 0)
@@ -800,248 +754,101 @@ static void on_ping_timer(uv_timer_t *timer)
 		ping_conn(&r->conns[i]);
 }
 
-/* ---- connecting --------------------------------------------------------- */
-
-static void on_conn_timer(uv_timer_t *timer);
-
-static void schedule_retry(qc_conn *c)
-{
-	if (c->r->closing)
-		return;
-	unsigned delay = c->backoff_ms;
-	c->backoff_ms = delay >= QC_BACKOFF_MAX_MS / 2 ? QC_BACKOFF_MAX_MS : delay * 2;
-	uv_timer_start(&c->conn_timer, on_conn_timer, delay, 0);
-}
-
-/* hiredis no longer holds c's context (or none was made). */
-static void connection_gone(qc_conn *c)
-{
-	c->conn = CONN_IDLE;
-	c->ping_out = false;
-	if (c->r->closing)
-		try_finish_close(c->r);
-	else
-		schedule_retry(c);
-}
-
-/* An attempt failed before hiredis held a context. */
-static void attempt_failed(qc_conn *c, const char *why)
-{
-	c->conn = CONN_IDLE;
-	note_failure(c->r, c, why);
-	schedule_retry(c);
-}
-
-/* Free the context: at once when it never connected (hiredis calls nothing
- * then), else through on_disconnect, now or once the running hiredis
- * callback returned. */
-static void drop_connection(qc_conn *c)
-{
-	redisAsyncContext *ac = c->ac;
-	if (!ac || c->dropping)
-		return;
-	c->conn = CONN_LOST;
-	uv_timer_stop(&c->conn_timer);
-	if (c->ac_connected) {
-		c->dropping = true;
-		redisAsyncFree(ac);
-		return;
-	}
-	c->ac = NULL;
-	redisAsyncFree(ac);
-	connection_gone(c);
-}
+/* ---- the connections' links -------------------------------------------- */
 
 /* A connection we did not drop failed. */
 static void connection_lost(qc_conn *c, const char *why)
 {
 	qc_redis *r = c->r;
-	bool was_ready = c->conn == CONN_READY;
-	c->conn = CONN_LOST;
+	bool was_ready = c->link.phase == CONN_READY;
+	c->link.phase = QC_LINK_LOST;
 	if (r->state == QC_STATE_UP && ready_count(r) == 0)
 		set_state(r, QC_STATE_CONNECTING, why);
 	else if (was_ready && r->state == QC_STATE_UP)
-		pf_warn("redis %s: connection %d lost (%s); reconnecting", r->name, c->index, why);
+		pf_warn("redis %s: connection %d lost (%s); reconnecting", r->target.name, c->index, why);
 	note_failure(r, c, why);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-	qc_conn *c = ac->data;
-	bool ours = c->dropping || c->r->closing;
-	c->ac = NULL;
-	c->ac_connected = false;
-	c->dropping = false;
-	if (!ours) {
-		char why[160];
-		snprintf(why, sizeof(why), "%s", ac->err && ac->errstr[0] ? ac->errstr : "connection closed");
-		connection_lost(c, why);
-	}
-	connection_gone(c);
-}
+/* The link's hooks (redis_link.h says when each runs); l->data is the qc_conn. */
 
-/* hiredis frees the context itself right after a failed connect: never free
- * it here (onConnect runs outside hiredis's REDIS_IN_CALLBACK protection). */
-static void on_connect(const redisAsyncContext *ac, int status)
+static void on_conn_attempt(qc_link *l)
 {
-	qc_conn *c = ac->data;
-	uv_timer_stop(&c->conn_timer);
-	if (status != REDIS_OK) {
-		char why[160];
-		snprintf(why, sizeof(why), "connect: %s", ac->errstr[0] ? ac->errstr : "failed");
-		c->ac = NULL;
-		attempt_failed(c, why);
-		return;
-	}
-	c->ac_connected = true;
-	c->conn = CONN_HANDSHAKE;
-	if (send_handshake(c) < 0)
-		uv_timer_start(&c->conn_timer, on_conn_timer, 0, 0); /* fails it outside this callback */
-}
-
-static void connect_to(qc_conn *c)
-{
-	char why[160];
-	redisAsyncContext *ac = redisAsyncConnect(c->ip, c->r->port);
-	if (!ac) {
-		attempt_failed(c, "connect: out of memory");
-		return;
-	}
-	if (ac->err) {
-		snprintf(why, sizeof(why), "connect: %s", ac->errstr);
-		redisAsyncFree(ac);
-		attempt_failed(c, why);
-		return;
-	}
-	ac->data = c;
-	if (redisLibuvAttach(ac, c->r->loop) != REDIS_OK) {
-		ac->ev.cleanup = NULL; /* the adapter failed half-way: its cleanup would crash */
-		redisAsyncFree(ac);
-		attempt_failed(c, "connect: cannot watch the socket");
-		return;
-	}
-	/* The adapter first: setting the connect callback arms its write watch. */
-	redisAsyncSetConnectCallback(ac, on_connect);
-	redisAsyncSetDisconnectCallback(ac, on_disconnect);
-	c->ac = ac;
-	c->ac_connected = false;
-	c->conn = CONN_CONNECTING;
-	c->connect_deadline = uv_now(c->r->loop) + c->r->timeout_ms;
-	uv_timer_start(&c->conn_timer, on_conn_timer, QC_CONNECT_CHECK_MS, QC_CONNECT_CHECK_MS);
-}
-
-/* The first IPv4 address (Redis listens on 127.0.0.1 by default), else the first. */
-static const struct addrinfo *pick_address(const struct addrinfo *res)
-{
-	for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
-		if (ai->ai_family == AF_INET)
-			return ai;
-	return res;
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-	qc_conn *c = req->data;
-	char why[400];
-	c->resolving = false;
-	const struct addrinfo *ai = status == 0 ? pick_address(res) : NULL;
-	int rc = UV_EAI_NONAME;
-	if (ai && ai->ai_family == AF_INET)
-		rc = uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, c->ip, sizeof(c->ip));
-	else if (ai && ai->ai_family == AF_INET6)
-		rc = uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, c->ip, sizeof(c->ip));
-	uv_freeaddrinfo(res);
-	if (c->r->closing) {
-		try_finish_close(c->r);
-		return;
-	}
-	if (status < 0 || rc < 0) {
-		snprintf(why, sizeof(why), "resolve %s: %s", c->r->host, uv_strerror(status < 0 ? status : rc));
-		attempt_failed(c, why);
-		return;
-	}
-	connect_to(c);
-}
-
-static void start_connect(qc_conn *c)
-{
-	qc_redis *r = c->r;
-	if (r->closing || c->ac || c->resolving)
-		return;
+	qc_conn *c = l->data;
 	if (c->attempted) {
 		c->reconnects++;
-		r->counters.reconnects++;
+		c->r->counters.reconnects++;
 	}
 	c->attempted = true;
-	if (r->numeric) {
-		connect_to(c);
-		return;
-	}
-	struct addrinfo hints;
-	char port[16], why[400];
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	snprintf(port, sizeof(port), "%d", r->port);
-	c->conn = CONN_RESOLVING;
-	int rc = uv_getaddrinfo(r->loop, &c->resolver, on_resolved, r->host, port, &hints);
-	if (rc < 0) {
-		snprintf(why, sizeof(why), "resolve %s: %s", r->host, uv_strerror(rc));
-		attempt_failed(c, why);
-		return;
-	}
-	c->resolving = true;
 }
 
-static void on_conn_timer(uv_timer_t *timer)
+static void on_conn_failed(qc_link *l, const char *why)
 {
-	qc_conn *c = timer->data;
+	qc_conn *c = l->data;
+	note_failure(c->r, c, why);
+}
+
+/* Inside hiredis's onConnect: never drops (see the top). */
+static void on_conn_open(qc_link *l)
+{
+	qc_link_unwatch(l); /* the handshake's commands have their own deadlines */
+	l->phase = CONN_HANDSHAKE;
+	if (send_handshake(l->data) < 0)
+		qc_link_watch(l, 0, 0); /* fails it outside this callback */
+}
+
+static void on_conn_lost(qc_link *l, const char *why)
+{
+	connection_lost(l->data, why);
+}
+
+static void on_conn_gone(qc_link *l)
+{
+	qc_conn *c = l->data;
+	c->ping_out = false;
+	if (c->r->closing)
+		try_finish_close(c->r);
+}
+
+static void on_conn_watch(qc_link *l)
+{
+	qc_conn *c = l->data;
 	char why[160];
 	int err;
-	switch (c->conn) {
-	case CONN_IDLE: start_connect(c); break;
-	case CONN_CONNECTING:
-		if ((err = socket_error(c)) != 0)
+	switch (l->phase) {
+	case QC_LINK_CONNECTING:
+		if ((err = qc_link_socket_error(l)) != 0)
 			snprintf(why, sizeof(why), "connect: %s", strerror(err));
-		else if (uv_now(c->r->loop) >= c->connect_deadline)
-			snprintf(why, sizeof(why), "connect: timed out after %u ms", c->r->timeout_ms);
+		else if (uv_now(c->r->loop) >= l->deadline)
+			snprintf(why, sizeof(why), "connect: timed out after %u ms", c->r->target.timeout_ms);
 		else
 			break;
 		note_failure(c->r, c, why);
-		drop_connection(c);
+		qc_link_drop(l);
 		break;
-	case CONN_HANDSHAKE: /* the handshake could not be sent in on_connect */
+	case CONN_HANDSHAKE: /* the handshake could not be sent in on_conn_open */
 		note_failure(c->r, c, "handshake could not be sent");
-		drop_connection(c);
+		qc_link_drop(l);
 		break;
 	default: break;
 	}
 }
 
-/* ---- lifecycle ---------------------------------------------------------- */
+static const qc_link_hooks conn_hooks = {
+	.attempt = on_conn_attempt,
+	.failed = on_conn_failed,
+	.open = on_conn_open,
+	.lost = on_conn_lost,
+	.gone = on_conn_gone,
+	.watch = on_conn_watch,
+};
 
-static bool is_address_literal(const char *host)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
+/* ---- lifecycle ---------------------------------------------------------- */
 
 static void conn_init(qc_redis *r, qc_conn *c, int index)
 {
 	c->r = r;
 	c->index = index;
-	c->conn = CONN_IDLE;
-	c->backoff_ms = QC_BACKOFF_MIN_MS;
-	c->resolver.data = c;
-	if (r->numeric)
-		snprintf(c->ip, sizeof(c->ip), "%.*s", (int)sizeof(c->ip) - 1, r->host);
-	uv_timer_init(r->loop, &c->conn_timer);
-	c->conn_timer.data = c;
-}
-
-static void copy_secret(char *dst, const char *src)
-{
-	snprintf(dst, QC_SECRET_MAX, "%s", src ? src : "");
+	qc_link_init(&c->link, r->loop, &r->target, &conn_hooks, c);
 }
 
 qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)
@@ -1054,14 +861,8 @@ qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)
 	}
 	qc_redis *r = pf_calloc(1, sizeof(*r));
 	r->loop = loop;
-	snprintf(r->host, sizeof(r->host), "%s", o->addr.host);
-	r->port = o->addr.port;
-	cf_addr_format(&o->addr, r->name, sizeof(r->name));
-	r->numeric = is_address_literal(r->host) && strlen(r->host) < INET6_ADDRSTRLEN;
-	r->timeout_ms = o->timeout_ms ? o->timeout_ms : QC_DEFAULT_TIMEOUT_MS;
+	qc_link_target_init(&r->target, o);
 	r->database = o->database;
-	copy_secret(r->username, o->username);
-	copy_secret(r->password, o->password);
 	r->state = QC_STATE_CONNECTING;
 	r->nconns = o->connections < 1 ? 1 : o->connections > QC_MAX_CONNECTIONS ? QC_MAX_CONNECTIONS : o->connections;
 	r->conns = pf_calloc((size_t)r->nconns, sizeof(*r->conns));
@@ -1073,10 +874,10 @@ qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)
 		conn_init(r, &r->conns[i], i);
 	r->handles_open = QC_POOL_HANDLES + r->nconns;
 	uv_timer_start(&r->ping_timer, on_ping_timer, QC_PING_INTERVAL_MS, QC_PING_INTERVAL_MS);
-	pf_debug("redis %s: connecting %d connection(s), database %d%s", r->name, r->nconns, r->database,
-		 r->password[0] ? ", with AUTH" : "");
+	pf_debug("redis %s: connecting %d connection(s), database %d%s", r->target.name, r->nconns, r->database,
+		 r->target.password[0] ? ", with AUTH" : "");
 	for (int i = 0; i < r->nconns; i++)
-		start_connect(&r->conns[i]);
+		qc_link_start(&r->conns[i].link);
 	return r;
 }
 
@@ -1093,7 +894,7 @@ qc_redis *qc_redis_new(uv_loop_t *loop, const cf_addr *addr, unsigned command_ti
 static void handle_closed(qc_redis *r)
 {
 	if (--r->handles_open == 0) {
-		memset(r->password, 0, sizeof(r->password));
+		qc_link_target_wipe(&r->target);
 		pf_free(r->conns);
 		pf_free(r);
 	}
@@ -1106,7 +907,8 @@ static void on_pool_timer_closed(uv_handle_t *handle)
 
 static void on_conn_timer_closed(uv_handle_t *handle)
 {
-	handle_closed(((qc_conn *)handle->data)->r);
+	const qc_link *l = handle->data;
+	handle_closed(((const qc_conn *)l->data)->r);
 }
 
 /* Once hiredis and the resolvers let go, close the timers; the last close_cb frees r. */
@@ -1115,7 +917,7 @@ static void try_finish_close(qc_redis *r)
 	if (!r->closing || r->handles_closing)
 		return;
 	for (int i = 0; i < r->nconns; i++)
-		if (r->conns[i].ac || r->conns[i].resolving)
+		if (!qc_link_released(&r->conns[i].link))
 			return;
 	assert(r->waiting_head == NULL);
 	r->handles_closing = true;
@@ -1124,7 +926,7 @@ static void try_finish_close(qc_redis *r)
 	uv_close((uv_handle_t *)&r->flush, on_pool_timer_closed);
 	for (int i = 0; i < r->nconns; i++) {
 		assert(r->conns[i].in_hiredis == 0);
-		uv_close((uv_handle_t *)&r->conns[i].conn_timer, on_conn_timer_closed);
+		uv_close((uv_handle_t *)&r->conns[i].link.timer, on_conn_timer_closed);
 	}
 }
 
@@ -1137,7 +939,7 @@ void qc_redis_close(qc_redis *r)
 	uv_timer_stop(&r->deadline_timer);
 	uv_timer_stop(&r->ping_timer);
 	for (int i = 0; i < r->nconns; i++)
-		uv_timer_stop(&r->conns[i].conn_timer);
+		qc_link_stop(&r->conns[i].link); /* no attempt from now on */
 	while (r->waiting_head) {
 		qc_cmd *cmd = r->waiting_head;
 		qc_reply_fn cb = cmd->kind == CMD_USER ? cmd->cb : NULL;
@@ -1150,11 +952,8 @@ void qc_redis_close(qc_redis *r)
 		if (cb)
 			cb(r, QC_CLOSED, NULL, ctx);
 	}
-	for (int i = 0; i < r->nconns; i++) {
-		if (r->conns[i].resolving)
-			uv_cancel((uv_req_t *)&r->conns[i].resolver);
-		drop_connection(&r->conns[i]);
-	}
+	for (int i = 0; i < r->nconns; i++)
+		qc_link_close(&r->conns[i].link);
 	try_finish_close(r);
 }
 
@@ -1173,7 +972,7 @@ const qc_redis_counters *qc_redis_counters_get(const qc_redis *r)
 
 const char *qc_redis_address(const qc_redis *r)
 {
-	return r ? r->name : "off";
+	return r ? r->target.name : "off";
 }
 
 const char *qc_redis_last_error(const qc_redis *r)
@@ -1197,7 +996,7 @@ int qc_redis_conn_info_get(const qc_redis *r, int i, qc_redis_conn_info *out)
 		return -1;
 	const qc_conn *c = &r->conns[i];
 	out->state = r->closing                  ? QC_STATE_OFF
-		     : c->conn == CONN_READY      ? QC_STATE_UP
+		     : c->link.phase == CONN_READY ? QC_STATE_UP
 		     : r->state == QC_STATE_DOWN  ? QC_STATE_DOWN
 						  : QC_STATE_CONNECTING;
 	out->commands = c->commands;
