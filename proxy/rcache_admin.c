@@ -108,6 +108,17 @@ void px_rcache_metrics(pf_sb *b, void *ctx)
 	px_admin_metric(b, "pgfold_cache_near_hits_total", "counter",
 			"Statements answered from pgfold's near cache (counted in hits too).", st->near_hits);
 	px_admin_metric(b, "pgfold_cache_redis_lookups_total", "counter", "Lookup EVALs sent to Redis.", st->redis_lookups);
+	const px_server *server = ctx;
+	px_near_stats ns = px_near_stats_get(server->near);
+	px_admin_metric(b, "pgfold_cache_near_lease_held", "gauge",
+			"1 while near-cache hits are answered under a lease, without a Redis command.", ns.lease_held);
+	px_admin_metric(b, "pgfold_cache_bump_waits_total", "counter",
+			"Committed writes whose bump other instances' leases had to acknowledge.", ns.bump_waits);
+	px_admin_metric(b, "pgfold_cache_bump_wait_timeouts_total", "counter",
+			"... of which a lease ran out instead (an instance paused or cut off).", ns.bump_wait_timeouts);
+	px_admin_metric(b, "pgfold_cache_bumps_to_retry", "gauge",
+			"Version keys whose bump failed, waiting for a retry (not served from the cache here).",
+			px_bump_retry_pending(server->bump_retry));
 	px_admin_metric(b, "pgfold_cache_misses_total", "counter", "Lookups that found no valid entry.", st->misses);
 	px_admin_metric(b, "pgfold_cache_stores_total", "counter", "Results stored in the cache.", st->stores);
 	px_admin_metric(b, "pgfold_cache_fills_total", "counter",

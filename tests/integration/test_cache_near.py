@@ -211,6 +211,10 @@ def test_paused_peer_lease_runs_out(near_db, pgfold_factory):
                 os.kill(b.proc.pid, signal.SIGCONT)
             assert wb.simple_query(sql)["rows"] == [[str(n + 1)]]
         assert lease(a)["bump_wait_timeouts"] == timeouts + 1
+        status, _, body = a.admin_get("/metrics")
+        metrics = body.decode()
+        assert status == 200
+        assert f"pgfold_cache_bump_wait_timeouts_total {timeouts + 1}\n" in metrics
         wait_lease(b)
         assert near_hit(b, sql) == [[str(n + 1)]]
     finally:
