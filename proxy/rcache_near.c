@@ -638,7 +638,10 @@ static void send_sync(px_near *n, near_sync *sy, const char *lease)
  * (and acknowledged once applied) at once too. */
 static void sync_pending(px_near *n)
 {
-	if (n->pending && leased(n)) {
+	/* answered statements may let their clients' next ones wait too: those
+	 * are answered in the same turn (a check started now would run only
+	 * after the loop's next poll) */
+	while (n->pending && leased(n)) {
 		waiter *w = n->pending;
 		n->pending = NULL;
 		n->pending_end = &n->pending;

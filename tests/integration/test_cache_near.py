@@ -183,6 +183,18 @@ def test_lease_answers_without_redis(near_db, pgfold_factory):
                 assert w.simple_query(sql)["rows"] == [["item 3"]]
         assert near(c)["hits"] == hits + 300
         assert evalsha_calls(own.port) - calls < 100
+        # pipelined: three in one packet, each answered in order
+        with WireConn("127.0.0.1", c.port) as w:
+            w.startup("app", DB)
+            other = f"SELECT /* {marker()} */ name FROM qn_items WHERE id = 4"
+            near_hit(c, other)
+            hits = near(c)["hits"]
+            w.send(query(sql) + query(other) + query(sql))
+            got = [w.read_until_ready() for _ in range(3)]
+            rows = [[m[1] for m in r if m[0] == b"D"] for r in got]
+            assert [len(r) for r in rows] == [1, 1, 1], got
+            assert [r[0].endswith(want) for r, want in zip(rows, (b"item 3", b"item 4", b"item 3"))] == [True] * 3
+            assert near(c)["hits"] == hits + 3
     finally:
         own.cleanup()
 
