@@ -684,12 +684,15 @@ void px_near_wait(px_near *n, px_near_fn cb, void *ctx)
 	start_check(n);
 }
 
-/* Every PX_NEAR_RENEW_MS: renew the lease (acknowledging what is applied),
- * or end it when the near cache is off or the channel is not heard. */
+/* Every PX_NEAR_RENEW_MS: renew the lease, or end it when the near cache is
+ * off or empty or the channel is not heard. */
 static void on_renew(uv_timer_t *t)
 {
 	px_near *n = t->data;
-	bool want = px_near_enabled(n) && n->sub_active && qc_redis_state(n->redis) == QC_STATE_UP;
+	/* an instance with nothing in memory has nothing to answer under a
+	 * lease: holding none spares other instances' writes the wait for it */
+	bool want = px_near_enabled(n) && n->sub_active && qc_redis_state(n->redis) == QC_STATE_UP &&
+		    pf_strmap_count(n->entries) > 0;
 	if (n->renewing || (!want && !n->registered) || !n->redis)
 		return;
 	near_sync *sy = pf_calloc(1, sizeof(*sy));
@@ -916,7 +919,8 @@ bool px_near_after_bump(px_near *n, const redisReply *reply, px_near_fn cb, void
 	}
 	bool all_acked;
 	uint64_t ready = wait_ready_ns(w, &all_acked);
-	n->st.bump_waits++; /* even when acknowledged before the answer came */
+	if (count > 0)
+		n->st.bump_waits++; /* even when acknowledged before the answer came */
 	if (ready <= now) {
 		wait_free(w);
 		return false;

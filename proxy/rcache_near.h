@@ -13,7 +13,7 @@
  * COMMIT returned before the statement arrived.  Two ways to be sure:
  *
  * The lease (the usual way): an instance subscribed to the channel
- * (px_near_channel(), cache/subscriber.h) renews a lease in Redis's
+ * (px_near_channel(), cache/subscriber.h) and holding entries renews a lease in Redis's
  * registry every PX_NEAR_RENEW_MS (QC_LEASE_MS long, by Redis's clock);
  * each renewal also brings the log, and the lease is used, from the
  * renewal's answer on, for PX_NEAR_LEASE_VALID_MS after it was *sent* (the

@@ -121,14 +121,14 @@ def test_write_through_a_then_read_through_b(pinned, proxies):
     once and must see it (the sync B waits for is sent after the read
     arrived, so it carries A's bump)."""
     a, b = proxies
-    wait_lease(b)
-    acked = lease(a)["bump_waits"]
-    timeouts = lease(a)["bump_wait_timeouts"]
     m = marker()
     key = 5 if pinned else 6
     sql = (f"SELECT /* {m} */ n FROM qn_items WHERE id = {key}" if pinned
            else f"SELECT /* {m} */ n FROM qn_items WHERE name = 'item {key}'")
     n = int(near_hit(b, sql)[0][0])
+    wait_lease(b)
+    acked = lease(a)["bump_waits"]
+    timeouts = lease(a)["bump_wait_timeouts"]
     served_near = 0
     with WireConn("127.0.0.1", a.port) as wa, WireConn("127.0.0.1", b.port) as wb:
         wa.startup("app", DB)
@@ -173,9 +173,9 @@ def test_lease_answers_without_redis(near_db, pgfold_factory):
     own.start()
     try:
         c = start(pgfold_factory, "pgfold-near-lease", **{"cache.redis": f"127.0.0.1:{own.port}"})
-        wait_lease(c)
         sql = f"SELECT /* {marker()} */ name FROM qn_items WHERE id = 3"
         near_hit(c, sql)
+        wait_lease(c)
         hits, calls = near(c)["hits"], evalsha_calls(own.port)
         with WireConn("127.0.0.1", c.port) as w:
             w.startup("app", DB)
@@ -210,9 +210,9 @@ def test_paused_peer_lease_runs_out(near_db, pgfold_factory):
         sets = {"cache.redis": f"127.0.0.1:{own.port}"}
         a = start(pgfold_factory, "pgfold-near-pa", **sets)
         b = start(pgfold_factory, "pgfold-near-pb", **sets)
-        wait_lease(b)
         sql = f"SELECT /* {marker()} */ n FROM qn_items WHERE id = 12"
         n = int(near_hit(b, sql)[0][0])
+        wait_lease(b)
         timeouts = lease(a)["bump_wait_timeouts"]
         with WireConn("127.0.0.1", b.port) as wb:
             wb.startup("app", DB)
@@ -318,5 +318,31 @@ def test_bump_of_unknown_fate_holds_commit(near_db, pgfold_factory):
         wait_until(lambda: cache_stats(c)["bumps_to_retry"] == 0, 20, "the bump retried")
         near_hit(c, "SELECT n FROM qn_items WHERE id = 20")
         assert value(c.port, "SELECT n FROM qn_items WHERE id = 20") == [[str(n + 1)]]
+    finally:
+        own.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_empty_instance_holds_no_lease(near_db, pgfold_factory):
+    """A pgfold with nothing in its near cache has nothing to answer under a
+    lease, so it holds none, and another's writes do not wait for it; once it
+    holds an entry it takes one, and they do."""
+    own = RedisServer("redis-near-empty")
+    own.start()
+    try:
+        sets = {"cache.redis": f"127.0.0.1:{own.port}"}
+        a = start(pgfold_factory, "pgfold-near-ea", **sets)
+        idle = pgfold_factory(sets={"cache.mode": "auto", **sets}, name="pgfold-near-eb")
+        wait_until(lambda: cache_stats(idle)["redis"] == "up", 20, "the idle pgfold's Redis up")
+        time.sleep(0.3)  # several renewal periods
+        assert not lease(idle)["held"]
+        waits = lease(a)["bump_waits"]
+        run(a.port, ["UPDATE qn_items SET n = n WHERE id = 30"])
+        run(a.port, ["UPDATE qn_items SET n = n WHERE id = 30"])
+        assert lease(a)["bump_waits"] == waits, "a write waited for an instance holding nothing"
+        near_hit(idle, f"SELECT /* {marker()} */ n FROM qn_items WHERE id = 30")
+        wait_lease(idle)
+        run(a.port, ["UPDATE qn_items SET n = n WHERE id = 30"])
+        assert lease(a)["bump_waits"] == waits + 1
     finally:
         own.cleanup()
