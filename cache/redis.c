@@ -1,7 +1,8 @@
 /*
  * redis.c — the Redis connection pool (see redis.h): one to
- * QC_MAX_CONNECTIONS hiredis async contexts on the libuv loop through
- * <hiredis/adapters/libuv.h>, each with its own reconnect backoff and
+ * QC_MAX_CONNECTIONS hiredis async contexts on the libuv loop (events
+ * through redis_link.c, commands written once per loop turn by
+ * qc_redis_flush()), each with its own reconnect backoff and
  * health PING, round-robin sending, per-command timeouts, one circuit
  * breaker for the pool, and the AUTH / SELECT handshake.
  *
@@ -305,13 +306,8 @@ void qc_redis_flush(qc_redis *r)
 {
 	if (!r || r->closing)
 		return;
-	for (int i = 0; i < r->nconns; i++) {
-		const qc_link *l = &r->conns[i].link;
-		if (l->ac && l->ac_connected && !l->dropping && (l->ac->c.flags & REDIS_CONNECTED) &&
-		    !(l->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) && l->ac->c.obuf &&
-		    sdslen(l->ac->c.obuf) > 0)
-			redisAsyncHandleWrite(l->ac);
-	}
+	for (int i = 0; i < r->nconns; i++)
+		qc_link_flush(&r->conns[i].link);
 }
 
 static void on_flush(uv_check_t *h)
@@ -849,6 +845,7 @@ static void conn_init(qc_redis *r, qc_conn *c, int index)
 	c->r = r;
 	c->index = index;
 	qc_link_init(&c->link, r->loop, &r->target, &conn_hooks, c);
+	c->link.defer_writes = true; /* every command is followed by flush_soon() */
 }
 
 qc_redis *qc_redis_open(uv_loop_t *loop, const qc_redis_options *o)

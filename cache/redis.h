@@ -3,8 +3,9 @@
  * default 1) that the result cache sends its commands through, round-robin
  * over the connections that are ready, and the source of the Redis health
  * the admin port reports (the pool's, and each connection's).  hiredis 0.14
- * async API on the libuv loop through hiredis's own libuv adapter; nothing
- * else in pgfold talks to Redis.
+ * async API on the libuv loop (cache/redis_link.c hooks hiredis's events
+ * into it); nothing else in pgfold talks to Redis but the subscriber
+ * (subscriber.h).
  *
  * Each new connection first sends AUTH (with a user name for a Redis 6 ACL
  * user) when a password is configured, SELECT when the database is not 0,

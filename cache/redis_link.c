@@ -28,13 +28,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include "../common/alloc.h"
 
 /* ---- target ------------------------------------------------------------- */
 
@@ -179,6 +181,134 @@ void qc_link_succeeded(qc_link *l)
 	l->backoff_ms = QC_BACKOFF_MIN_MS;
 }
 
+
+/* ---- the event hooks hiredis calls (its libuv adapter's job) --------------
+ * Why not <hiredis/adapters/libuv.h>: it calls uv_poll_start() on every
+ * hook, and each call makes libuv drop the descriptor from epoll and add
+ * it again (two epoll_ctl calls), several times per command; and it waits
+ * for writability before every write.  Here the poll handle is changed only
+ * when what it watches changes, and with defer_writes a connected context's
+ * commands are written by qc_link_flush() at the end of the loop turn. */
+
+typedef struct link_events {
+	redisAsyncContext *ac;  /* NULL once hiredis let go (the handle is closing) */
+	qc_link *link;
+	uv_poll_t poll;
+	int watching;           /* UV_READABLE / UV_WRITABLE the handle polls for */
+	bool reading;
+	bool writing;           /* hiredis has something to write */
+	bool stuck;             /* ... that the socket did not take: wait until it can */
+	bool flushing;          /* inside a write: a write asked for now is one the socket did not take */
+} link_events;
+
+static void on_events(uv_poll_t *h, int status, int events);
+
+static void events_update(link_events *e)
+{
+	if (!e->ac)
+		return;
+	bool deferred = e->link->defer_writes && (e->ac->c.flags & REDIS_CONNECTED) && !e->stuck;
+	int want = (e->reading ? UV_READABLE : 0) | (e->writing && !deferred ? UV_WRITABLE : 0);
+	if (want == e->watching)
+		return;
+	e->watching = want;
+	if (want)
+		uv_poll_start(&e->poll, want, on_events);
+	else
+		uv_poll_stop(&e->poll);
+}
+
+static void on_events(uv_poll_t *h, int status, int events)
+{
+	link_events *e = h->data;
+	if (status < 0) {
+		/* libuv stopped the handle: the owner's watch finds the socket
+		 * error (qc_link_socket_error), as with hiredis's adapter */
+		e->watching = 0;
+		return;
+	}
+	if (e->ac && (events & UV_READABLE))
+		redisAsyncHandleRead(e->ac);
+	if (e->ac && (events & UV_WRITABLE)) {
+		e->flushing = true;
+		redisAsyncHandleWrite(e->ac);
+		e->flushing = false; /* e lives until its handle's close callback */
+	}
+}
+
+static void ev_add_read(void *data)
+{
+	link_events *e = data;
+	e->reading = true;
+	events_update(e);
+}
+
+static void ev_del_read(void *data)
+{
+	link_events *e = data;
+	e->reading = false;
+	events_update(e);
+}
+
+static void ev_add_write(void *data)
+{
+	link_events *e = data;
+	e->writing = true;
+	if (e->flushing)
+		e->stuck = true; /* the socket did not take it all */
+	events_update(e);
+}
+
+static void ev_del_write(void *data)
+{
+	link_events *e = data;
+	e->writing = false;
+	e->stuck = false;
+	events_update(e);
+}
+
+static void on_events_closed(uv_handle_t *h)
+{
+	pf_free(h->data);
+}
+
+static void ev_cleanup(void *data)
+{
+	link_events *e = data;
+	e->ac = NULL;
+	uv_close((uv_handle_t *)&e->poll, on_events_closed);
+}
+
+static int attach_events(qc_link *l, redisAsyncContext *ac)
+{
+	link_events *e = pf_calloc(1, sizeof(*e));
+	e->ac = ac;
+	e->link = l;
+	if (uv_poll_init(l->loop, &e->poll, ac->c.fd) != 0) {
+		pf_free(e);
+		return -1;
+	}
+	e->poll.data = e;
+	ac->ev.data = e;
+	ac->ev.addRead = ev_add_read;
+	ac->ev.delRead = ev_del_read;
+	ac->ev.addWrite = ev_add_write;
+	ac->ev.delWrite = ev_del_write;
+	ac->ev.cleanup = ev_cleanup;
+	return 0;
+}
+
+void qc_link_flush(qc_link *l)
+{
+	redisAsyncContext *ac = l->ac;
+	if (!ac || !l->ac_connected || l->dropping || !(ac->c.flags & REDIS_CONNECTED) ||
+	    (ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) || !ac->c.obuf || sdslen(ac->c.obuf) == 0)
+		return;
+	link_events *e = ac->ev.data;
+	e->flushing = true;
+	redisAsyncHandleWrite(ac);
+	e->flushing = false; /* e lives until its handle's close callback, even if ac went */
+}
 static void connect_to(qc_link *l)
 {
 	char why[160];
@@ -194,8 +324,7 @@ static void connect_to(qc_link *l)
 		return;
 	}
 	ac->data = l;
-	if (redisLibuvAttach(ac, l->loop) != REDIS_OK) {
-		ac->ev.cleanup = NULL; /* the adapter failed half-way: its cleanup would crash */
+	if (attach_events(l, ac) != 0) {
 		redisAsyncFree(ac);
 		attempt_failed(l, "connect: cannot watch the socket");
 		return;

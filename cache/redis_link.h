@@ -3,7 +3,9 @@
  * connection on the libuv loop, shared by the pool's connections
  * (cache/redis.c) and the subscriber's one (cache/subscriber.c).  A link
  * resolves the host name (before every attempt), connects with
- * redisAsyncConnect() through <hiredis/adapters/libuv.h>, watches the
+ * redisAsyncConnect() with its own event hooks on a uv_poll_t (not
+ * <hiredis/adapters/libuv.h>, whose every call costs epoll_ctl calls:
+ * see qc_link_flush), watches the
  * connect deadline and the socket's SO_ERROR, frees the context by hiredis
  * 0.14's rules, and reconnects with capped exponential backoff
  * (QC_BACKOFF_MIN_MS doubling to QC_BACKOFF_MAX_MS), forever.  It logs
@@ -130,6 +132,7 @@ struct qc_link {
 	uv_timer_t timer;             /* the retry delay, or the watch; data: the link */
 	uint64_t deadline;            /* uv_now() ms: the connect is done by then */
 	unsigned backoff_ms;          /* delay before the next attempt */
+	bool defer_writes;            /* the owner writes with qc_link_flush() (set before start) */
 };
 
 /* From options (addr must be CF_ADDR_TCP: the owner checks); timeout_ms 0
@@ -144,13 +147,20 @@ void qc_link_init(qc_link *l, uv_loop_t *loop, const qc_link_target *target, con
 /* Start an attempt unless one is under way or the link is closing. */
 void qc_link_start(qc_link *l);
 
+/* Write what hiredis holds for the connected context now.  With
+ * l->defer_writes a command queued on a connected context is written only
+ * by this (the owner calls it once per loop turn): the socket is not
+ * watched for writability, which would cost a poll and two epoll_ctl calls
+ * per command; only a write the socket did not take whole waits for it. */
+void qc_link_flush(qc_link *l);
+
 /* (Re)start the timer to call hooks->watch after timeout ms, then every
  * repeat ms (0: once).  A retry delay running is replaced. */
 void qc_link_watch(qc_link *l, uint64_t timeout, uint64_t repeat);
 void qc_link_unwatch(qc_link *l);
 /* The pending error of the context's socket (an errno value), or 0; 0 too
  * without a context.  libuv reports a socket error only as an error status
- * of the adapter's uv_poll_t, which hiredis 0.14's adapter ignores: this is
+ * of the uv_poll_t, which stops it (hiredis never hears of it): this is
  * how the owner learns of a refused connect or a reset. */
 int qc_link_socket_error(const qc_link *l);
 /* The owner's handshake answered: the next retry waits QC_BACKOFF_MIN_MS. */

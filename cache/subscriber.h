@@ -1,8 +1,8 @@
 /*
  * subscriber.h — one Redis connection subscribed to one pub/sub channel, the
  * way the result cache hears the invalidations other pgfold instances
- * publish.  hiredis 0.14 async API on the libuv loop through hiredis's
- * libuv adapter, like cache/redis.c, but its own connection: a subscribed
+ * publish.  hiredis 0.14 async API on the libuv loop (redis_link.c), like
+ * cache/redis.c, but its own connection: a subscribed
  * connection can send nothing else, so it cannot be one of the pool's.
  *
  * Each connection sends AUTH (with a user name for a Redis 6 ACL user) when

@@ -173,6 +173,39 @@ static void roundtrip(fixture *f, const char *key)
 
 /* ----------------------------------------------------------------- tests */
 
+/* A command larger than the socket takes at once: the end-of-turn write
+ * leaves the rest, which goes out when the socket can take it (the only
+ * case in which the connection waits for writability), then the next
+ * commands follow on the same connection. */
+static void test_large_command_written_in_parts(void **state)
+{
+	fixture *f = *state;
+	redis_server_require();
+	redis_server_start(&f->srv, NULL);
+	cf_addr addr = tcp_addr("127.0.0.1", f->srv.port);
+	f->r = qc_redis_new(&f->loop, &addr, 10000);
+	assert_non_null(f->r);
+	expect_state(f, QC_STATE_UP, 5000);
+	size_t big = 16u << 20;
+	char *value = malloc(big);
+	assert_non_null(value);
+	for (size_t i = 0; i < big; i++)
+		value[i] = (char)('a' + i % 26);
+	result set = {0}, len = {0};
+	const char *argv[] = {"SET", "big", value};
+	const size_t lens[] = {3, 3, big};
+	assert_int_equal(qc_redis_command_argv(f->r, record, &set, 3, argv, lens), 0);
+	assert_int_equal(qc_redis_command(f->r, record, &len, "GETRANGE big %llu -1", (unsigned long long)(big - 3)), 0);
+	char tail[4] = {value[big - 3], value[big - 2], value[big - 1], '\0'};
+	free(value);
+	wait_called(f, &len, 10000);
+	assert_int_equal(set.status, QC_OK);
+	assert_string_equal(set.str, "OK");
+	assert_int_equal(len.status, QC_OK);
+	assert_string_equal(len.str, tail); /* all of it arrived */
+	roundtrip(f, "after-big");
+}
+
 static void test_roundtrip(void **state)
 {
 	fixture *f = *state;
@@ -1082,6 +1115,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_eval_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eval_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eval_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_command_written_in_parts, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
