@@ -16,6 +16,7 @@
  *   px_admin_add_stats_routes()   /health, /stats and /metrics over a px_stats
  *                                 and the Redis client's health
  *   px_admin_metric()             one Prometheus counter or gauge, for /metrics lines
+ *   px_admin_metric_seconds()     ... of a time kept in microseconds
  */
 #ifndef PGFOLD_PROXY_ADMIN_H
 #define PGFOLD_PROXY_ADMIN_H
@@ -63,6 +64,8 @@ void px_admin_set_idle_timeout(px_admin *admin, unsigned idle_ms);
 /* One metric in the Prometheus text format: HELP, TYPE ("counter" or
  * "gauge") and the value. */
 void px_admin_metric(pf_sb *b, const char *name, const char *type, const char *help, uint64_t value);
+/* The same for a time kept in microseconds, written in seconds. */
+void px_admin_metric_seconds(pf_sb *b, const char *name, const char *type, const char *help, uint64_t us);
 
 /* What /health and /stats report besides the counters. */
 typedef struct px_admin_info {

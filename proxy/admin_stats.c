@@ -204,6 +204,11 @@ void px_admin_metric(pf_sb *b, const char *name, const char *type, const char *h
 	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, value);
 }
 
+void px_admin_metric_seconds(pf_sb *b, const char *name, const char *type, const char *help, uint64_t us)
+{
+	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.6f\n", name, help, name, type, name, (double)us / 1e6);
+}
+
 /* A label value with \, " and newline escaped, as the format requires. */
 static void label_value_append(pf_sb *b, const char *s)
 {
@@ -236,10 +241,8 @@ static void redis_metrics(pf_sb *b, const px_admin_info *info)
 			c->timeouts);
 	px_admin_metric(b, "pgfold_redis_reconnects_total", "counter", "Redis connection attempts after the first.",
 			c->reconnects);
-	pf_sb_appendf(b,
-		      "# HELP pgfold_redis_ping_seconds Round trip of the last answered Redis PING.\n"
-		      "# TYPE pgfold_redis_ping_seconds gauge\npgfold_redis_ping_seconds %.6f\n",
-		      (double)c->ping_us / 1e6);
+	px_admin_metric_seconds(b, "pgfold_redis_ping_seconds", "gauge", "Round trip of the last answered Redis PING.",
+				c->ping_us);
 }
 
 static void metrics_handler(const px_admin_request *req, px_admin_response *resp, void *ctx)

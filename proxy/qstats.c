@@ -603,25 +603,17 @@ void px_qstats_render_text(const px_qstats *qs, pf_sb *out, size_t limit)
 	pf_free(v);
 }
 
-static void metric_line(pf_sb *b, const char *name, const char *type, const char *help)
-{
-	pf_sb_appendf(b, "# HELP %s %s\n# TYPE %s %s\n%s ", name, help, name, type, name);
-}
-
 void px_qstats_render_metrics(const px_qstats *qs, pf_sb *out)
 {
-	metric_line(out, "pgfold_query_shapes", "gauge", "Statement shapes in the /queries table now.");
-	pf_sb_appendf(out, "%zu\n", qs->n);
-	metric_line(out, "pgfold_query_shapes_evicted_total", "counter",
-		    "Statement shapes evicted from the /queries table to make room.");
-	pf_sb_appendf(out, "%" PRIu64 "\n", qs->life.evicted);
-	metric_line(out, "pgfold_statements_total", "counter", "Statements whose execution was timed.");
-	pf_sb_appendf(out, "%" PRIu64 "\n", qs->life.statements);
-	metric_line(out, "pgfold_statement_errors_total", "counter", "Timed statements that ended in an error.");
-	pf_sb_appendf(out, "%" PRIu64 "\n", qs->life.errors);
-	metric_line(out, "pgfold_statement_time_seconds_total", "counter",
-		    "Time of timed statements, first byte in to ReadyForQuery out.");
-	pf_sb_appendf(out, "%.6f\n", (double)qs->life.time_us / 1e6);
+	px_admin_metric(out, "pgfold_query_shapes", "gauge", "Statement shapes in the /queries table now.", qs->n);
+	px_admin_metric(out, "pgfold_query_shapes_evicted_total", "counter",
+			"Statement shapes evicted from the /queries table to make room.", qs->life.evicted);
+	px_admin_metric(out, "pgfold_statements_total", "counter", "Statements whose execution was timed.",
+			qs->life.statements);
+	px_admin_metric(out, "pgfold_statement_errors_total", "counter", "Timed statements that ended in an error.",
+			qs->life.errors);
+	px_admin_metric_seconds(out, "pgfold_statement_time_seconds_total", "counter",
+				"Time of timed statements, first byte in to ReadyForQuery out.", qs->life.time_us);
 }
 
 /* ---- admin routes ------------------------------------------------------- */

@@ -134,10 +134,8 @@ void px_rcache_metrics(pf_sb *b, void *ctx)
 	px_admin_metric(b, "pgfold_cache_bytes_stored_total", "counter", "Result bytes sent to the cache.", st->bytes_stored);
 	px_admin_metric(b, "pgfold_cache_lookup_answered_total", "counter", "Lookups Redis answered in time.",
 			st->lookups_answered);
-	pf_sb_appendf(b,
-		      "# HELP pgfold_cache_lookup_seconds_total Time from sending a lookup to its answer.\n"
-		      "# TYPE pgfold_cache_lookup_seconds_total counter\npgfold_cache_lookup_seconds_total %.6f\n",
-		      (double)st->lookup_us_sum / 1e6);
+	px_admin_metric_seconds(b, "pgfold_cache_lookup_seconds_total", "counter",
+				"Time from sending a lookup to its answer.", st->lookup_us_sum);
 	pf_sb_append(b, "# HELP pgfold_cache_bypasses_total Statements not looked up, by reason.\n"
 			"# TYPE pgfold_cache_bypasses_total counter\n");
 	for (int i = 1; i < QC_BYPASS_COUNT; i++)
