@@ -1198,15 +1198,14 @@ typedef struct bump_call {
 	char *keys[PX_RC_MAX_PENDING + 1];
 } bump_call;
 
-/* Done with the call: a failed bump's keys go to the retries. */
-static void bump_call_end(bump_call *c, bool ok)
+/* Done with the call (its cmd is done already): a failed bump's keys go to
+ * the retries. */
+static void bump_call_end(bump_call *c, px_session *s, bool ok)
 {
-	px_session *s = c->cmd->s;
 	if (!ok)
 		px_bump_retry_add(s->server->bump_retry, (const char *const *)c->keys, c->n);
 	for (size_t i = 0; i < c->n; i++)
 		pf_free(c->keys[i]);
-	pf_free(c->cmd);
 	pf_free(c);
 }
 
@@ -1216,9 +1215,8 @@ static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ct
 	bump_call *call = ctx;
 	bool current;
 	bool ok = status == QC_OK && reply && reply->type == REDIS_REPLY_ARRAY;
-	px_session *s = call->cmd->s;
-	current = s->state == PX_SESSION_ACTIVE && s->rcache && s->rcache->seq == call->cmd->seq;
-	bump_call_end(call, ok);
+	px_session *s = cmd_done(call->cmd, &current);
+	bump_call_end(call, s, ok);
 	if (!current || !s->rcache->bumping) {
 		if (ok)
 			px_near_after_bump(s->server->near, reply, NULL, NULL);
@@ -1273,7 +1271,8 @@ static bool send_bumps(px_session *s)
 	int sent = qc_redis_eval(s->server->redis, on_bumped, c, QC_BUMP_SCRIPT, nkeys, nkeys + 2, argv, NULL);
 	if (sent < 0) {
 		stats_of(s)->bump_errors++;
-		bump_call_end(c, false);
+		pf_free(c->cmd);
+		bump_call_end(c, s, false);
 		px_session_unref(s);
 		return false;
 	}
@@ -1317,9 +1316,7 @@ static void on_deadline(uv_timer_t *t)
 	} else if (rc->bumping && !rc->bump_fenced) {
 		fence_bump(s); /* not answered in time: it may still run */
 	} else if (rc->bumping) {
-		rc->bump_fenced = false;
-		rc->bumping = false;
-		px_session_resume_backend(s);
+		release_ready(s); /* the fence ran out */
 	}
 }
 

@@ -250,6 +250,14 @@ static void known_raise(px_near *n, const char *key, uint64_t value)
 		k->value = value;
 }
 
+/* The same for a version only when it is known already. */
+static void known_raise_existing(px_near *n, const char *key, uint64_t value)
+{
+	known_ver *k = known_find(n, key);
+	if (k && value > k->value)
+		k->value = value;
+}
+
 static bool parse_u64(const char *s, size_t len, uint64_t *out)
 {
 	if (len == 0 || len > 20)
@@ -553,9 +561,7 @@ static bool apply_sync(px_near *n, const redisReply *reply)
 			synced_at(n, seq);
 			return false;
 		}
-		known_ver *kv = known_find(n, k->str);
-		if (kv && value > kv->value)
-			kv->value = value;
+		known_raise_existing(n, k->str, value);
 	}
 	synced_at(n, seq);
 	return true;
@@ -873,9 +879,7 @@ static void apply_own(px_near *n, const redisReply *reply, size_t from, uint64_t
 			known_make_room(n, 1);
 			known_raise(n, k->str, value);
 		} else {
-			known_ver *kv = known_find(n, k->str);
-			if (kv && value > kv->value)
-				kv->value = value;
+			known_raise_existing(n, k->str, value);
 		}
 	}
 }

@@ -90,12 +90,25 @@ def near_hit(proxy, sql):
     return wait_until(hit, 10, f"a near hit on {proxy.name}", interval=0.05)[0]
 
 
-def redis_command(port, *args):
-    """One command to Redis; the first line of its answer."""
+def redis_reply(port, *args):
+    """One command to Redis; its whole answer (a status, error, integer or
+    bulk string reply)."""
     msg = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(msg.encode())
-        return s.recv(4096).split(b"\r\n")[0]
+        data = b""
+        while True:
+            data += s.recv(65536)
+            head, sep, body = data.partition(b"\r\n")
+            if not sep:
+                continue
+            if not head.startswith(b"$") or int(head[1:]) < 0 or len(body) >= int(head[1:]) + 2:
+                return data
+
+
+def redis_command(port, *args):
+    """One command to Redis; the first line of its answer."""
+    return redis_reply(port, *args).split(b"\r\n")[0]
 
 
 def recorded(port, sql):
@@ -149,20 +162,10 @@ def test_write_through_a_then_read_through_b(pinned, proxies):
 
 
 def evalsha_calls(redis_port):
-    for line in redis_command_lines(redis_port, "INFO", "commandstats"):
+    for line in redis_reply(redis_port, "INFO", "commandstats").decode().split("\r\n"):
         if line.startswith("cmdstat_evalsha:"):
             return int(line.split("calls=")[1].split(",")[0])
     return 0
-
-
-def redis_command_lines(port, *args):
-    msg = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(msg.encode())
-        data = b""
-        while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
-            data += s.recv(65536)
-        return data.decode().split("\r\n")
 
 
 @pytest.mark.timeout(120)
