@@ -37,7 +37,7 @@ void px_peer_release(px_peer *peer)
 {
 	pf_free(peer->in);
 	peer->in = NULL;
-	peer->in_len = peer->in_cap = 0;
+	peer->in_len = peer->in_cap = peer->held = 0;
 }
 
 bool px_peer_is_open(const px_peer *peer)
@@ -61,6 +61,7 @@ int px_peer_reserve(px_peer *peer, size_t need)
 
 void px_peer_consume(px_peer *peer, size_t n)
 {
+	peer->held = n >= peer->held ? 0 : peer->held - n;
 	if (n >= peer->in_len) {
 		peer->in_len = 0;
 		return;

@@ -51,6 +51,8 @@ struct px_peer {
 	const char *name;    /* "client" or "backend", for logs */
 	uint8_t *in;         /* unconsumed input */
 	size_t in_len;
+	size_t held;         /* in[0, held) was looked at and is held back: the relay
+	                      * writes it with what follows (px_peer_consume drops it) */
 	size_t in_cap;
 	size_t in_max;       /* the buffer never grows past this */
 	pgw_stream framer;

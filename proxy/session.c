@@ -23,7 +23,7 @@
 #define PX_BUF_MAX (PX_WHOLE_LIMIT + 64 * 1024)
 /* How long a closing session waits for its last bytes to be written. */
 #define PX_CLOSE_DRAIN_MS 5000
-#define PX_HELD_READ_MAX (64 * 1024) /* client bytes read on while a statement is held for the cache */
+#define PX_HELD_READ_MAX (64 * 1024) /* bytes read on from a peer whose message is held for the cache */
 
 static const px_peer_ops client_ops;
 static const px_peer_ops backend_ops;
@@ -676,11 +676,28 @@ static bool settled(px_session *s)
 	return true;
 }
 
+/* A message is held (a ReadyForQuery waiting for the result cache's
+ * invalidation): what came before it in src->in[fwd, off), looked at
+ * already, waits too, so that the client gets the statement's end in one
+ * write and wakes once (held bytes are never looked at again).  Past
+ * PX_HELD_READ_MAX of input, the backend is not read until the hold ends. */
+static void hold_before(px_session *s, px_peer *src, size_t fwd, size_t off)
+{
+	px_peer_consume(src, fwd);
+	src->held = off - fwd;
+	if (src == &s->backend && src->in_len > PX_HELD_READ_MAX && !s->backend_paused) {
+		s->backend_paused = true;
+		px_peer_set_want_read(src, false);
+	}
+}
+
 /* Frame and forward whatever src holds.  Returns false if the session closed. */
 static bool relay(px_session *s, px_peer *src, px_peer *dst)
 {
-	size_t off = 0, fwd = 0, need = 0; /* src->in[fwd, off) is still to be forwarded */
+	size_t off = src->held, fwd = 0, need = 0; /* src->in[fwd, off) is still to be forwarded */
 	relay_verdict verdict = RELAY_FORWARD;
+	bool hold = false;
+	src->held = 0;
 	while (off < src->in_len && verdict != RELAY_FORWARD_END && verdict != RELAY_SETTLE &&
 	       s->batch.phase == PX_BATCH_IDLE &&
 	       !(src == &s->client && px_rcache_busy(s))) {
@@ -729,6 +746,7 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		}
 		if (verdict == RELAY_HOLD) {
 			verdict = RELAY_FORWARD; /* its chunk stays unconsumed; looked at again on resume */
+			hold = true;
 			break;
 		}
 		if (verdict == RELAY_CONSUME || verdict == RELAY_SETTLE) {
@@ -739,11 +757,15 @@ static bool relay(px_session *s, px_peer *src, px_peer *dst)
 		}
 		off += ch.len;
 	}
-	if (off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0 && s->state != PX_SESSION_CLOSING) {
-		px_session_close(s, "write failed", NULL, NULL);
-		return false;
+	if (hold) {
+		hold_before(s, src, fwd, off);
+	} else {
+		if (off > fwd && relay_write(s, dst, src->in + fwd, off - fwd) < 0 && s->state != PX_SESSION_CLOSING) {
+			px_session_close(s, "write failed", NULL, NULL);
+			return false;
+		}
+		px_peer_consume(src, off);
 	}
-	px_peer_consume(src, off);
 	/* While a statement is held for the cache the client's socket stays
 	 * open for reading (nothing more is relayed until it is answered: this
 	 * saves stopping and restarting the socket per statement), up to a bound. */
@@ -777,7 +799,13 @@ void px_session_resume_client(px_session *s)
 
 void px_session_resume_backend(px_session *s)
 {
-	if (s->state != PX_SESSION_ACTIVE || s->backend.in_len == 0)
+	if (s->state != PX_SESSION_ACTIVE)
+		return;
+	if (s->backend_paused) {
+		s->backend_paused = false;
+		px_peer_set_want_read(&s->backend, true);
+	}
+	if (s->backend.in_len == 0)
 		return;
 	if (relay(s, &s->backend, &s->client) && s->server->shutting_down)
 		px_session_close_if_idle(s);

@@ -65,6 +65,7 @@ struct px_session {
 	bool extended_open;     /* extended-protocol messages sent since the last Sync */
 	bool backend_fatal;     /* the backend sent a FATAL error: its close is expected */
 	bool backend_answered;  /* the backend sent its first byte (login under way) */
+	bool backend_paused;    /* reading the backend stopped: too much behind a held ReadyForQuery */
 	bool reject_too_many;   /* accepted over max_client_conn: refuse after startup */
 	px_track track;         /* statements in flight, prepared statements, session state */
 	bool analyse;           /* analysis = on when the session started */

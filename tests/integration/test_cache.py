@@ -567,3 +567,57 @@ def test_admin_cache_endpoints(proxies):
     record(a.port, [sql])
     assert cache_stats(a)["misses"] == misses + 1, "an entry survived POST /cache/flush"
     assert a.admin_get("/cache/flush")[0] == 405
+
+
+def test_write_answer_reaches_the_client_in_one_piece(proxies):
+    """The ReadyForQuery after a write waits for its invalidation; the
+    CommandComplete before it waits with it, so the client reads the whole
+    answer at once (one write by pgfold, one wake-up of the client) instead
+    of the CommandComplete a Redis round trip before the rest."""
+    a, _ = proxies
+    split = 0
+    with WireConn("127.0.0.1", a.port) as w:
+        w.startup("app", DB)
+        for _ in range(20):
+            w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1"))
+            w.sock.settimeout(10)
+            first = w.sock.recv(65536)
+            assert first, "pgfold closed the connection"
+            if not (len(first) >= 6 and first[-6:-1] == b"Z\x00\x00\x00\x05"):
+                split += 1
+            w.buf += first
+            msgs = w.read_until_ready()
+            assert [m[0] for m in msgs] == [b"C", b"Z"] and msgs[0][1] == b"UPDATE 1\x00", msgs
+    assert split == 0, f"{split} of 20 write answers came in pieces"
+    assert cache_stats(a)["invalidations"] >= 20
+
+
+def test_held_ready_for_query_stops_reading_the_backend(postgres, shop, pgfold_factory):
+    """Redis paused: a write's ReadyForQuery is held past the bump's deadline.
+    A 20 MB result pipelined behind it waits in PostgreSQL (pgfold stops
+    reading the backend instead of buffering it), and everything arrives
+    whole and in order once the hold ends."""
+    import signal
+    own = RedisServer("redis-cache-held")
+    own.start()
+    try:
+        proxy = start_cache(pgfold_factory, "pgfold-cache-held", **{"cache.redis": f"127.0.0.1:{own.port}"})
+        rows, width = 20000, 1000
+        big = f"SELECT /* pgfold:nocache */ g, repeat('x', {width}) FROM generate_series(1, {rows}) g"
+        with WireConn("127.0.0.1", proxy.port, timeout=60) as w:
+            w.startup("app", DB)
+            os.kill(own.proc.pid, signal.SIGSTOP)
+            try:
+                w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1") + query(big))
+                first = w.read_until_ready()
+                second = w.read_until_ready()
+            finally:
+                os.kill(own.proc.pid, signal.SIGCONT)
+        assert [m[0] for m in first] == [b"C", b"Z"], first
+        kinds = [m[0] for m in second]
+        assert kinds[0] == b"T" and kinds[-2:] == [b"C", b"Z"] and kinds.count(b"D") == rows, kinds[:3]
+        assert second[-2][1] == f"SELECT {rows}\x00".encode()
+        st = cache_stats(proxy)
+        assert st["invalidation_errors"] + st["timeouts"] >= 1, st
+    finally:
+        own.cleanup()
