@@ -47,8 +47,15 @@ typedef struct text_entry {
 	char text[]; /* the key */
 } text_entry;
 
+/* Texts recently analysed and not cached, by hash (direct-mapped; a
+ * collision forgets the older one): once the text cache is full, a text
+ * enters it only when seen before, so a stream of texts that never repeat
+ * (literals inline, e.g. pgbench -S) does not cycle the cache for nothing. */
+#define RW_TEXT_SEEN 4096
+
 struct rw_analyzer {
 	rw_lru texts;  /* text_entry */
+	uint64_t seen[RW_TEXT_SEEN];
 	rw_lru shapes; /* rw_shape_obj, keyed by token key */
 	rw_fast fast;  /* shapes by fastscan key */
 	rw_analyzer_stats st;
@@ -372,11 +379,30 @@ static rw_analysis_obj *analyze_new_text(rw_analyzer *a, const char *sql, size_t
 	return an;
 }
 
+/* Was this text seen lately?  (It is remembered now either way.) */
+static bool seen_before(rw_analyzer *a, uint64_t hash)
+{
+	uint64_t *slot = &a->seen[hash & (RW_TEXT_SEEN - 1)];
+	bool seen = *slot == hash;
+	*slot = hash;
+	return seen;
+}
+
+/* Would caching `bytes` more push another text out? */
+static bool texts_full(const rw_analyzer *a, size_t bytes)
+{
+	return a->texts.count >= a->texts.max_entries || a->texts.bytes + bytes > a->texts.max_bytes;
+}
+
 static void cache_text(rw_analyzer *a, uint64_t hash, const char *sql, size_t len, rw_analysis_obj *an)
 {
 	size_t bytes = sizeof(text_entry) + len + an->bytes;
 	if (!rw_lru_fits(&a->texts, bytes))
 		return;
+	if (!seen_before(a, hash) && texts_full(a, bytes)) {
+		a->st.not_admitted++;
+		return;
+	}
 	text_entry *e = pf_malloc(sizeof *e + (len ? len : 1));
 	if (len)
 		memcpy(e->text, sql, len);

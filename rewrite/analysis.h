@@ -259,6 +259,7 @@ typedef struct rw_analyzer_stats {
 	uint64_t full_parses; /* some statement's shape new: parsed */
 	uint64_t failures;    /* unparseable (never cached) */
 	uint64_t evictions;   /* texts, shapes and fast keys evicted */
+	uint64_t not_admitted; /* texts not cached: the cache was full and the text not seen lately */
 	size_t entries;       /* texts cached now */
 	size_t shapes;        /* shapes in the shape table now */
 	size_t fast_keys;     /* keys in the fast-key table now */

@@ -553,10 +553,39 @@ static void test_lru_by_entries(void **state)
 		      "bounded after %d: %zu texts, %zu shapes, %zu fast keys", i, st.entries, st.shapes, st.fast_keys);
 	}
 	rw_analyzer_stats st = stats(a);
-	CHECK_U64(st.evictions, 3 * (50 - 4), "evictions (texts, shapes, fast keys)");
-	CHECK(path_of(a, "SELECT * FROM t49 WHERE id = 49") == 't', "most recent text kept");
+	CHECK_U64(st.evictions, 2 * (50 - 4), "evictions (shapes, fast keys)");
+	CHECK_U64(st.not_admitted, 50 - 4, "a full text cache takes no text seen only once");
+	CHECK(path_of(a, "SELECT * FROM t3 WHERE id = 3") == 't', "texts cached before it filled are kept");
+	CHECK(path_of(a, "SELECT * FROM t49 WHERE id = 49") == 's', "seen once: not cached (its shape is)");
+	CHECK(path_of(a, "SELECT * FROM t49 WHERE id = 49") == 't', "seen again: cached");
+	CHECK_U64(stats(a).evictions, 2 * (50 - 4) + 1, "it pushed the least recent text out");
 	CHECK(path_of(a, "SELECT * FROM t48 WHERE id = 0") == 's', "recent shape kept");
 	CHECK(path_of(a, "SELECT * FROM t0 WHERE id = 0") == 'p', "oldest evicted");
+	rw_analyzer_free(a);
+}
+
+/* A stream of texts that never repeat (pgbench -S: a new literal each
+ * time) leaves a full text cache as it was; the texts in it still hit. */
+static void test_unique_texts_leave_full_cache(void **state)
+{
+	(void)state;
+	rw_analyzer *a = rw_analyzer_new(8, BIG_BYTES);
+	char sql[128];
+	for (int i = 0; i < 8; i++) {
+		snprintf(sql, sizeof sql, "SELECT * FROM hot%d WHERE id = 1", i);
+		CHECK(path_of(a, sql) == 'p', "%s", sql);
+	}
+	for (int i = 0; i < 1000; i++) {
+		snprintf(sql, sizeof sql, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", i);
+		CHECK(path_of(a, sql) == (i == 0 ? 'p' : 's'), "%s", sql);
+	}
+	rw_analyzer_stats st = stats(a);
+	CHECK_U64(st.not_admitted, 1000, "none of the unique texts cached");
+	CHECK(st.entries == 8, "the cache still holds %zu texts", st.entries);
+	for (int i = 0; i < 8; i++) {
+		snprintf(sql, sizeof sql, "SELECT * FROM hot%d WHERE id = 1", i);
+		CHECK(path_of(a, sql) == 't', "%s still cached", sql);
+	}
 	rw_analyzer_free(a);
 }
 
@@ -762,6 +791,7 @@ int main(void)
 		cmocka_unit_test(test_begin_atomic_not_shared),
 		cmocka_unit_test(test_uescape_after_comment),
 		cmocka_unit_test(test_lru_by_entries),
+		cmocka_unit_test(test_unique_texts_leave_full_cache),
 		cmocka_unit_test(test_shape_outlives_eviction),
 		cmocka_unit_test(test_analysis_outlives_analyzer),
 		cmocka_unit_test(test_lru_by_bytes),
