@@ -174,6 +174,19 @@ const char *qc_strerror(int status)
 	return "unknown redis error";
 }
 
+bool qc_redis_never_ran(int status, const redisReply *reply)
+{
+	static const char *const before_running[] = {"NOSCRIPT", "NOPERM", "NOAUTH", "WRONGPASS", "OOM",
+						      "LOADING", "BUSY", "READONLY", "MASTERDOWN",
+						      "ERR unknown command"};
+	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
+		return false;
+	for (size_t i = 0; i < sizeof(before_running) / sizeof(before_running[0]); i++)
+		if (strncmp(reply->str, before_running[i], strlen(before_running[i])) == 0)
+			return true;
+	return false;
+}
+
 /* ---- state and circuit breaker ------------------------------------------ */
 
 /* The one place the public state changes; logs each change once. */

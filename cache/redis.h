@@ -216,4 +216,10 @@ int qc_redis_conn_info_get(const qc_redis *r, int i, qc_redis_conn_info *out);
 const char *qc_redis_last_error(const qc_redis *r);
 const char *qc_strerror(int status);
 
+/* Does this outcome of a command prove it never ran?  Only an error answer
+ * Redis gives before running anything (NOSCRIPT, NOPERM, NOAUTH, OOM,
+ * LOADING, BUSY, READONLY, ...); a timeout, a lost connection or an error
+ * from inside a script leave its fate unknown. */
+bool qc_redis_never_ran(int status, const struct redisReply *reply);
+
 #endif /* PGFOLD_CACHE_REDIS_H */

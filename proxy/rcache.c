@@ -1175,21 +1175,6 @@ static void fence_bump(px_session *s)
 	start_deadline(rc, PX_NEAR_LEASE_MS + 50);
 }
 
-/* An error answer that proves the script never ran (refused before it
- * started); any other failure leaves its fate unknown. */
-static bool bump_refused(int status, const redisReply *reply)
-{
-	static const char *const before_running[] = {"NOSCRIPT", "NOPERM", "NOAUTH", "WRONGPASS", "OOM",
-						      "LOADING", "BUSY", "READONLY", "MASTERDOWN",
-						      "ERR unknown command"};
-	if (status != QC_OK || !reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
-		return false;
-	for (size_t i = 0; i < sizeof(before_running) / sizeof(before_running[0]); i++)
-		if (strncmp(reply->str, before_running[i], strlen(before_running[i])) == 0)
-			return true;
-	return false;
-}
-
 /* The bump a committed write needs, in flight: its keys (retried when it
  * fails: rcache_retry.h). */
 typedef struct bump_call {
@@ -1222,7 +1207,7 @@ static void on_bumped(qc_redis *r, int status, const redisReply *reply, void *ct
 			px_near_after_bump(s->server->near, reply, NULL, NULL);
 		else
 			s->server->cache_stats.bump_errors++;
-	} else if (!ok && bump_refused(status, reply)) {
+	} else if (!ok && qc_redis_never_ran(status, reply)) {
 		stats_of(s)->bump_errors++;
 		release_ready(s);
 	} else if (!ok) {

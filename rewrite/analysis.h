@@ -274,7 +274,9 @@ typedef struct rw_analyzer_stats {
  * alive too), so a stream of huge distinct statements cannot grow it; an
  * entry larger than its table's share is not cached at all.  Shapes evicted
  * from the table live on while an analysis (cached or held by the caller) or
- * a fast key refers to them.  max_entries == 0 disables the caches.
+ * a fast key refers to them.  Once the text cache is full, a text enters it
+ * only if it was analysed lately already (texts that never repeat leave it
+ * as it is; counted in not_admitted).  max_entries == 0 disables the caches.
  */
 rw_analyzer *rw_analyzer_new(size_t max_entries, size_t max_bytes);
 void rw_analyzer_free(rw_analyzer *a); /* analyses still held stay valid until freed */

@@ -1095,11 +1095,42 @@ static void test_eval_timeout(void **state)
 	assert_int_equal(finish_loop(f), 0);
 }
 
+/* Which outcomes prove a command never ran (a failed bump then releases
+ * its COMMIT at once instead of waiting a lease out). */
+static void test_never_ran(void **state)
+{
+	(void)state;
+	char buf[64];
+	static const char *const refused[] = {"NOSCRIPT No matching script. Please use EVAL.",
+					      "NOPERM this user has no permissions", "OOM command not allowed",
+					      "LOADING Redis is loading the dataset in memory",
+					      "BUSY Redis is busy running a script", "READONLY You can't write against a read only replica.",
+					      "ERR unknown command 'EVALSHA'"};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(buf, sizeof buf, "%s", refused[i]);
+		redisReply r = {.type = REDIS_REPLY_ERROR, .str = buf, .len = strlen(buf)};
+		assert_true(qc_redis_never_ran(QC_OK, &r));
+		assert_false(qc_redis_never_ran(QC_TIMEOUT, &r));
+	}
+	static const char *const unknown[] = {"ERR Error running script (call to f_x): @user_script:1: oops",
+					      "ERR wrong number of arguments", "WRONGTYPE Operation against a key"};
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+		snprintf(buf, sizeof buf, "%s", unknown[i]);
+		redisReply r = {.type = REDIS_REPLY_ERROR, .str = buf, .len = strlen(buf)};
+		assert_false(qc_redis_never_ran(QC_OK, &r));
+	}
+	redisReply ok = {.type = REDIS_REPLY_STATUS, .str = (char *)"OK", .len = 2};
+	assert_false(qc_redis_never_ran(QC_OK, &ok));
+	assert_false(qc_redis_never_ran(QC_DISCONNECTED, NULL));
+	assert_false(qc_redis_never_ran(QC_OK, NULL));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as pgfold's main does: hiredis writes with write(2) */
 	pf_log_set_level(getenv("PGFOLD_TEST_DEBUG") ? PF_LOG_DEBUG : PF_LOG_WARN);
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_never_ran),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_timeout_cont, setup, teardown),
