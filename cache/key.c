@@ -155,14 +155,30 @@ static void put_cstr(EVP_MD_CTX *md, const char *s)
 	put_field(md, s ? s : "", s ? strlen(s) : 0);
 }
 
+/* A digest context and SHA-256 implementation per thread, made once: an
+ * entry key is computed per statement looked up, and fetching the
+ * algorithm and allocating a context each time cost more than the hash. */
+static EVP_MD_CTX *entry_digest(void)
+{
+	static _Thread_local EVP_MD_CTX *md;
+	static _Thread_local EVP_MD *sha256;
+	if (!md) {
+		md = EVP_MD_CTX_new();
+		sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+		if (!md || !sha256)
+			abort();
+	}
+	if (!EVP_DigestInit_ex2(md, sha256, NULL))
+		abort();
+	return md;
+}
+
 void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
 {
+	static const char hex[] = "0123456789abcdef";
 	uint8_t digest[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (!md)
-		abort();
-	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	EVP_MD_CTX *md = entry_digest();
 	put_cstr(md, "pgfold-cache-v1");
 	put_cstr(md, in->database);
 	put_cstr(md, in->user);
@@ -174,10 +190,11 @@ void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
 	if (in->format != 't')
 		put_field(md, in->params, in->params ? in->params_len : 0);
 	EVP_DigestFinal_ex(md, digest, &dlen);
-	EVP_MD_CTX_free(md);
 	memcpy(out, "pgfold:e:", 9);
-	for (unsigned i = 0; i < 32 && i < dlen; i++)
-		snprintf(out + 9 + 2 * i, 3, "%02x", digest[i]);
+	for (unsigned i = 0; i < 32 && i < dlen; i++) {
+		out[9 + 2 * i] = hex[digest[i] >> 4];
+		out[10 + 2 * i] = hex[digest[i] & 15];
+	}
 	out[QC_ENTRY_KEY_LEN] = '\0';
 }
 
@@ -203,14 +220,29 @@ void qc_key_bind(pf_sb *out, int16_t ntypes, const uint32_t *types, int16_t nfor
 
 /* ---- version keys --------------------------------------------------------- */
 
+/* "pgfold:v:<database><kind><name>[:<value>]", built without printf: a
+ * lookup builds several per statement. */
+static void version_key(pf_sb *sb, const char *database, const char *kind, const char *name, const char *value)
+{
+	pf_sb_append(sb, "pgfold:v:");
+	pf_sb_append(sb, database);
+	pf_sb_append(sb, kind);
+	if (name)
+		pf_sb_append(sb, name);
+	if (value) {
+		pf_sb_append(sb, ":");
+		pf_sb_append(sb, value);
+	}
+}
+
 void qc_key_table(pf_sb *sb, const char *database, const char *table)
 {
-	pf_sb_appendf(sb, "pgfold:v:%s:t:%s", database, table);
+	version_key(sb, database, ":t:", table, NULL);
 }
 
 void qc_key_database(pf_sb *sb, const char *database)
 {
-	pf_sb_appendf(sb, "pgfold:v:%s:all", database);
+	version_key(sb, database, ":all", NULL, NULL);
 }
 
 static char *sb_take(pf_sb *sb)
@@ -231,12 +263,12 @@ static bool has_key(const qc_keys *k, const char *key)
 
 void qc_key_row(pf_sb *sb, const char *database, const char *table, const char *value)
 {
-	pf_sb_appendf(sb, "pgfold:v:%s:r:%s:%s", database, table, value);
+	version_key(sb, database, ":r:", table, value);
 }
 
 void qc_key_unkeyed(pf_sb *sb, const char *database, const char *table)
 {
-	pf_sb_appendf(sb, "pgfold:v:%s:n:%s", database, table);
+	version_key(sb, database, ":n:", table, NULL);
 }
 
 /* Append the key in sb unless it is there already; false when full. */

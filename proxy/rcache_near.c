@@ -23,7 +23,7 @@ struct near_entry {
 	char *key;
 	uint64_t expires_ms;     /* loop time */
 	size_t ndeps;
-	char **dep_keys;         /* the version keys ... */
+	struct known_ver **deps; /* the versions it depends on (holding a reference each) ... */
 	uint64_t *dep_vals;      /* ... and the values this entry is valid for */
 	char tag[64];
 	char *payload;
@@ -128,9 +128,7 @@ static void lru_push(px_near *n, near_entry *e)
 
 static void entry_free(near_entry *e)
 {
-	for (size_t i = 0; i < e->ndeps; i++)
-		pf_free(e->dep_keys[i]);
-	pf_free(e->dep_keys);
+	pf_free(e->deps);
 	pf_free(e->dep_vals);
 	pf_free(e->payload);
 	pf_free(e->key);
@@ -145,11 +143,9 @@ static known_ver *known_find(const px_near *n, const char *key)
 
 static void entry_remove(px_near *n, near_entry *e)
 {
-	for (size_t i = 0; i < e->ndeps; i++) {
-		known_ver *k = known_find(n, e->dep_keys[i]);
-		if (k && k->refs)
-			k->refs--;
-	}
+	for (size_t i = 0; i < e->ndeps; i++)
+		if (e->deps[i] && e->deps[i]->refs)
+			e->deps[i]->refs--;
 	pf_strmap_remove(n->entries, e->key, NULL);
 	lru_unlink(n, e);
 	n->bytes -= e->bytes;
@@ -407,8 +403,8 @@ bool px_near_get(px_near *n, const char *key, const char **payload, size_t *len,
 	if (!e)
 		return false;
 	for (size_t i = 0; i < e->ndeps; i++) {
-		uint64_t v;
-		if (!known_get(n, e->dep_keys[i], &v) || v != e->dep_vals[i]) {
+		uint64_t v = e->deps[i]->value; /* 0: not known */
+		if (v == 0 || v != e->dep_vals[i]) {
 			n->st.stale++;
 			entry_remove(n, e);
 			return false;
@@ -460,13 +456,10 @@ void px_near_put(px_near *n, const char *key, const qc_keys *vk, const char *ver
 		return;
 	}
 	e->key = pf_strdup(key);
-	e->dep_keys = pf_calloc(vk->n ? vk->n : 1, sizeof(char *));
-	e->ndeps = vk->n;
+	e->deps = pf_calloc(vk->n ? vk->n : 1, sizeof(known_ver *));
 	e->bytes = sizeof(*e) + len + strlen(key) + 1;
-	for (size_t i = 0; i < vk->n; i++) {
-		e->dep_keys[i] = pf_strdup(vk->keys[i]);
-		e->bytes += strlen(vk->keys[i]) + 1 + sizeof(char *) + sizeof(uint64_t);
-	}
+	for (size_t i = 0; i < vk->n; i++)
+		e->bytes += strlen(vk->keys[i]) + 1 + sizeof(known_ver *) + sizeof(uint64_t);
 	e->payload = pf_malloc(len ? len : 1);
 	memcpy(e->payload, payload, len);
 	e->len = len;
@@ -479,8 +472,13 @@ void px_near_put(px_near *n, const char *key, const qc_keys *vk, const char *ver
 	if (pf_strmap_get(n->entries, key, &old))
 		entry_remove(n, old);
 	known_make_room(n, vk->n);
-	for (size_t i = 0; i < vk->n; i++)
-		known_add(n, vk->keys[i])->refs++; /* its value comes from a lookup or the log */
+	/* A version an entry refers to stays in `known` until the entry goes
+	 * (known_sweep spares referenced ones; drop_all removes the entries first). */
+	e->ndeps = vk->n;
+	for (size_t i = 0; i < vk->n; i++) {
+		e->deps[i] = known_add(n, vk->keys[i]); /* its value comes from a lookup or the log */
+		e->deps[i]->refs++;
+	}
 	pf_strmap_put(n->entries, key, e, NULL);
 	lru_push(n, e);
 	n->bytes += e->bytes;

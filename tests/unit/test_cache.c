@@ -333,6 +333,10 @@ static void test_entry_keys(void **state)
 	char again[QC_ENTRY_KEY_LEN + 1];
 	entry_key(&base, again);
 	assert_string_equal(again, keys[0]); /* deterministic */
+	/* SHA-256 over each field as an 8-byte big-endian length and its bytes
+	 * ("pgfold-cache-v1", database, user, startup, settings, SET LOCAL,
+	 * format, text), in lower-case hex: keys stay the same across versions */
+	assert_string_equal(again, "pgfold:e:a43668914486dd7a23f229dd6a2fe43448e9f9f6f42660436c82343abded3747");
 	/* the same text cut from a longer buffer gives the same key */
 	qc_key_input cut = base;
 	cut.sql = "SELECT 1; junk";
