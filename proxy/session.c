@@ -119,6 +119,18 @@ static void send_error(px_peer *peer, const char *severity, const char *sqlstate
 	pgw_buf_free(&b);
 }
 
+/* The backend bytes held back with a ReadyForQuery (relay(): hold_before)
+ * answer statements that ran, a write's CommandComplete among them: a
+ * session that closes during the hold still sends them (the client learns
+ * the write happened), never the ReadyForQuery itself. */
+static void send_held(px_session *s)
+{
+	px_peer *b = &s->backend;
+	if (b->held > 0 && !s->settling && px_peer_is_open(&s->client))
+		(void)px_peer_write(&s->client, b->in, b->held);
+	px_peer_consume(b, b->held);
+}
+
 void px_session_close(px_session *s, const char *reason, const char *sqlstate, const char *message)
 {
 	if (s->state == PX_SESSION_CLOSING)
@@ -131,6 +143,7 @@ void px_session_close(px_session *s, const char *reason, const char *sqlstate, c
 	px_rcache_close(s);
 	px_peer_set_want_read(&s->client, false);
 	px_peer_set_want_read(&s->backend, false);
+	send_held(s);
 	if (sqlstate && px_peer_is_open(&s->client))
 		send_error(&s->client, "FATAL", sqlstate, message);
 	close_peer_when_drained(&s->client);

@@ -621,3 +621,31 @@ def test_held_ready_for_query_stops_reading_the_backend(postgres, shop, pgfold_f
         assert st["invalidation_errors"] + st["timeouts"] >= 1, st
     finally:
         own.cleanup()
+
+
+def test_backend_lost_during_held_ready_for_query(postgres, shop, pgfold_factory):
+    """The backend goes away while a write's ReadyForQuery is held for its
+    invalidation (Redis paused): the client still gets the write's
+    CommandComplete, then pgfold's FATAL, and no ReadyForQuery."""
+    import signal
+    own = RedisServer("redis-cache-held-lost")
+    own.start()
+    try:
+        proxy = start_cache(pgfold_factory, "pgfold-cache-held-lost", **{"cache.redis": f"127.0.0.1:{own.port}"})
+        app = "held-" + marker()
+        with WireConn("127.0.0.1", proxy.port, timeout=30) as w:
+            w.startup("app", DB, extra={"application_name": app})
+            os.kill(own.proc.pid, signal.SIGSTOP)
+            try:
+                w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1"))
+                killed = run_ok(postgres.port, DB, [
+                    f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"])
+                msgs = w.expect_eof(timeout=20)
+            finally:
+                os.kill(own.proc.pid, signal.SIGCONT)
+        assert killed[0]["rows"][0][0] in (b"1", "1"), killed  # the session through pgfold was found
+        kinds = [m[0] for m in msgs]
+        assert kinds[0] == b"C" and msgs[0][1] == b"UPDATE 1\x00", msgs
+        assert b"E" in kinds and b"Z" not in kinds, msgs
+    finally:
+        own.cleanup()
