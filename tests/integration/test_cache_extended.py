@@ -306,3 +306,34 @@ def test_bind_without_parse_after_hits_that_deferred_their_parse(postgres, proxy
     assert cache_stats(proxy)["hits"] - hits == 2
     for i in range(len(script)):
         assert got[i] == want[i], f"answer to group {i} differs"
+
+
+def test_psycopg3_pipeline_writes_then_reads_see_the_writes(postgres, proxy):
+    """psycopg 3 pipeline mode, autocommit: cached reads of rows, then one
+    pipeline of UPDATE ... RETURNING and a read of the same row, again and
+    again, with a sync after each pair.  Each read answers the value its
+    UPDATE returned (never a cached older one) and every answer comes back in
+    order, though each write's ReadyForQuery waits for its invalidation with
+    the next statements' answers queued behind it."""
+    ready(proxy)
+    m = fresh(postgres)
+    read = f"SELECT /* {m} */ price FROM qc_items WHERE id = %s"
+    ids = [3, 4, 5]
+    with psycopg.connect(host="127.0.0.1", port=proxy.port, user="app", dbname=DB, autocommit=True) as conn:
+        for _ in range(3):  # cached (and near) before the writes
+            for k in ids:
+                conn.execute(read, (k,)).fetchone()
+        with conn.pipeline() as p:
+            cursors = []
+            for i in range(30):
+                k = ids[i % len(ids)]
+                cursors.append((conn.execute("UPDATE qc_items SET price = price + 1 WHERE id = %s RETURNING price",
+                                             (k,)), conn.execute(read, (k,))))
+                if i % 2:
+                    p.sync()
+        for i, (wrote, got) in enumerate(cursors):
+            assert got.fetchone() == wrote.fetchone(), f"pair {i}"
+        direct = psycopg.connect(host="127.0.0.1", port=postgres.port, user="app", dbname=DB, autocommit=True)
+        with direct:
+            for k in ids:
+                assert conn.execute(read, (k,)).fetchone() == direct.execute(read, (k,)).fetchone()
