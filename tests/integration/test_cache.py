@@ -625,19 +625,29 @@ def test_held_ready_for_query_stops_reading_the_backend(postgres, shop, pgfold_f
 
 def test_backend_lost_during_held_ready_for_query(postgres, shop, pgfold_factory):
     """The backend goes away while a write's ReadyForQuery is held for its
-    invalidation (Redis paused): the client still gets the write's
-    CommandComplete, then pgfold's FATAL, and no ReadyForQuery."""
+    invalidation (Redis paused; cache.timeout_ms 1000 makes the bump's
+    deadline 4 s): the client still gets the write's CommandComplete, then
+    pgfold's FATAL, and no ReadyForQuery."""
     import signal
     own = RedisServer("redis-cache-held-lost")
     own.start()
     try:
-        proxy = start_cache(pgfold_factory, "pgfold-cache-held-lost", **{"cache.redis": f"127.0.0.1:{own.port}"})
+        proxy = start_cache(pgfold_factory, "pgfold-cache-held-lost",
+                            **{"cache.redis": f"127.0.0.1:{own.port}", "cache.timeout_ms": "1000"})
         app = "held-" + marker()
+        activity = f"SELECT state, query FROM pg_stat_activity WHERE application_name = '{app}'"
+
+        def update_ran():  # PostgreSQL answered it: the hold is on in pgfold
+            rows = run_ok(postgres.port, DB, [activity])[0]["rows"]
+            return rows and [str(v, "utf-8") if isinstance(v, bytes) else v for v in rows[0]][0] == "idle" \
+                and "UPDATE" in str(rows[0][1])
+
         with WireConn("127.0.0.1", proxy.port, timeout=30) as w:
             w.startup("app", DB, extra={"application_name": app})
             os.kill(own.proc.pid, signal.SIGSTOP)
             try:
                 w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1"))
+                wait_until(update_ran, 3, "the UPDATE answered by PostgreSQL")
                 killed = run_ok(postgres.port, DB, [
                     f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"])
                 msgs = w.expect_eof(timeout=20)
