@@ -175,7 +175,6 @@ static EVP_MD_CTX *entry_digest(void)
 
 void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	uint8_t digest[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
 	EVP_MD_CTX *md = entry_digest();
@@ -190,12 +189,10 @@ void qc_key_entry(const qc_key_input *in, char out[QC_ENTRY_KEY_LEN + 1])
 	if (in->format != 't')
 		put_field(md, in->params, in->params ? in->params_len : 0);
 	EVP_DigestFinal_ex(md, digest, &dlen);
+	if (dlen != 32)
+		abort(); /* SHA-256 */
 	memcpy(out, "pgfold:e:", 9);
-	for (unsigned i = 0; i < 32 && i < dlen; i++) {
-		out[9 + 2 * i] = hex[digest[i] >> 4];
-		out[10 + 2 * i] = hex[digest[i] & 15];
-	}
-	out[QC_ENTRY_KEY_LEN] = '\0';
+	pf_hex(digest, dlen, out + 9);
 }
 
 static void put_sized(pf_sb *out, uint32_t n, const void *data, size_t len)

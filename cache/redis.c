@@ -66,6 +66,7 @@
 
 #include "../common/alloc.h"
 #include "../common/log.h"
+#include "../common/strbuf.h"
 #include "redis_link.h"
 
 enum {
@@ -460,16 +461,11 @@ static void eval_on_reply(qc_redis *r, int status, const redisReply *reply, void
 /* The SHA-1 of script in lowercase hex; false when libcrypto failed. */
 static bool sha1_hex(const char *script, char hex[QC_SHA_HEX + 1])
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int n = 0;
 	if (EVP_Digest(script, strlen(script), md, &n, EVP_sha1(), NULL) != 1 || n * 2 != QC_SHA_HEX)
 		return false;
-	for (unsigned int i = 0; i < n; i++) {
-		hex[2 * i] = digits[md[i] >> 4];
-		hex[2 * i + 1] = digits[md[i] & 15];
-	}
-	hex[QC_SHA_HEX] = '\0';
+	pf_hex(md, n, hex);
 	return true;
 }
 

@@ -25,4 +25,7 @@ void pf_sb_append_json_string(pf_sb *sb, const char *s);
 /* Contents as a C string ("" when empty). */
 const char *pf_sb_str(const pf_sb *sb);
 
+/* n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
+void pf_hex(const void *bytes, size_t n, char *out);
+
 #endif /* PGFOLD_COMMON_STRBUF_H */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../common/alloc.h"
+#include "../common/strbuf.h"
 #include "../common/strmap.h"
 
 typedef struct near_entry near_entry;
@@ -144,7 +145,7 @@ static known_ver *known_find(const px_near *n, const char *key)
 static void entry_remove(px_near *n, near_entry *e)
 {
 	for (size_t i = 0; i < e->ndeps; i++)
-		if (e->deps[i] && e->deps[i]->refs)
+		if (e->deps[i]->refs)
 			e->deps[i]->refs--;
 	pf_strmap_remove(n->entries, e->key, NULL);
 	lru_unlink(n, e);
@@ -299,8 +300,7 @@ static void make_id(px_near *n)
 		uint64_t x = uv_hrtime() ^ ((uint64_t)uv_os_getpid() << 32);
 		memcpy(r, &x, sizeof(r));
 	}
-	for (size_t i = 0; i < sizeof(r); i++)
-		snprintf(n->id + 2 * i, 3, "%02x", r[i]);
+	pf_hex(r, sizeof(r), n->id);
 }
 
 px_near *px_near_new(uv_loop_t *loop)

@@ -47,8 +47,8 @@ typedef struct text_entry {
 	char text[]; /* the key */
 } text_entry;
 
-/* Texts recently analysed and not cached, by hash (direct-mapped; a
- * collision forgets the older one): once the text cache is full, a text
+/* Texts recently offered to the text cache, by hash (direct-mapped; a
+ * collision forgets the older one): once the cache is full, a text
  * enters it only when seen before, so a stream of texts that never repeat
  * (literals inline, e.g. pgbench -S) does not cycle the cache for nothing. */
 #define RW_TEXT_SEEN 4096
@@ -388,18 +388,12 @@ static bool seen_before(rw_analyzer *a, uint64_t hash)
 	return seen;
 }
 
-/* Would caching `bytes` more push another text out? */
-static bool texts_full(const rw_analyzer *a, size_t bytes)
-{
-	return a->texts.count >= a->texts.max_entries || a->texts.bytes + bytes > a->texts.max_bytes;
-}
-
 static void cache_text(rw_analyzer *a, uint64_t hash, const char *sql, size_t len, rw_analysis_obj *an)
 {
 	size_t bytes = sizeof(text_entry) + len + an->bytes;
 	if (!rw_lru_fits(&a->texts, bytes))
 		return;
-	if (!seen_before(a, hash) && texts_full(a, bytes)) {
+	if (!seen_before(a, hash) && rw_lru_full(&a->texts, bytes)) {
 		a->st.not_admitted++;
 		return;
 	}

@@ -49,6 +49,7 @@ void rw_lru_destroy(rw_lru *l); /* the table must be empty (see rw_lru_pop) */
 /* Find and mark most recently used; NULL when absent. */
 rw_lru_node *rw_lru_find(rw_lru *l, uint64_t hash, const char *key, size_t keylen);
 bool rw_lru_fits(const rw_lru *l, size_t bytes); /* could an entry this large be kept at all */
+bool rw_lru_full(const rw_lru *l, size_t bytes); /* would inserting it push another entry out */
 void rw_lru_insert(rw_lru *l, rw_lru_node *n);   /* n->hash/key/keylen/bytes set, key absent */
 /* Remove and return the least recently used entry while over a limit, else NULL. */
 rw_lru_node *rw_lru_evict(rw_lru *l);

@@ -71,6 +71,11 @@ bool rw_lru_fits(const rw_lru *l, size_t bytes)
 	return l->max_entries > 0 && bytes <= l->max_bytes;
 }
 
+bool rw_lru_full(const rw_lru *l, size_t bytes)
+{
+	return l->count >= l->max_entries || l->bytes + bytes > l->max_bytes;
+}
+
 static void grow_buckets(rw_lru *l)
 {
 	size_t nb = l->nbuckets * 2;

@@ -337,6 +337,10 @@ static void test_entry_keys(void **state)
 	 * ("pgfold-cache-v1", database, user, startup, settings, SET LOCAL,
 	 * format, text), in lower-case hex: keys stay the same across versions */
 	assert_string_equal(again, "pgfold:e:a43668914486dd7a23f229dd6a2fe43448e9f9f6f42660436c82343abded3747");
+	static const unsigned char bytes[] = {0x00, 0x0f, 0xa5, 0xff};
+	char hex[2 * sizeof(bytes) + 1];
+	pf_hex(bytes, sizeof(bytes), hex);
+	assert_string_equal(hex, "000fa5ff");
 	/* the same text cut from a longer buffer gives the same key */
 	qc_key_input cut = base;
 	cut.sql = "SELECT 1; junk";
