@@ -12,6 +12,7 @@ Environment:
   PG_BINDIR       PostgreSQL server binaries (default /usr/lib/postgresql/15/bin)
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -68,6 +69,17 @@ def free_port():
 
 class GiveUp(Exception):
     """Raised by a wait_until predicate when waiting longer cannot help."""
+
+
+@contextlib.contextmanager
+def paused(proc):
+    """proc (a Popen) stopped with SIGSTOP for the with block, continued
+    with SIGCONT after it, whatever happens inside."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
 
 
 def wait_until(predicate, timeout, what, interval=0.05):

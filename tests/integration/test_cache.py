@@ -20,14 +20,13 @@ No timing assertions.
 """
 
 import json
-import os
 import urllib.request
 import uuid
 
 import pytest
 
 import pgharness
-from pgharness import RedisServer, free_port, wait_until
+from pgharness import RedisServer, free_port, paused, wait_until
 from wire import WireConn, query
 
 DB = "qc_shop"
@@ -488,7 +487,6 @@ def test_redis_killed_under_load_fails_open(postgres, shop, pgfold_factory):
 def test_redis_paused_fails_open(postgres, shop, pgfold_factory):
     """SIGSTOP: lookups and invalidations hit their deadlines (counted), every
     answer is still PostgreSQL's; after SIGCONT the cache works again."""
-    import signal
     own = RedisServer("redis-cache-pause")
     own.start()
     try:
@@ -496,15 +494,12 @@ def test_redis_paused_fails_open(postgres, shop, pgfold_factory):
         m = marker()
         script = workload(m)
         want = record(postgres.port, script)
-        os.kill(own.proc.pid, signal.SIGSTOP)
-        try:
+        with paused(own.proc):
             assert record(proxy.port, script) == want
             write(proxy.port, "UPDATE qc_items SET price = price WHERE id = 1")
             assert record(proxy.port, script) == want
             st = cache_stats(proxy)
             assert st["hits"] == 0 and st["timeouts"] + st["bypasses"]["redis"] >= len(script)
-        finally:
-            os.kill(own.proc.pid, signal.SIGCONT)
         wait_until(lambda: cache_stats(proxy)["redis"] == "up", 30, "redis up again")
         ready(proxy)
         assert record(proxy.port, script) == want
@@ -597,7 +592,6 @@ def test_held_ready_for_query_stops_reading_the_backend(postgres, shop, pgfold_f
     A 20 MB result pipelined behind it waits in PostgreSQL (pgfold stops
     reading the backend instead of buffering it), and everything arrives
     whole and in order once the hold ends."""
-    import signal
     own = RedisServer("redis-cache-held")
     own.start()
     try:
@@ -606,13 +600,10 @@ def test_held_ready_for_query_stops_reading_the_backend(postgres, shop, pgfold_f
         big = f"SELECT /* pgfold:nocache */ g, repeat('x', {width}) FROM generate_series(1, {rows}) g"
         with WireConn("127.0.0.1", proxy.port, timeout=60) as w:
             w.startup("app", DB)
-            os.kill(own.proc.pid, signal.SIGSTOP)
-            try:
+            with paused(own.proc):
                 w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1") + query(big))
                 first = w.read_until_ready()
                 second = w.read_until_ready()
-            finally:
-                os.kill(own.proc.pid, signal.SIGCONT)
         assert [m[0] for m in first] == [b"C", b"Z"], first
         kinds = [m[0] for m in second]
         assert kinds[0] == b"T" and kinds[-2:] == [b"C", b"Z"] and kinds.count(b"D") == rows, kinds[:3]
@@ -628,7 +619,6 @@ def test_backend_lost_during_held_ready_for_query(postgres, shop, pgfold_factory
     invalidation (Redis paused; cache.timeout_ms 1000 makes the bump's
     deadline 4 s): the client still gets the write's CommandComplete, then
     pgfold's FATAL, and no ReadyForQuery."""
-    import signal
     own = RedisServer("redis-cache-held-lost")
     own.start()
     try:
@@ -644,15 +634,12 @@ def test_backend_lost_during_held_ready_for_query(postgres, shop, pgfold_factory
 
         with WireConn("127.0.0.1", proxy.port, timeout=30) as w:
             w.startup("app", DB, extra={"application_name": app})
-            os.kill(own.proc.pid, signal.SIGSTOP)
-            try:
+            with paused(own.proc):
                 w.send(query("UPDATE qc_counter SET v = v + 1 WHERE id = 1"))
                 wait_until(update_ran, 3, "the UPDATE answered by PostgreSQL")
                 killed = run_ok(postgres.port, DB, [
                     f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"])
                 msgs = w.expect_eof(timeout=20)
-            finally:
-                os.kill(own.proc.pid, signal.SIGCONT)
         assert killed[0]["rows"][0][0] in (b"1", "1"), killed  # the session through pgfold was found
         kinds = [m[0] for m in msgs]
         assert kinds[0] == b"C" and msgs[0][1] == b"UPDATE 1\x00", msgs

@@ -23,14 +23,12 @@ after a sync with Redis's bump log.
   goes to PostgreSQL within the timeout and is answered right.
 """
 
-import os
-import signal
 import socket
 import time
 
 import pytest
 
-from pgharness import RedisServer, wait_until
+from pgharness import RedisServer, paused, wait_until
 from test_cache import cache_stats, marker, run_ok, start_cached
 from wire import WireConn, query
 
@@ -219,11 +217,8 @@ def test_paused_peer_lease_runs_out(near_db, pgfold_factory):
         timeouts = lease(a)["bump_wait_timeouts"]
         with WireConn("127.0.0.1", b.port) as wb:
             wb.startup("app", DB)
-            os.kill(b.proc.pid, signal.SIGSTOP)
-            try:
+            with paused(b.proc):
                 run(a.port, ["UPDATE qn_items SET n = n + 1 WHERE id = 12"])
-            finally:
-                os.kill(b.proc.pid, signal.SIGCONT)
             assert wb.simple_query(sql)["rows"] == [[str(n + 1)]]
         assert lease(a)["bump_wait_timeouts"] == timeouts + 1
         status, _, body = a.admin_get("/metrics")
@@ -276,16 +271,13 @@ def test_redis_flushed_and_paused(near_db, postgres, pgfold_factory):
         assert near(b)["resets"] > resets, "the flushed log did not reset the near cache"
         near_hit(b, sql)
 
-        os.kill(own.proc.pid, signal.SIGSTOP)
-        try:
+        with paused(own.proc):
             postgres.query("UPDATE qn_items SET n = n + 10 WHERE id = 9", dbname=DB)
             wait_lease(b, held=False)  # no renewal answered: the lease runs out
             started = time.monotonic()
             # no sync can be answered: the entry is not used, PostgreSQL answers
             assert value(b.port, sql) == [[str(n + 11)]]
             assert time.monotonic() - started < 5
-        finally:
-            os.kill(own.proc.pid, signal.SIGCONT)
     finally:
         own.cleanup()
 
